@@ -1,0 +1,106 @@
+//! The JSON bodies of every endpoint, and the error body.
+//!
+//! Field names are camelCase on the wire. Request bodies refuse unknown fields, so a
+//! misspelt field is an error rather than silently ignored.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+
+use super::Secret;
+
+/// The longest `userId` accepted, in bytes of UTF-8.
+pub const MAX_USER_ID_LEN: usize = 256;
+/// The longest namespace name accepted, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+/// The Content-Type a key version gets when the PUT names none.
+pub const DEFAULT_KEY_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// `POST /init` → 200.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitResponse {
+    /// 32 random bytes, base64url without padding. The device keeps it as its signing
+    /// secret and sends only [`init_token_hash`] of it to the Real Service.
+    pub init_token: Secret,
+    /// When the pending token stops being redeemable (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// `POST /connect` request body, sent by the Real Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// The Real Service's namespace; must be the namespace of the signing credential.
+    pub namespace: String,
+    /// The Real Service's id for the logged-in user (1 to [`MAX_USER_ID_LEN`] bytes).
+    pub user_id: String,
+    /// [`init_token_hash`] of the device's init token.
+    pub init_token_hash: String,
+}
+
+/// `POST /connect` → 200.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectResponse {
+    /// 32 random bytes, base64url without padding: the device's ss1 key id.
+    pub session_token: Secret,
+    /// When the session ends (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// `PUT /key` → 201 (first version) or 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PutKeyResponse {
+    /// The version just stored; also sent as `ETag: "N"`.
+    pub version: u64,
+}
+
+/// Every error response: `{"error": "<snake_case code>", "message": "<sentence>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable snake_case code for programs.
+    pub error: String,
+    /// One sentence for people; never contains a secret.
+    pub message: String,
+}
+
+/// The initTokenHash of an init token: standard base64 (padded) of SHA-512 of its UTF-8
+/// bytes. This is all the Real Service ever sees of the token.
+pub fn init_token_hash(init_token: &Secret) -> String {
+    STANDARD.encode(Sha512::digest(init_token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_token_hash_is_padded_base64_of_sha512() {
+        // python3 -c "import hashlib,base64;print(base64.b64encode(hashlib.sha512(b'abc').digest()).decode())"
+        assert_eq!(
+            init_token_hash(&Secret::new("abc")),
+            "3a81oZNherrMQXNJriBBMRLm+k6JqX6iCp7u5ktV05ohkpkqJ0/BqDa6PCOj/uu9RU1EI2Q86A4qmslPpUyknw=="
+        );
+    }
+
+    #[test]
+    fn connect_request_refuses_unknown_and_duplicate_fields() {
+        let ok = r#"{"namespace":"n","userId":"u","initTokenHash":"h"}"#;
+        assert!(serde_json::from_str::<ConnectRequest>(ok).is_ok());
+        let unknown = r#"{"namespace":"n","userId":"u","initTokenHash":"h","x":1}"#;
+        assert!(serde_json::from_str::<ConnectRequest>(unknown).is_err());
+        let duplicate = r#"{"namespace":"n","userId":"u","userId":"v","initTokenHash":"h"}"#;
+        assert!(serde_json::from_str::<ConnectRequest>(duplicate).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let response = InitResponse { init_token: Secret::new("tok-123"), expires_at: "x".into() };
+        assert!(!format!("{response:?}").contains("tok-123"));
+        let json = serde_json::to_string(&response).unwrap();
+        assert_eq!(json, r#"{"initToken":"tok-123","expiresAt":"x"}"#);
+    }
+}

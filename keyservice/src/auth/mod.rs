@@ -1,0 +1,184 @@
+//! Request authentication: the ss1 header checked against a clock, a secret and the
+//! replay memory.
+//!
+//! Verification is split in two because the secret depends on who claims to sign:
+//! [`Authenticator::claim`] parses the header and checks the date (cheap, no lookups);
+//! the handler finds the claimed key id's secret; [`Authenticator::verify`] checks the
+//! MAC in constant time and then the replay memory. Only `verify` makes a [`Verified`],
+//! and handlers that act for a signer take one as an argument.
+
+mod replay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, DATE};
+use keyservice_client::protocol::Secret;
+use keyservice_client::protocol::ss1::{self, Authorization, SignedRequest};
+
+pub use self::replay::{Replay, ReplayGuard};
+use crate::store::{Store, StoreError, UnixTime};
+
+/// Why a request's signature was refused. Each maps to a 401 with its own code; none
+/// carries the header's content.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("the request has no Authorization header")]
+    MissingAuthorization,
+    /// The header is not a well-formed ss1 header.
+    #[error("{0}")]
+    Malformed(#[from] ss1::ParseError),
+    /// No credential has the claimed key id.
+    #[error("no credential has this key id")]
+    UnknownKeyId,
+    /// No session has the claimed token.
+    #[error("no session has this token; connect again")]
+    UnknownSession,
+    /// The session has expired.
+    #[error("the session has expired; connect again")]
+    SessionExpired,
+    /// The MAC does not match.
+    #[error("the ss1 hash does not match the request")]
+    BadSignature,
+    /// Neither `Date` nor `X-Date` is present.
+    #[error("the request has neither a Date nor an X-Date header")]
+    MissingDate,
+    /// The date header is not an HTTP date.
+    #[error("the request date is not an HTTP date such as `Fri, 07 Oct 2011 21:33:17 GMT`")]
+    BadDate,
+    /// The date is further from the server clock than the allowed skew.
+    #[error("the request date is too far from the server's clock; see the response's Date header")]
+    ClockSkew,
+    /// The date is at or before the replay floor left by an earlier run.
+    #[error("the request is dated before the server's last restart; sign it again with the current time")]
+    StaleDate,
+    /// The (key id, nonce) pair was already accepted.
+    #[error("this nonce was already used; sign every request with a fresh nonce")]
+    Replayed,
+    /// The replay memory could not be made durable.
+    #[error("the replay memory could not be stored")]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    /// The snake_case code of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingAuthorization => "missing_authorization",
+            Self::Malformed(_) => "malformed_authorization",
+            Self::UnknownKeyId => "unknown_key_id",
+            Self::UnknownSession => "unknown_session",
+            Self::SessionExpired => "session_expired",
+            Self::BadSignature => "bad_signature",
+            Self::MissingDate => "missing_date",
+            Self::BadDate => "bad_date",
+            Self::ClockSkew => "clock_skew",
+            Self::StaleDate => "stale_date",
+            Self::Replayed => "replayed_request",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+/// A parsed header whose date is within the window; its MAC is not yet checked.
+#[derive(Debug)]
+pub struct Claim {
+    authorization: Authorization,
+    /// The date header exactly as sent: it enters the MAC.
+    date_text: String,
+    date: UnixTime,
+}
+
+impl Claim {
+    /// The key id the request claims to be signed by.
+    pub fn key_id(&self) -> &str {
+        self.authorization.key_id()
+    }
+}
+
+/// Proof that a request was signed with the secret of `key_id`, and is no replay.
+#[derive(Debug)]
+pub struct Verified {
+    key_id: String,
+}
+
+impl Verified {
+    /// The key id that signed.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+/// Checks ss1 headers for one server.
+pub struct Authenticator {
+    max_skew: u64,
+    replay: ReplayGuard,
+}
+
+impl Authenticator {
+    /// An authenticator allowing `max_skew` between request dates and the clock.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the replay memory cannot be loaded from the store.
+    pub async fn open(store: Arc<dyn Store>, max_skew: Duration) -> Result<Self, StoreError> {
+        let max_skew = max_skew.as_secs();
+        let replay = ReplayGuard::open(store, max_skew, crate::time::now()).await?;
+        Ok(Self { max_skew, replay })
+    }
+
+    /// Parses the `Authorization` header and checks the request's date against the clock.
+    ///
+    /// # Errors
+    ///
+    /// An [`AuthError`] for a missing or malformed header, or a missing, unparseable or
+    /// skewed date.
+    pub fn claim(&self, headers: &HeaderMap, now: UnixTime) -> Result<Claim, AuthError> {
+        let value = headers.get(AUTHORIZATION).ok_or(AuthError::MissingAuthorization)?;
+        let value = value.to_str().map_err(|_| ss1::ParseError::WrongScheme)?;
+        let authorization = Authorization::parse(value)?;
+
+        // Browsers may not set Date, so X-Date stands in only when Date is absent.
+        let date_header = headers.get(DATE).or_else(|| headers.get(ss1::X_DATE)).ok_or(AuthError::MissingDate)?;
+        let date_text = date_header.to_str().map_err(|_| AuthError::BadDate)?;
+        let date = crate::time::parse_http_date(date_text).ok_or(AuthError::BadDate)?;
+        if date.abs_diff(now) > self.max_skew {
+            return Err(AuthError::ClockSkew);
+        }
+        Ok(Claim { authorization, date_text: date_text.to_owned(), date })
+    }
+
+    /// Checks the claim's MAC over the request with `secret`, then records its nonce.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::BadSignature`], [`AuthError::StaleDate`], [`AuthError::Replayed`], or
+    /// [`AuthError::Store`] when the nonce could not be recorded durably.
+    pub async fn verify(
+        &self,
+        claim: Claim,
+        secret: &Secret,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        now: UnixTime,
+    ) -> Result<Verified, AuthError> {
+        let request = SignedRequest { method, path_and_query, body, date: &claim.date_text };
+        if !claim.authorization.verify(secret.as_bytes(), &request) {
+            return Err(AuthError::BadSignature);
+        }
+        let fingerprint = crate::crypto::replay_fingerprint(claim.key_id(), claim.authorization.nonce());
+        match self.replay.accept(fingerprint, claim.date, now).await? {
+            Ok(()) => Ok(Verified { key_id: claim.authorization.key_id().to_owned() }),
+            Err(Replay::Stale) => Err(AuthError::StaleDate),
+            Err(Replay::Seen) => Err(AuthError::Replayed),
+        }
+    }
+
+    /// Remembered nonces dated before this may be swept from the store.
+    pub fn forget_nonces_before(&self, now: UnixTime) -> UnixTime {
+        self.replay.forget_before(now)
+    }
+}

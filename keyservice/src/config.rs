@@ -1,0 +1,536 @@
+//! The server's settings: a plain [`Config`], read from TOML and validated once at start.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data_dir = "./keyservice-data"
+//!
+//! [namespaces.my_cool_website]
+//! allow = ["127.0.0.1/32", "::1/128"]
+//! credentials = [ { key_id = "rs-1", secret_env = "KS_SECRET_RS1" } ]
+//! ```
+//!
+//! Every other key is optional; each field of [`Config`] documents its default. Unknown
+//! keys are errors, so a misspelt limit cannot silently fall back to its default.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use keyservice_client::protocol::Secret;
+use keyservice_client::protocol::ss1::{MAX_CLOCK_SKEW, MAX_KEY_ID_LEN};
+use keyservice_client::protocol::wire::MAX_NAMESPACE_LEN;
+use serde::Deserialize;
+
+/// The shortest credential secret accepted, in bytes. `keyservice gen-secret` makes 43.
+pub const MIN_SECRET_LEN: usize = 32;
+/// The namespace `serve --dev` creates.
+pub const DEV_NAMESPACE: &str = "demo";
+/// The key id of the credential `serve --dev` creates.
+pub const DEV_KEY_ID: &str = "demo-1";
+
+/// The validated settings of one server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Directory of the sled database. Default `./keyservice-data`.
+    pub data_dir: PathBuf,
+    /// The Real Services allowed to `/connect`, by namespace name. Default: none.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// How long an init token stays redeemable (`init_ttl_secs`). Default 10 minutes.
+    pub init_ttl: Duration,
+    /// How long a session lasts from `/connect` (`session_ttl_secs`). Default 1 hour.
+    pub session_ttl: Duration,
+    /// Largest accepted difference between a request's date and the server clock
+    /// (`max_clock_skew_secs`), at most ss1's 24 hours. Default 5 minutes.
+    pub max_clock_skew: Duration,
+    /// Largest key body a PUT may send, in bytes (`max_key_bytes`). Default 65,536.
+    pub max_key_bytes: usize,
+    /// Most connections served at once; more wait in the kernel's backlog
+    /// (`max_connections`). Default 1,024.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (`header_read_timeout_secs`).
+    /// Default 10 seconds.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body (`body_read_timeout_secs`). Default 30
+    /// seconds.
+    pub body_read_timeout: Duration,
+    /// Largest total size of a request's headers, in bytes (`max_header_bytes`, at least
+    /// 8,192). Default 16,384.
+    pub max_header_bytes: usize,
+    /// How often expired inits, sessions and nonces are deleted (`sweep_interval_secs`).
+    /// Default 60 seconds.
+    pub sweep_interval: Duration,
+}
+
+/// A Real Service's namespace.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// Networks `/connect` calls for this namespace may come from.
+    pub allow: Vec<IpNet>,
+    /// Credentials that sign for it; several at once allow rotation.
+    pub credentials: Vec<Credential>,
+}
+
+impl Namespace {
+    /// Whether `ip` lies in one of the allowed networks (IPv4-mapped IPv6 addresses count
+    /// as the IPv4 address they carry).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// A shared secret a Real Service signs `/connect` with.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The ss1 key id it signs with.
+    pub key_id: String,
+    /// The shared secret.
+    pub secret: Secret,
+}
+
+/// Why a configuration was refused. Each names the field and never shows a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config is not valid: {0}")]
+    Syntax(String),
+    /// A field has a value that cannot work.
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `namespaces.shop.credentials[0].secret_env`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./keyservice-data"),
+            namespaces: BTreeMap::new(),
+            init_ttl: Duration::from_secs(10 * 60),
+            session_ttl: Duration::from_secs(60 * 60),
+            max_clock_skew: Duration::from_secs(5 * 60),
+            max_key_bytes: 64 * 1024,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML config file; secrets named by `secret_env` come from
+    /// the process environment.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first field that is wrong.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates TOML text; `env` looks up `secret_env` variables.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first field that is wrong.
+    pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(describe_toml_error(text, &e)))?;
+        file.validate(&env)
+    }
+
+    /// The settings of `serve --dev`: a `demo` namespace that loopback may connect to,
+    /// with one fresh credential, whose secret is returned to be shown once.
+    ///
+    /// # Errors
+    ///
+    /// Fails only when the operating system cannot supply randomness.
+    pub fn dev(data_dir: PathBuf) -> Result<(Self, Secret), keyservice_client::protocol::RandomError> {
+        let secret = crate::crypto::new_token()?;
+        let namespace = Namespace {
+            allow: vec![loopback_v4(), loopback_v6()],
+            credentials: vec![Credential { key_id: DEV_KEY_ID.to_owned(), secret: secret.clone() }],
+        };
+        let config =
+            Self { data_dir, namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]), ..Self::default() };
+        Ok((config, secret))
+    }
+}
+
+fn loopback_v4() -> IpNet {
+    IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8))
+}
+
+fn loopback_v6() -> IpNet {
+    IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, FileNamespace>,
+    init_ttl_secs: Option<u64>,
+    session_ttl_secs: Option<u64>,
+    max_clock_skew_secs: Option<u64>,
+    max_key_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    max_header_bytes: Option<usize>,
+    sweep_interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    allow: Vec<String>,
+    credentials: Vec<FileCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCredential {
+    key_id: String,
+    secret: Option<Secret>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+fn invalid(field: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.to_string(), reason: reason.into() }
+}
+
+fn seconds(value: Option<u64>, field: &str, default: Duration, max: Duration) -> Result<Duration, ConfigError> {
+    let Some(secs) = value else { return Ok(default) };
+    if secs == 0 || secs > max.as_secs() {
+        return Err(invalid(field, format!("must be between 1 and {} seconds", max.as_secs())));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn count(value: Option<usize>, field: &str, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {
+    let Some(n) = value else { return Ok(default) };
+    if !(min..=max).contains(&n) {
+        return Err(invalid(field, format!("must be between {min} and {max}")));
+    }
+    Ok(n)
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl FileConfig {
+    fn validate(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let listen = match self.listen {
+            Some(text) => text.parse().map_err(|_| {
+                invalid("listen", "must be an IP address and port, such as 127.0.0.1:8080 or [::]:8443")
+            })?,
+            None => defaults.listen,
+        };
+        let mut key_ids = HashSet::new();
+        let mut namespaces = BTreeMap::new();
+        for (name, namespace) in self.namespaces {
+            let field = format!("namespaces.{name}");
+            let valid_name = !name.is_empty()
+                && name.len() <= MAX_NAMESPACE_LEN
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !valid_name {
+                return Err(invalid(
+                    &field,
+                    format!("a namespace name is 1 to {MAX_NAMESPACE_LEN} letters, digits, '_', '-' or '.'"),
+                ));
+            }
+            let namespace = namespace.validate(&field, env, &mut key_ids)?;
+            namespaces.insert(name, namespace);
+        }
+        Ok(Config {
+            listen,
+            data_dir: self.data_dir.unwrap_or(defaults.data_dir),
+            namespaces,
+            init_ttl: seconds(self.init_ttl_secs, "init_ttl_secs", defaults.init_ttl, DAY)?,
+            session_ttl: seconds(self.session_ttl_secs, "session_ttl_secs", defaults.session_ttl, 30 * DAY)?,
+            max_clock_skew: seconds(
+                self.max_clock_skew_secs,
+                "max_clock_skew_secs",
+                defaults.max_clock_skew,
+                MAX_CLOCK_SKEW,
+            )?,
+            max_key_bytes: count(self.max_key_bytes, "max_key_bytes", defaults.max_key_bytes, 1, 16 * 1024 * 1024)?,
+            max_connections: count(self.max_connections, "max_connections", defaults.max_connections, 1, 1_000_000)?,
+            header_read_timeout: seconds(
+                self.header_read_timeout_secs,
+                "header_read_timeout_secs",
+                defaults.header_read_timeout,
+                Duration::from_secs(600),
+            )?,
+            body_read_timeout: seconds(
+                self.body_read_timeout_secs,
+                "body_read_timeout_secs",
+                defaults.body_read_timeout,
+                Duration::from_secs(600),
+            )?,
+            max_header_bytes: count(
+                self.max_header_bytes,
+                "max_header_bytes",
+                defaults.max_header_bytes,
+                8192,
+                1024 * 1024,
+            )?,
+            sweep_interval: seconds(self.sweep_interval_secs, "sweep_interval_secs", defaults.sweep_interval, DAY)?,
+        })
+    }
+}
+
+impl FileNamespace {
+    fn validate(
+        self,
+        field: &str,
+        env: &impl Fn(&str) -> Option<String>,
+        key_ids: &mut HashSet<String>,
+    ) -> Result<Namespace, ConfigError> {
+        if self.allow.is_empty() {
+            return Err(invalid(
+                format!("{field}.allow"),
+                "must name at least one network, or no /connect could ever succeed",
+            ));
+        }
+        let mut allow = Vec::with_capacity(self.allow.len());
+        for (i, text) in self.allow.iter().enumerate() {
+            let net = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                invalid(format!("{field}.allow[{i}]"), "must be a CIDR network such as 10.0.0.0/8, or an IP address")
+            })?;
+            allow.push(net);
+        }
+        if self.credentials.is_empty() {
+            return Err(invalid(format!("{field}.credentials"), "must hold at least one credential"));
+        }
+        let mut credentials = Vec::with_capacity(self.credentials.len());
+        for (i, credential) in self.credentials.into_iter().enumerate() {
+            let field = format!("{field}.credentials[{i}]");
+            let key_id = credential.key_id.clone();
+            let valid_key_id = !key_id.is_empty()
+                && key_id.len() <= MAX_KEY_ID_LEN
+                && key_id.trim() == key_id
+                && !key_id.contains(',')
+                && !key_id.chars().any(char::is_control);
+            if !valid_key_id {
+                return Err(invalid(
+                    format!("{field}.key_id"),
+                    format!(
+                        "must be 1 to {MAX_KEY_ID_LEN} bytes without commas, control characters, or leading or trailing spaces"
+                    ),
+                ));
+            }
+            if !key_ids.insert(key_id.clone()) {
+                return Err(invalid(
+                    format!("{field}.key_id"),
+                    "is used by another credential; key ids must be unique",
+                ));
+            }
+            let secret = credential.secret(&field, env)?;
+            credentials.push(Credential { key_id, secret });
+        }
+        Ok(Namespace { allow, credentials })
+    }
+}
+
+impl FileCredential {
+    fn secret(&self, field: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+        let (source, secret) = match (&self.secret, &self.secret_env, &self.secret_file) {
+            (Some(secret), None, None) => ("secret", secret.clone()),
+            (None, Some(name), None) => {
+                let value = env(name).ok_or_else(|| {
+                    invalid(format!("{field}.secret_env"), format!("environment variable {name} is not set"))
+                })?;
+                ("secret_env", Secret::new(value))
+            }
+            (None, None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(format!("{field}.secret_file"), format!("cannot read {}: {e}", path.display()))
+                })?;
+                ("secret_file", Secret::new(text.trim_end_matches(['\r', '\n'])))
+            }
+            _ => {
+                return Err(invalid(field, "needs exactly one of secret, secret_env or secret_file"));
+            }
+        };
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(invalid(
+                format!("{field}.{source}"),
+                format!("the secret must be at least {MIN_SECRET_LEN} bytes; make one with `keyservice gen-secret`"),
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+/// The TOML parser's message and position, without the source line it would quote and
+/// without quoted values (a secret written with the wrong type would otherwise show).
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut quoted = false;
+    for c in error.message().chars() {
+        if c == '`' {
+            quoted = !quoted;
+            message.push_str(if quoted { "`…" } else { "`" });
+        } else if !quoted {
+            message.push(c);
+        }
+    }
+    // Field names in "unknown field" and "missing field" messages are safe to show.
+    if error.message().starts_with("unknown field") || error.message().starts_with("missing field") {
+        message = error.message().to_owned();
+    }
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", message.trim_end())
+        }
+        None => message.trim_end().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-secret";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "KS_SECRET_RS1").then(|| SECRET.to_owned())
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, env)
+    }
+
+    fn field_of(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            Err(other) => panic!("expected an invalid field, got {other}"),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn the_documented_shape_works() {
+        let config = parse(
+            r#"
+            listen = "127.0.0.1:8080"
+            data_dir = "./keyservice-data"
+            [namespaces.my_cool_website]
+            allow = ["127.0.0.1/32", "::1/128"]
+            credentials = [ { key_id = "rs-1", secret_env = "KS_SECRET_RS1" } ]
+            "#,
+        )
+        .unwrap();
+        let ns = &config.namespaces["my_cool_website"];
+        assert_eq!(ns.credentials[0].key_id, "rs-1");
+        assert_eq!(ns.credentials[0].secret.expose(), SECRET);
+        assert!(ns.allows("127.0.0.1".parse().unwrap()));
+        assert!(ns.allows("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!ns.allows("127.0.0.2".parse().unwrap()));
+        assert_eq!(config.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let ns = |body: &str| format!("[namespaces.shop]\n{body}");
+        let good_cred = format!(r#"credentials = [{{ key_id = "k", secret = "{SECRET}" }}]"#);
+        assert_eq!(field_of(parse("listen = \"nope\"")), "listen");
+        assert_eq!(field_of(parse("max_clock_skew_secs = 90000")), "max_clock_skew_secs");
+        assert_eq!(field_of(parse("init_ttl_secs = 0")), "init_ttl_secs");
+        assert_eq!(field_of(parse("max_header_bytes = 100")), "max_header_bytes");
+        assert_eq!(field_of(parse(&ns(&format!("allow = []\n{good_cred}")))), "namespaces.shop.allow");
+        assert_eq!(
+            field_of(parse(&ns(&format!("allow = [\"10.0.0.0/33\"]\n{good_cred}")))),
+            "namespaces.shop.allow[0]"
+        );
+        assert_eq!(field_of(parse(&ns("allow = [\"::1\"]\ncredentials = []"))), "namespaces.shop.credentials");
+        assert_eq!(
+            field_of(parse(&ns("allow = [\"::1\"]\ncredentials = [{ key_id = \"k\", secret_env = \"MISSING\" }]"))),
+            "namespaces.shop.credentials[0].secret_env"
+        );
+        assert_eq!(
+            field_of(parse(&ns("allow = [\"::1\"]\ncredentials = [{ key_id = \"k\", secret = \"short\" }]"))),
+            "namespaces.shop.credentials[0].secret"
+        );
+        assert_eq!(
+            field_of(parse(&ns(&format!(
+                "allow = [\"::1\"]\ncredentials = [{{ key_id = \"a,b\", secret = \"{SECRET}\" }}]"
+            )))),
+            "namespaces.shop.credentials[0].key_id"
+        );
+        assert_eq!(
+            field_of(parse(&ns(&format!(
+                "allow = [\"::1\"]\ncredentials = [{{ key_id = \"k\", secret = \"{SECRET}\", secret_env = \"KS_SECRET_RS1\" }}]"
+            )))),
+            "namespaces.shop.credentials[0]"
+        );
+        let twice =
+            format!("[namespaces.a]\nallow = [\"::1\"]\n{good_cred}\n[namespaces.b]\nallow = [\"::1\"]\n{good_cred}");
+        assert_eq!(field_of(parse(&twice)), "namespaces.b.credentials[0].key_id");
+        assert_eq!(
+            field_of(parse(&format!("[namespaces.\"bad name\"]\nallow = [\"::1\"]\n{good_cred}"))),
+            "namespaces.bad name"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_unknown_fields_and_hide_values() {
+        let err = parse("max_conections = 5").unwrap_err().to_string();
+        assert!(err.contains("max_conections"), "{err}");
+        let err = parse(
+            "[namespaces.shop]\nallow = [\"::1\"]\ncredentials = [{ key_id = \"k\", secret = 12345678901234567890 }]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("12345678901234567890"), "{err}");
+    }
+
+    #[test]
+    fn secret_file_is_read_without_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+        let config = parse(&format!(
+            "[namespaces.shop]\nallow = [\"::1\"]\ncredentials = [{{ key_id = \"k\", secret_file = {:?} }}]",
+            path.display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(config.namespaces["shop"].credentials[0].secret.expose(), SECRET);
+    }
+
+    #[test]
+    fn dev_config_allows_loopback_only() {
+        let (config, secret) = Config::dev(PathBuf::from("/tmp/x")).unwrap();
+        let ns = &config.namespaces[DEV_NAMESPACE];
+        assert_eq!(ns.credentials[0].secret, secret);
+        assert!(ns.allows("127.0.0.1".parse().unwrap()));
+        assert!(ns.allows("::1".parse().unwrap()));
+        assert!(!ns.allows("192.0.2.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,20 @@
+//! `POST /init`: a new pending init token. No authentication; the body is ignored.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use keyservice_client::protocol::wire::InitResponse;
+
+use super::{App, response};
+use crate::crypto;
+use crate::error::Error;
+use crate::store::PendingInit;
+
+pub async fn handle(app: &App) -> Result<Response<Full<Bytes>>, Error> {
+    let token = crypto::new_token()?;
+    let expires_at = crate::time::now() + app.inner.init_ttl.as_secs();
+    let pending = PendingInit { token: token.clone(), expires_at };
+    app.inner.store.add_pending_init(crypto::init_digest(&token), pending).await?;
+    let body = InitResponse { init_token: token, expires_at: crate::time::rfc3339(expires_at) };
+    Ok(response::json(StatusCode::OK, &body))
+}

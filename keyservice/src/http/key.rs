@@ -1,0 +1,189 @@
+//! `PUT /key` and `GET /key`: a device stores and reads versions of its key.
+//!
+//! Signed with key id = session token and secret = init token. A session reaches only the
+//! (namespace, userId) it was made for: the user comes from the stored session, never
+//! from the request.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use keyservice_client::protocol::wire::{DEFAULT_KEY_CONTENT_TYPE, PutKeyResponse};
+use zeroize::Zeroizing;
+
+use super::{App, RequestBody, body, response};
+use crate::auth::{AuthError, Verified};
+use crate::error::{Error, RequestError};
+use crate::store::{EntityTags, NewKey, Precondition, PutOutcome, UserRef};
+
+/// Longest Content-Type stored with a key version.
+const MAX_CONTENT_TYPE_LEN: usize = 255;
+
+pub async fn handle<B: RequestBody>(app: &App, request: Request<B>) -> Result<Response<Full<Bytes>>, Error> {
+    let inner = &app.inner;
+    let (parts, body) = request.into_parts();
+    // The body is part of the MAC, so it is read (within the limit) before verifying.
+    let body = body::read(body, &parts.headers, inner.max_key_bytes, inner.body_read_timeout).await?;
+    let now = crate::time::now();
+    let claim = inner.auth.claim(&parts.headers, now)?;
+    let session =
+        inner.store.session(&crate::crypto::session_id(claim.key_id())).await?.ok_or(AuthError::UnknownSession)?;
+    if session.expires_at <= now {
+        return Err(AuthError::SessionExpired.into());
+    }
+    let path = parts.uri.path_and_query().map_or("/key", |pq| pq.as_str());
+    let verified = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
+    if parts.method == Method::PUT {
+        put(app, &verified, &session.user, &parts.headers, parts.uri.query(), body, now).await
+    } else {
+        get(app, &verified, &session.user, parts.uri.query()).await
+    }
+}
+
+async fn put(
+    app: &App,
+    _signed: &Verified,
+    user: &UserRef,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Bytes,
+    now: u64,
+) -> Result<Response<Full<Bytes>>, Error> {
+    if query.is_some_and(|q| !q.is_empty()) {
+        return Err(RequestError::BadQuery.into());
+    }
+    if body.is_empty() {
+        return Err(RequestError::EmptyKey.into());
+    }
+    let content_type = match headers.get(CONTENT_TYPE) {
+        None => DEFAULT_KEY_CONTENT_TYPE.to_owned(),
+        Some(value) => valid_content_type(value).ok_or(RequestError::InvalidContentType)?,
+    };
+    let precondition = precondition(headers)?;
+    let key = NewKey { content_type, bytes: Zeroizing::new(body.to_vec()), created_at: now };
+    match app.inner.store.put_key(user, key, &precondition).await? {
+        PutOutcome::Stored { version } => {
+            let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+            let mut response = response::json(status, &PutKeyResponse { version });
+            response.headers_mut().insert(ETAG, response::etag(version));
+            Ok(response)
+        }
+        PutOutcome::PreconditionFailed => Err(RequestError::PreconditionFailed.into()),
+    }
+}
+
+async fn get(
+    app: &App,
+    _signed: &Verified,
+    user: &UserRef,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, Error> {
+    let version = requested_version(query)?;
+    let Some(key) = app.inner.store.get_key(user, version).await? else {
+        return Err(if version.is_some() { RequestError::NoSuchVersion } else { RequestError::NoKey }.into());
+    };
+    let content_type = HeaderValue::from_str(&key.content_type)
+        .map_err(|_| crate::store::StoreError::Corrupt { kind: "key version" })?;
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(&key.bytes)));
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response.headers_mut().insert(ETAG, response::etag(key.version));
+    Ok(response)
+}
+
+/// `version=N`, N ≥ 1, and nothing else; no query at all means the latest.
+fn requested_version(query: Option<&str>) -> Result<Option<u64>, RequestError> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let digits = query.strip_prefix("version=").ok_or(RequestError::BadQuery)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RequestError::BadQuery);
+    }
+    match digits.parse::<u64>() {
+        Ok(version) if version >= 1 => Ok(Some(version)),
+        _ => Err(RequestError::BadQuery),
+    }
+}
+
+fn valid_content_type(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    let printable = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    (printable && !text.is_empty() && text.len() <= MAX_CONTENT_TYPE_LEN).then(|| text.to_owned())
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Precondition, RequestError> {
+    match (entity_tags(headers, &IF_MATCH)?, entity_tags(headers, &IF_NONE_MATCH)?) {
+        (None, None) => Ok(Precondition::None),
+        (Some(tags), None) => Ok(Precondition::IfMatch(tags)),
+        (None, Some(tags)) => Ok(Precondition::IfNoneMatch(tags)),
+        (Some(_), Some(_)) => Err(RequestError::ConflictingPreconditions),
+    }
+}
+
+/// `*`, or a comma-separated list of strong ETags `"N"` (over one or more header lines).
+fn entity_tags(headers: &HeaderMap, name: &HeaderName) -> Result<Option<EntityTags>, RequestError> {
+    let mut versions = Vec::new();
+    let mut any = false;
+    for value in headers.get_all(name) {
+        let text = value.to_str().map_err(|_| RequestError::BadPrecondition)?;
+        for item in text.split(',').map(str::trim) {
+            if item == "*" {
+                any = true;
+                continue;
+            }
+            let digits = item
+                .strip_prefix('"')
+                .and_then(|rest| rest.strip_suffix('"'))
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or(RequestError::BadPrecondition)?;
+            versions.push(digits.parse::<u64>().map_err(|_| RequestError::BadPrecondition)?);
+        }
+    }
+    match (any, versions.is_empty()) {
+        (false, true) if headers.get(name).is_none() => Ok(None),
+        (false, true) => Err(RequestError::BadPrecondition),
+        (true, true) => Ok(Some(EntityTags::Any)),
+        (true, false) => Err(RequestError::BadPrecondition),
+        (false, false) => Ok(Some(EntityTags::Versions(versions))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn preconditions_parse() {
+        assert_eq!(precondition(&headers(&[])), Ok(Precondition::None));
+        assert_eq!(precondition(&headers(&[(IF_NONE_MATCH, "*")])), Ok(Precondition::IfNoneMatch(EntityTags::Any)));
+        assert_eq!(
+            precondition(&headers(&[(IF_MATCH, "\"3\", \"4\""), (IF_MATCH, "\"9\"")])),
+            Ok(Precondition::IfMatch(EntityTags::Versions(vec![3, 4, 9])))
+        );
+        for bad in ["3", "W/\"3\"", "\"\"", "\"-1\"", "*, \"2\"", "", "\"99999999999999999999999\""] {
+            assert_eq!(precondition(&headers(&[(IF_MATCH, bad)])), Err(RequestError::BadPrecondition), "{bad}");
+        }
+        assert_eq!(
+            precondition(&headers(&[(IF_MATCH, "\"1\""), (IF_NONE_MATCH, "*")])),
+            Err(RequestError::ConflictingPreconditions)
+        );
+    }
+
+    #[test]
+    fn version_query_parses() {
+        assert_eq!(requested_version(None), Ok(None));
+        assert_eq!(requested_version(Some("")), Ok(None));
+        assert_eq!(requested_version(Some("version=12")), Ok(Some(12)));
+        for bad in ["version=0", "version=", "version=+1", "version=1&x=2", "v=1", "version=18446744073709551616"] {
+            assert_eq!(requested_version(Some(bad)), Err(RequestError::BadQuery), "{bad}");
+        }
+    }
+}

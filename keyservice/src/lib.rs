@@ -1,0 +1,28 @@
+//! keyservice: a key-escrow server. Devices keep their data keys here, signed with
+//! Sessionist ss1; the Real Service that stores their data never holds a key.
+//!
+//! - `config`: the validated settings, from TOML or `--dev`.
+//! - `server`: the accept loop, connection limit and graceful shutdown.
+//! - `http`: routing and one handler per endpoint.
+//! - `auth`: ss1 verification against the clock, a secret and the replay memory.
+//! - `store`: the [`Store`] trait and its backends (memory, sled).
+//! - `crypto`: tokens, digests and replay fingerprints.
+//! - `error`: the crate's errors and their HTTP statuses.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+pub mod config;
+mod crypto;
+mod error;
+mod http;
+pub mod server;
+pub mod store;
+mod time;
+
+pub use crate::config::{Config, ConfigError};
+pub use crate::crypto::new_token;
+pub use crate::error::{Error, RequestError};
+pub use crate::http::App;
+pub use crate::server::{Limits, run};
+pub use crate::store::{MemoryStore, SledStore, Store, StoreError};

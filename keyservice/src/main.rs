@@ -1,0 +1,172 @@
+//! The `keyservice` binary: parse arguments, set up logging, bind, and run the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
+use keyservice::{App, Config, Limits, SledStore, Store};
+
+/// Key-escrow service: devices keep their data keys here, signed with Sessionist ss1.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Print a new random credential secret (32 bytes from the OS CSPRNG, base64url).
+    GenSecret,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file. Without it (and without --dev) the defaults apply and no
+    /// namespace may connect.
+    #[arg(long, env = "KEYSERVICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on; overrides the file's `listen` [default: 127.0.0.1:8080].
+    #[arg(long, env = "KEYSERVICE_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory; overrides the file's `data_dir` [default: ./keyservice-data; with
+    /// --dev: a new temporary directory, removed on exit].
+    #[arg(long, env = "KEYSERVICE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Development mode, no config file: a `demo` namespace that loopback may connect to,
+    /// with a fresh credential printed once. Not for production.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenSecret => match keyservice::new_token() {
+            Ok(secret) => {
+                println!("{}", secret.expose());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    // Kept alive until exit: dropping it removes the --dev data directory.
+    let mut dev_dir = None;
+    let config = if args.dev {
+        let data_dir = match &args.data_dir {
+            Some(dir) => dir.clone(),
+            None => match tempfile::Builder::new().prefix("keyservice-dev-").tempdir() {
+                Ok(dir) => dev_dir.insert(dir).path().to_path_buf(),
+                Err(error) => {
+                    eprintln!("error: cannot create a temporary data directory: {error}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        match Config::dev(data_dir) {
+            Ok((config, secret)) => {
+                println!("dev mode: namespace={DEV_NAMESPACE} key_id={DEV_KEY_ID} secret={}", secret.expose());
+                println!("dev mode: data in {}", config.data_dir.display());
+                config
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let loaded = match &args.config {
+            Some(path) => Config::load(path),
+            None => Ok(Config::default()),
+        };
+        match loaded {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let mut config = config;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if config.namespaces.is_empty() {
+        tracing::warn!("no namespaces are configured: /connect will refuse every caller");
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    drop(dev_dir);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&config.data_dir)
+            .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
+    );
+    let app = App::new(&config, store).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "keyservice listening");
+    keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
+}
