@@ -43,7 +43,7 @@ impl From<&Config> for Limits {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (within [`Limits::shutdown_grace`]) and flushes the store.
+/// finish (within [`Limits::shutdown_grace`]) and closes the app (see [`App::close`]).
 ///
 /// # Errors
 ///
@@ -106,5 +106,5 @@ pub async fn run(
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
-    app.store().flush().await
+    app.close().await
 }

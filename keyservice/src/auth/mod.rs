@@ -177,6 +177,15 @@ impl Authenticator {
         }
     }
 
+    /// Records the replay floor for the next run; call once no request will be accepted.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot be written.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.replay.close().await
+    }
+
     /// Remembered nonces dated before this may be swept from the store.
     pub fn forget_nonces_before(&self, now: UnixTime) -> UnixTime {
         self.replay.forget_before(now)

@@ -17,7 +17,9 @@
 //!   [`RESERVE_AHEAD`] seconds ahead of its clock (one small durable write every
 //!   `RESERVE_AHEAD` seconds under traffic), so every request it accepts with a date up
 //!   to `now + FUTURE_TOLERANCE` is at or below the floor the next run starts with. The
-//!   cost: for those few seconds after a crash, requests are refused as `stale_date`.
+//!   cost: after a crash, requests dated in those few seconds are refused as
+//!   `stale_date`. A graceful stop instead stores the latest date it actually accepted,
+//!   so after a clean restart only requests dated in that last second are refused.
 //! - *remembered nonces*: the rare request dated further ahead than that (a client clock
 //!   running fast) has its fingerprint written durably before it is accepted, and the
 //!   next run loads them. A fast clock thus cannot push the floor into the future and
@@ -34,7 +36,7 @@ use crate::store::{Store, StoreError, UnixTime};
 /// replay floor; later-dated ones are remembered one by one.
 pub const FUTURE_TOLERANCE: u64 = 2;
 /// How far ahead of the clock the stored floor is reserved, in seconds.
-pub const RESERVE_AHEAD: u64 = 8;
+pub const RESERVE_AHEAD: u64 = 4;
 const BUCKET_SECS: u64 = 16;
 const SHARDS: usize = 16;
 
@@ -56,6 +58,8 @@ pub struct ReplayGuard {
     startup_floor: UnixTime,
     /// The floor currently stored; requests dated up to it are covered.
     reserved: AtomicU64,
+    /// The latest date accepted under the floor, stored as the floor on a graceful stop.
+    latest_accepted: AtomicU64,
     /// Serialises raising the stored floor, so one request does the write and the rest
     /// wait for it instead of each writing.
     raising: tokio::sync::Mutex<()>,
@@ -80,6 +84,7 @@ impl ReplayGuard {
             window,
             startup_floor,
             reserved: AtomicU64::new(startup_floor),
+            latest_accepted: AtomicU64::new(startup_floor),
             raising: tokio::sync::Mutex::new(()),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             store,
@@ -112,10 +117,29 @@ impl ReplayGuard {
         }
         if date > now + FUTURE_TOLERANCE {
             self.store.remember_nonce(fingerprint, date).await?;
-        } else if date > self.reserved.load(Ordering::Acquire) {
-            self.reserve(now).await?;
+        } else {
+            if date > self.reserved.load(Ordering::Acquire) {
+                self.reserve(now).await?;
+            }
+            self.latest_accepted.fetch_max(date, Ordering::AcqRel);
         }
         Ok(Ok(()))
+    }
+
+    /// Stores the latest accepted date as the floor, once no more requests will be
+    /// accepted: the next run then refuses only what this one could have accepted.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot be written; the reserved floor then stays, which is
+    /// safe, only more cautious.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let _one_writer = self.raising.lock().await;
+        let floor = self.latest_accepted.load(Ordering::Acquire).max(self.startup_floor);
+        self.store.set_replay_floor(floor).await?;
+        // Nothing may be accepted after this; make sure nothing can be.
+        self.reserved.store(floor, Ordering::Release);
+        Ok(())
     }
 
     /// Remembered nonces older than this can be deleted from the store.
@@ -145,7 +169,8 @@ impl ReplayGuard {
         if self.reserved.load(Ordering::Acquire) >= now + FUTURE_TOLERANCE {
             return Ok(());
         }
-        self.store.raise_replay_floor(target).await?;
+        let target = target.max(self.startup_floor);
+        self.store.set_replay_floor(target).await?;
         self.reserved.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
@@ -228,5 +253,20 @@ mod tests {
         // The floor stayed near the clock: a fresh request shortly after is fine.
         let after_floor = NOW + FUTURE_TOLERANCE + RESERVE_AHEAD + 1;
         assert_eq!(restarted.accept(4, after_floor, after_floor).await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_graceful_stop_leaves_the_floor_at_the_latest_accepted_date() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let guard = ReplayGuard::open(store.clone(), WINDOW, NOW).await.unwrap();
+        guard.accept(1, NOW - 3, NOW).await.unwrap().unwrap();
+        guard.accept(2, NOW - 1, NOW).await.unwrap().unwrap();
+        assert_eq!(store.replay_floor().await.unwrap(), NOW + FUTURE_TOLERANCE + RESERVE_AHEAD);
+        guard.close().await.unwrap();
+        assert_eq!(store.replay_floor().await.unwrap(), NOW - 1);
+
+        let restarted = ReplayGuard::open(store, WINDOW, NOW + 1).await.unwrap();
+        assert_eq!(restarted.accept(2, NOW - 1, NOW + 1).await.unwrap(), Err(Replay::Stale));
+        assert_eq!(restarted.accept(5, NOW, NOW + 1).await.unwrap(), Ok(()));
     }
 }

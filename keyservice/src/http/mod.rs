@@ -76,9 +76,15 @@ impl App {
         })
     }
 
-    /// The store this app serves from.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Finishes serving: records the replay floor and flushes the store. Call once no
+    /// more requests will be handled.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot be written.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.inner.auth.close().await?;
+        self.inner.store.flush().await
     }
 
     /// Answers one request from `peer`. Never fails: errors become error responses.

@@ -131,9 +131,8 @@ impl Store for MemoryStore {
         Ok(self.lock().replay_floor)
     }
 
-    async fn raise_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.replay_floor = inner.replay_floor.max(floor);
+    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
+        self.lock().replay_floor = floor;
         Ok(())
     }
 

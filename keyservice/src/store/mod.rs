@@ -217,8 +217,9 @@ pub trait Store: Send + Sync + 'static {
     /// accepted before a restart could be dated so. 0 when never set.
     async fn replay_floor(&self) -> Result<UnixTime, StoreError>;
 
-    /// Durably raises the replay floor to `floor` (never lowers it).
-    async fn raise_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError>;
+    /// Durably sets the replay floor. Lowering it is the caller's decision: it does so
+    /// only at a graceful stop, to the latest date it actually accepted.
+    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError>;
 
     /// Durably remembers a nonce (by its 64-bit replay fingerprint) of a request dated
     /// `date`, which lies beyond the replay floor, so a restart cannot forget it.

@@ -70,7 +70,7 @@ enum Op {
     Redeem { digest: InitDigest, now: UnixTime, session_id: SessionId, user: UserRef, expires_at: UnixTime },
     PutKey { user: UserRef, key: NewKey, precondition: Precondition },
     Remove(Vec<(Which, sled::IVec)>),
-    RaiseFloor(UnixTime),
+    SetFloor(UnixTime),
     RememberNonce(u64, UnixTime),
     Flush,
 }
@@ -224,8 +224,8 @@ impl Store for SledStore {
         }
     }
 
-    async fn raise_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
-        self.submit(Op::RaiseFloor(floor)).await.map(|_| ())
+    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
+        self.submit(Op::SetFloor(floor)).await.map(|_| ())
     }
 
     async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<(), StoreError> {
@@ -324,14 +324,8 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             }
             Ok(Reply::Removed(swept))
         }
-        Op::RaiseFloor(floor) => {
-            let current = match trees.meta.get(REPLAY_FLOOR_KEY).map_err(backend)? {
-                Some(bytes) => decode_u64(&bytes, "replay floor")?,
-                None => 0,
-            };
-            if floor > current {
-                trees.meta.insert(REPLAY_FLOOR_KEY, &floor.to_be_bytes()).map_err(backend)?;
-            }
+        Op::SetFloor(floor) => {
+            trees.meta.insert(REPLAY_FLOOR_KEY, &floor.to_be_bytes()).map_err(backend)?;
             Ok(Reply::Done)
         }
         Op::RememberNonce(fingerprint, date) => {

@@ -1,0 +1,250 @@
+//! Shared helpers for the integration tests: a server on an ephemeral loopback port, and
+//! a small HTTP client that signs with ss1.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use keyservice::config::{Credential, Namespace};
+use keyservice::{App, Config, Limits, SledStore, Store, StoreError};
+use keyservice_client::protocol::Secret;
+use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
+use keyservice_client::protocol::wire::{ConnectResponse, ErrorBody, InitResponse, init_token_hash};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const NAMESPACE: &str = "shop";
+pub const KEY_ID: &str = "rs-1";
+pub const SECRET: &str = "shop-secret-0123456789abcdef0123456789";
+/// A namespace whose allowlist excludes loopback.
+pub const FAR_NAMESPACE: &str = "far";
+pub const FAR_KEY_ID: &str = "far-1";
+pub const FAR_SECRET: &str = "far-secret-0123456789abcdef0123456789ab";
+
+/// The test configuration: `shop` may connect from loopback, `far` only from TEST-NET-1.
+pub fn config(data_dir: &Path) -> Config {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+    config.namespaces.insert(
+        NAMESPACE.into(),
+        Namespace {
+            allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            credentials: vec![Credential { key_id: KEY_ID.into(), secret: Secret::new(SECRET) }],
+        },
+    );
+    config.namespaces.insert(
+        FAR_NAMESPACE.into(),
+        Namespace {
+            allow: vec!["192.0.2.0/24".parse().unwrap()],
+            credentials: vec![Credential { key_id: FAR_KEY_ID.into(), secret: Secret::new(FAR_SECRET) }],
+        },
+    );
+    config
+}
+
+/// A running server; stopped (gracefully) by [`TestServer::stop`] or on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config, store: Arc<dyn Store>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::new(&config, store.clone()).await.unwrap();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let limits = Limits::from(&config);
+        let task = tokio::spawn(keyservice::run(listener, app, limits, async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, store, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// A server on a sled store in `dir`.
+    pub async fn start_sled(config: Config, dir: &Path) -> Self {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+        Self::start(config, store).await
+    }
+
+    /// Stops the server, waits for it to flush, and releases the store.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        // The store (and with it sled's file lock) goes when the last handle does.
+        assert_eq!(Arc::strong_count(&self.store), 1, "the server still holds the store");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The error code; also checks the error body's shape and content type.
+    pub fn error(&self) -> String {
+        assert_eq!(self.headers["content-type"], "application/json");
+        let body: ErrorBody = self.json();
+        assert!(body.message.ends_with('.') && !body.message.is_empty(), "{}", body.message);
+        body.error
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
+    }
+
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.error().as_str()),
+            (status, code),
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(path);
+    for (name, value) in headers {
+        request =
+            request.header(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+    }
+    let request = request.header("host", addr.to_string()).body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+/// The current time as an HTTP date, shifted by `offset_secs`.
+pub fn http_date(offset_secs: i64) -> String {
+    let now = SystemTime::now();
+    let at = if offset_secs >= 0 {
+        now + Duration::from_secs(offset_secs as u64)
+    } else {
+        now - Duration::from_secs(offset_secs.unsigned_abs())
+    };
+    httpdate::fmt_http_date(at)
+}
+
+/// The headers of a request signed with ss1 and dated `date` (sent as `Date`).
+pub fn signed_headers(
+    key_id: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    date: &str,
+) -> Vec<(&'static str, String)> {
+    let request = SignedRequest { method, path_and_query: path, body, date };
+    let authorization = Authorization::sign(key_id, secret.as_bytes(), Nonce::random().unwrap(), &request);
+    vec![("authorization", authorization.to_string()), ("date", date.to_owned())]
+}
+
+/// Sends a request signed now with ss1, plus `extra` headers.
+pub async fn signed(
+    addr: SocketAddr,
+    key_id: &str,
+    secret: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &[(&'static str, String)],
+) -> Reply {
+    let mut headers = signed_headers(key_id, secret, method, path, body, &http_date(0));
+    headers.extend(extra.iter().cloned());
+    send(addr, method, path, &headers, body).await
+}
+
+/// `POST /init` → the init token.
+pub async fn init(addr: SocketAddr) -> Secret {
+    let reply = send(addr, "POST", "/init", &[], b"").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.json::<InitResponse>().init_token
+}
+
+/// The `/connect` body for `user_id` and an init token.
+pub fn connect_body(namespace: &str, user_id: &str, init_token: &Secret) -> Vec<u8> {
+    serde_json::json!({ "namespace": namespace, "userId": user_id, "initTokenHash": init_token_hash(init_token) })
+        .to_string()
+        .into_bytes()
+}
+
+/// `POST /connect` as the `shop` Real Service.
+pub async fn connect_raw(addr: SocketAddr, body: &[u8]) -> Reply {
+    signed(addr, KEY_ID, SECRET, "POST", "/connect", body, &[("content-type", "application/json".into())]).await
+}
+
+/// A device with a session for `user_id` in `shop`.
+pub struct Device {
+    pub addr: SocketAddr,
+    pub session_token: Secret,
+    pub init_token: Secret,
+}
+
+pub async fn device(addr: SocketAddr, user_id: &str) -> Device {
+    let init_token = init(addr).await;
+    let reply = connect_raw(addr, &connect_body(NAMESPACE, user_id, &init_token)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let session_token = reply.json::<ConnectResponse>().session_token;
+    Device { addr, session_token, init_token }
+}
+
+impl Device {
+    pub async fn request(&self, method: &str, path: &str, body: &[u8], extra: &[(&'static str, String)]) -> Reply {
+        signed(self.addr, self.session_token.expose(), self.init_token.expose(), method, path, body, extra).await
+    }
+
+    pub async fn put(&self, body: &[u8], extra: &[(&'static str, String)]) -> Reply {
+        self.request("PUT", "/key", body, extra).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, b"", &[]).await
+    }
+}
+
+/// Standard padded base64 of `bytes`.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Writes raw bytes to the server and reads until it closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
