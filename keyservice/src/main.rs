@@ -66,6 +66,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed or full stderr must not take the server down: tracing's own report of a
+        // failed write would panic trying to print to that same stderr.
+        .log_internal_errors(false)
         .init();
 
     // Kept alive until exit: dropping it removes the --dev data directory.
