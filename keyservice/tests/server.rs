@@ -91,3 +91,37 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     drop(first);
     tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_sweeper_deletes_expired_init_tokens() {
+    use keyservice::store::PendingInit;
+    use keyservice::{MemoryStore, Store};
+    use keyservice_client::protocol::Secret;
+    use keyservice_client::protocol::wire::init_token_hash;
+
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let mut config = config(std::path::Path::new("unused"));
+    config.sweep_interval = Duration::from_secs(1);
+    let token = Secret::new("an-init-token-that-expired-a-second-ago-000");
+    let digest: [u8; 64] = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, init_token_hash(&token))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now - 1 }).await.unwrap();
+    let server = TestServer::start(config, store.clone()).await;
+    // The first sweep runs at start; give it a moment, then the token is gone (404)
+    // rather than merely expired (410).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await;
+        if reply.status == 404 {
+            reply.expect(404, "unknown_init_token");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swept: {}", reply.error());
+        // An expired answer consumed the token itself; put it back for the next round.
+        store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now - 1 }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -207,17 +207,20 @@ async fn sled_keeps_everything_across_reopen() {
         add_init(&store, 1, "pending", NOW + 60).await;
         add_init(&store, 2, "redeemed", NOW + 60).await;
         store.redeem_init(&digest(2), NOW, [2; 32], user("u"), NOW + 60).await.unwrap();
-        // A large key goes to a sled blob file once its node outgrows a segment's quarter.
-        for i in 0..8u8 {
+        // Nodes larger than a quarter segment (128 KiB) go to blob files, which sled
+        // itself never fsyncs; enough large versions make sure some exist.
+        for i in 0..24u8 {
             store.put_key(&user("big"), key(&vec![i; 64 * 1024]), &Precondition::None).await.unwrap();
         }
         store.set_replay_floor(NOW).await.unwrap();
         store.remember_nonce(5, NOW + 9).await.unwrap();
     }
+    let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+    assert!(blobs > 0, "the blob path was not exercised");
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.redeem_init(&digest(1), NOW, [1; 32], user("v"), NOW + 60).await.unwrap(), Redeemed::Session);
     assert_eq!(store.session(&[2; 32]).await.unwrap().unwrap().secret.expose(), "redeemed");
-    for i in 0..8u8 {
+    for i in 0..24u8 {
         let version = store.get_key(&user("big"), Some(u64::from(i) + 1)).await.unwrap().unwrap();
         assert_eq!(&version.bytes[..], &vec![i; 64 * 1024][..]);
     }
