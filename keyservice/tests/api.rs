@@ -9,17 +9,13 @@ use std::time::Duration;
 use keyservice::store::{PendingInit, UserRef};
 use keyservice::{MemoryStore, Store};
 use keyservice_client::protocol::Secret;
-use keyservice_client::protocol::wire::{InitResponse, PutKeyResponse, init_token_hash};
+use keyservice_client::protocol::wire::{InitResponse, PutKeyResponse};
 use support::*;
 
 async fn server() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
     (server, dir)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[tokio::test]
@@ -64,7 +60,7 @@ async fn init_issues_distinct_tokens_with_an_expiry() {
     assert_eq!(a.init_token.len(), 43);
     assert_ne!(a.init_token, b.init_token);
     let expires = httpdate_from_rfc3339(&a.expires_at);
-    assert!((now() + 590..=now() + 601).contains(&expires), "{}", a.expires_at);
+    assert!((unix_now() + 590..=unix_now() + 601).contains(&expires), "{}", a.expires_at);
 }
 
 fn httpdate_from_rfc3339(text: &str) -> u64 {
@@ -179,11 +175,8 @@ async fn an_expired_init_token_cannot_connect() {
     let store = Arc::new(MemoryStore::new());
     let server = TestServer::start(config(std::path::Path::new("unused")), store.clone()).await;
     let token = Secret::new("expired-init-token-000000000000000000000000");
-    let digest: [u8; 64] = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, init_token_hash(&token))
-        .unwrap()
-        .try_into()
-        .unwrap();
-    store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now() - 1 }).await.unwrap();
+    let digest = init_digest(&token);
+    store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: unix_now() - 1 }).await.unwrap();
     connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await.expect(410, "init_token_expired");
     // Expired tokens are consumed too.
     connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await.expect(404, "unknown_init_token");
@@ -307,15 +300,14 @@ async fn sessions_must_exist_and_be_current() {
     let server = TestServer::start(config(std::path::Path::new("unused")), store.clone()).await;
     let init_token = Secret::new("init-token-for-an-expired-session-000000000");
     let session_token = "expired-session-token-0000000000000000000000";
-    let digest: [u8; 64] =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, init_token_hash(&init_token))
-            .unwrap()
-            .try_into()
-            .unwrap();
-    store.add_pending_init(digest, PendingInit { token: init_token.clone(), expires_at: now() + 60 }).await.unwrap();
+    let digest = init_digest(&init_token);
+    store
+        .add_pending_init(digest, PendingInit { token: init_token.clone(), expires_at: unix_now() + 60 })
+        .await
+        .unwrap();
     let id: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(session_token.as_bytes()).into();
     let user = UserRef { namespace: NAMESPACE.into(), user_id: "u".into() };
-    store.redeem_init(&digest, now(), id, user, now() - 1).await.unwrap();
+    store.redeem_init(&digest, unix_now(), id, user, unix_now() - 1).await.unwrap();
     signed(server.addr, session_token, init_token.expose(), "GET", "/key", b"", &[])
         .await
         .expect(401, "session_expired");
@@ -354,7 +346,7 @@ async fn dates_are_checked_and_a_401_tells_the_server_time() {
         let reply = send(server.addr, "GET", "/key", &headers, b"").await;
         reply.expect(401, "clock_skew");
         let server_date = httpdate::parse_http_date(reply.header("date")).unwrap();
-        let drift = server_date.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().abs_diff(now());
+        let drift = server_date.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().abs_diff(unix_now());
         assert!(drift <= 2, "the Date header is the server's clock");
     }
     // Within the window either way is fine.

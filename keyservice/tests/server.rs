@@ -97,17 +97,13 @@ async fn the_sweeper_deletes_expired_init_tokens() {
     use keyservice::store::PendingInit;
     use keyservice::{MemoryStore, Store};
     use keyservice_client::protocol::Secret;
-    use keyservice_client::protocol::wire::init_token_hash;
 
     let store = std::sync::Arc::new(MemoryStore::new());
     let mut config = config(std::path::Path::new("unused"));
     config.sweep_interval = Duration::from_secs(1);
     let token = Secret::new("an-init-token-that-expired-a-second-ago-000");
-    let digest: [u8; 64] = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, init_token_hash(&token))
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let digest = init_digest(&token);
+    let now = unix_now();
     store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now - 1 }).await.unwrap();
     let server = TestServer::start(config, store.clone()).await;
     // The first sweep runs at start; give it a moment, then the token is gone (404)

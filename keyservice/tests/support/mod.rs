@@ -235,6 +235,17 @@ impl Device {
     }
 }
 
+/// The store's index of a pending init: SHA-512 of the token, decoded from its
+/// `initTokenHash` as the server decodes it.
+pub fn init_digest(token: &Secret) -> [u8; 64] {
+    base64::engine::general_purpose::STANDARD.decode(init_token_hash(token)).unwrap().try_into().unwrap()
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 /// Standard padded base64 of `bytes`.
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
