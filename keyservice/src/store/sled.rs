@@ -119,6 +119,8 @@ impl SledStore {
             db,
         };
         durability.sync().map_err(backend)?;
+        // The files sled just created exist for sure only once their directory is synced.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(backend)?;
 
         let (jobs, queue) = mpsc::channel();
         let committer_trees = trees.clone();
