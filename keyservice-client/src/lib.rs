@@ -27,4 +27,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+mod client;
 pub mod protocol;
+
+#[cfg(feature = "client")]
+pub use client::{
+    Client, ClientBuilder, Condition, Credential, Error, ErrorKind, InitToken, Key, RealService, Session,
+};
