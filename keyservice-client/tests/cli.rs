@@ -1,0 +1,208 @@
+//! `keyservice-cli` end to end, as a script would drive it: init → hash-token → connect
+//! → put → get against a real server, and the exit code of each failure class.
+
+#[path = "../../keyservice/tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const CLI: &str = env!("CARGO_BIN_EXE_keyservice-cli");
+
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).unwrap().trim_end().to_owned()
+    }
+}
+
+/// Runs the CLI with `args`, `env` and `stdin`, on a blocking thread.
+async fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let stdin = stdin.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(CLI)
+            .args(&args)
+            .env_remove("KEYSERVICE_URL")
+            .env_remove("KEYSERVICE_SECRET")
+            .env_remove("KEYSERVICE_INIT_TOKEN")
+            .env_remove("KEYSERVICE_SESSION_TOKEN")
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&stdin).unwrap();
+        let output = child.wait_with_output().unwrap();
+        Run {
+            code: output.status.code().unwrap(),
+            stdout: output.stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn server() -> (TestServer, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    (server, dir, url)
+}
+
+/// Runs init, hash-token and connect through the CLI; returns (init token, session token).
+async fn connect(url: &str, user: &str) -> (String, String) {
+    let init = cli(&["--url", url, "init", "--json"], &[], b"").await;
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let token = init["initToken"].as_str().unwrap().to_owned();
+
+    let hash = cli(&["hash-token"], &[("KEYSERVICE_INIT_TOKEN", &token)], b"").await;
+    assert_eq!(hash.code, 0, "{}", hash.stderr);
+    assert_eq!(hash.text(), init["initTokenHash"].as_str().unwrap());
+    let piped = cli(&["hash-token"], &[], format!("{token}\n").as_bytes()).await;
+    assert_eq!(piped.text(), hash.text(), "the token can be piped in");
+
+    let session = cli(
+        &[
+            "--url",
+            url,
+            "connect",
+            "--namespace",
+            NAMESPACE,
+            "--user-id",
+            user,
+            "--init-token-hash",
+            &hash.text(),
+            "--key-id",
+            KEY_ID,
+        ],
+        &[("KEYSERVICE_SECRET", SECRET)],
+        b"",
+    )
+    .await;
+    assert_eq!(session.code, 0, "{}", session.stderr);
+    (token, session.text())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_runs_the_whole_flow() {
+    let (_server, dir, url) = server().await;
+    let (init, session) = connect(&url, "347").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+
+    let key_file = dir.path().join("key.bin");
+    std::fs::write(&key_file, b"\x00first key\xff").unwrap();
+    let put =
+        cli(&["--url", &url, "put", key_file.to_str().unwrap(), "--content-type", "application/x-key"], &device, b"")
+            .await;
+    assert_eq!((put.code, put.text().as_str()), (0, "1"), "{}", put.stderr);
+    let put = cli(&["--url", &url, "put", "-", "--if-match", "1", "--json"], &device, b"second key").await;
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    assert_eq!(put.text(), r#"{"version":2}"#);
+
+    let get = cli(&["--url", &url, "get"], &device, b"").await;
+    assert_eq!((get.code, &get.stdout[..]), (0, &b"second key"[..]));
+    let out = dir.path().join("out.bin");
+    let get = cli(&["--url", &url, "get", "--version", "1", "-o", out.to_str().unwrap()], &device, b"").await;
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert_eq!(std::fs::read(&out).unwrap(), b"\x00first key\xff");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let get = cli(&["--url", &url, "get", "--version", "1", "--json"], &device, b"").await;
+    let value: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(value["version"], 1);
+    assert_eq!(value["contentType"], "application/x-key");
+    assert_eq!(value["key"], b64(b"\x00first key\xff"));
+
+    // Secrets from files work as well as from the environment.
+    let init_file = dir.path().join("init");
+    let session_file = dir.path().join("session");
+    std::fs::write(&init_file, format!("{init}\n")).unwrap();
+    std::fs::write(&session_file, &session).unwrap();
+    let get = cli(
+        &[
+            "--url",
+            &url,
+            "get",
+            "--init-token-file",
+            init_file.to_str().unwrap(),
+            "--session-token-file",
+            session_file.to_str().unwrap(),
+        ],
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!((get.code, &get.stdout[..]), (0, &b"second key"[..]), "{}", get.stderr);
+}
+
+fn assert_fails(run: &Run, code: i32, needle: &str) {
+    assert_eq!(run.code, code, "stderr: {}", run.stderr);
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "one line on stderr: {}", run.stderr);
+    assert!(run.stderr.contains(needle), "{needle} not in: {}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_failure_class_has_its_exit_code() {
+    let (_server, _dir, url) = server().await;
+    let (init, session) = connect(&url, "u1").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+
+    // 2: usage.
+    assert_eq!(cli(&["init", "--bogus"], &[], b"").await.code, 2);
+    assert_fails(&cli(&["init"], &[], b"").await, 2, "--url");
+    assert_fails(&cli(&["--url", &url, "get"], &[], b"").await, 2, "KEYSERVICE_SESSION_TOKEN");
+    let hash = cli(&["hash-token"], &[], b"").await;
+    assert_fails(&hash, 2, "init token");
+    assert_fails(&cli(&["--url", "http://keys.example.com", "init"], &[], b"").await, 2, "http://");
+
+    // 3: authentication refused; the secret is not echoed.
+    let wrong = "wrong-secret-0123456789abcdef0123456789";
+    let hash = cli(&["hash-token"], &[("KEYSERVICE_INIT_TOKEN", &init)], b"").await.text();
+    let refused = cli(
+        &[
+            "--url",
+            &url,
+            "connect",
+            "--namespace",
+            NAMESPACE,
+            "--user-id",
+            "u",
+            "--init-token-hash",
+            &hash,
+            "--key-id",
+            KEY_ID,
+        ],
+        &[("KEYSERVICE_SECRET", wrong)],
+        b"",
+    )
+    .await;
+    assert_fails(&refused, 3, "bad_signature");
+    assert!(!refused.stderr.contains(wrong));
+
+    // 4: not found.
+    assert_fails(&cli(&["--url", &url, "get"], &device, b"").await, 4, "no_key");
+
+    // 6: precondition failed.
+    assert_eq!(cli(&["--url", &url, "put", "--if-none-match"], &device, b"k").await.code, 0);
+    assert_fails(&cli(&["--url", &url, "put", "--if-none-match"], &device, b"k").await, 6, "precondition_failed");
+
+    // 5: network.
+    let closed: SocketAddr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    assert_fails(&cli(&["--url", &format!("http://{closed}"), "init"], &[], b"").await, 5, "network");
+}

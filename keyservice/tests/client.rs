@@ -1,0 +1,255 @@
+//! The `keyservice-client` library against the real server over HTTP and HTTPS: both
+//! roles, conditional writes, clock correction, retries, and every error kind.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use keyservice_client::protocol::Secret;
+use keyservice_client::{Client, Condition, Credential, ErrorKind, Session};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+async fn server() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    (server, dir)
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn shop() -> Credential {
+    Credential::new(KEY_ID, Secret::new(SECRET))
+}
+
+/// The device's side and the Real Service's side of the flow, with `client`.
+async fn connected(client: &Client, user: &str) -> Session {
+    let init = client.init().await.unwrap();
+    let grant = client.real_service(shop()).connect(NAMESPACE, user, &init.hash()).await.unwrap();
+    client.session(grant.session_token, &init)
+}
+
+#[tokio::test]
+async fn both_roles_run_the_flow() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let session = connected(&client, "347").await;
+    assert_eq!(session.put_key(b"first", Some("text/plain"), Condition::None).await.unwrap(), 1);
+    assert_eq!(session.put_key(b"second", None, Condition::None).await.unwrap(), 2);
+    let latest = session.get_key().await.unwrap();
+    assert_eq!(
+        (latest.version, latest.content_type.as_str(), latest.bytes()),
+        (2, "application/octet-stream", &b"second"[..])
+    );
+    let first = session.get_key_version(1).await.unwrap();
+    assert_eq!((first.version, first.content_type.as_str(), first.bytes()), (1, "text/plain", &b"first"[..]));
+    assert!(!format!("{latest:?}").contains("second"), "Debug shows key bytes");
+}
+
+#[tokio::test]
+async fn conditional_writes() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let session = connected(&client, "u").await;
+    assert_eq!(session.put_key(b"a", None, Condition::IfNoneMatch).await.unwrap(), 1);
+    let error = session.put_key(b"b", None, Condition::IfNoneMatch).await.unwrap_err();
+    assert!(error.is_precondition_failed());
+    assert_eq!(session.put_key(b"b", None, Condition::IfMatch(1)).await.unwrap(), 2);
+    // Repeating a conditional PUT (as after a lost answer) cannot write twice.
+    let error = session.put_key(b"b", None, Condition::IfMatch(1)).await.unwrap_err();
+    assert_eq!(
+        (error.kind(), error.status(), error.code()),
+        (ErrorKind::PreconditionFailed, Some(412), Some("precondition_failed"))
+    );
+    assert_eq!(session.get_key().await.unwrap().version, 2);
+}
+
+#[tokio::test]
+async fn a_wrong_clock_is_corrected_from_the_servers_date() {
+    let (server, _dir) = server().await;
+    // Clocks an hour slow and two hours fast, far beyond the server's 5-minute skew.
+    for offset in [-3600, 7200] {
+        let real_service = Client::builder(&url(server.addr)).clock_offset_secs(offset).build().unwrap();
+        let (token, init) = session_token_of(&real_service, &format!("user{offset}")).await;
+        assert!(real_service.clock_offset_secs().abs() <= 2, "learned offset {}", real_service.clock_offset_secs());
+
+        // The PUT is refused for its date, corrected and repeated: it lands exactly once.
+        let device = Client::builder(&url(server.addr)).clock_offset_secs(offset).build().unwrap();
+        let session = device.session(token, &init);
+        assert_eq!(session.put_key(b"k", None, Condition::None).await.unwrap(), 1);
+        assert_eq!(session.get_key().await.unwrap().version, 1);
+    }
+}
+
+async fn session_token_of(client: &Client, user: &str) -> (Secret, keyservice_client::InitToken) {
+    let init = client.init().await.unwrap();
+    let grant = client.real_service(shop()).connect(NAMESPACE, user, &init.hash()).await.unwrap();
+    (grant.session_token, init)
+}
+
+#[tokio::test]
+async fn every_error_kind() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let init = client.init().await.unwrap();
+
+    let wrong = client.real_service(Credential::new(KEY_ID, Secret::new("not-the-secret-0123456789abcdef012345")));
+    let error = wrong.connect(NAMESPACE, "u", &init.hash()).await.unwrap_err();
+    assert!(error.is_unauthorized());
+    assert_eq!(error.code(), Some("bad_signature"));
+    assert!(!error.to_string().contains("not-the-secret"));
+
+    let error = client.real_service(shop()).connect(FAR_NAMESPACE, "u", &init.hash()).await.unwrap_err();
+    assert!(error.is_forbidden());
+    assert_eq!(error.code(), Some("wrong_namespace"));
+
+    let error = client.real_service(shop()).connect(NAMESPACE, "", &init.hash()).await.unwrap_err();
+    assert_eq!((error.kind(), error.code()), (ErrorKind::BadRequest, Some("invalid_user_id")));
+
+    let error = client.real_service(shop()).connect(NAMESPACE, "u", &b64(&[1; 64])).await.unwrap_err();
+    assert!(error.is_not_found());
+    assert_eq!(error.code(), Some("unknown_init_token"));
+
+    let session = connected(&client, "u").await;
+    let error = session.get_key().await.unwrap_err();
+    assert_eq!((error.is_not_found(), error.code()), (true, Some("no_key")));
+    let error = session.put_key(&vec![0; 64 * 1024 + 1], None, Condition::None).await.unwrap_err();
+    assert!(error.is_too_large());
+
+    let stranger = client.session(Secret::new("no-such-session"), &init);
+    let error = stranger.get_key().await.unwrap_err();
+    assert_eq!((error.is_unauthorized(), error.code()), (true, Some("unknown_session")));
+}
+
+#[tokio::test]
+async fn network_errors_and_timeouts() {
+    // Nothing listens on a port just released.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let client = Client::builder(&url(closed)).get_retries(0).build().unwrap();
+    let error = client.init().await.unwrap_err();
+    assert!(error.is_network(), "{error:?}");
+    assert!(std::error::Error::source(&error).is_some());
+
+    // A server that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let client = Client::builder(&url(addr)).timeout(Duration::from_millis(300)).build().unwrap();
+    assert!(client.init().await.unwrap_err().is_timeout());
+}
+
+#[tokio::test]
+async fn server_errors_and_invalid_answers() {
+    for (answer, kind) in [
+        ("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n", ErrorKind::Server),
+        ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", ErrorKind::InvalidResponse),
+    ] {
+        let fake = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = fake.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = fake.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let error = Client::new(&url(addr)).unwrap().init().await.unwrap_err();
+        assert_eq!(error.kind(), kind, "{error}");
+    }
+}
+
+/// A proxy in front of `target` that drops the first `drop_first` connections.
+async fn flaky_proxy(target: SocketAddr, drop_first: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if counter.fetch_add(1, Ordering::SeqCst) < drop_first {
+                drop(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn gets_retry_after_connection_errors_but_puts_never_do() {
+    let (server, _dir) = server().await;
+    let direct = Client::new(&url(server.addr)).unwrap();
+    let (token, init) = session_token_of(&direct, "u").await;
+    direct.session(token.clone(), &init).put_key(b"k", None, Condition::None).await.unwrap();
+
+    let (proxy, seen) = flaky_proxy(server.addr, 2).await;
+    let client = Client::new(&url(proxy)).unwrap();
+    let session = client.session(token.clone(), &init);
+    assert_eq!(session.get_key().await.unwrap().bytes(), b"k");
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "two dropped connections, then success");
+
+    let (proxy, seen) = flaky_proxy(server.addr, 1).await;
+    let client = Client::new(&url(proxy)).unwrap();
+    let error = client.session(token, &init).put_key(b"k2", None, Condition::None).await.unwrap_err();
+    assert!(error.is_network(), "{error:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "a PUT is never retried blindly");
+}
+
+/// A TLS terminator for `target` with a fresh self-signed certificate for `localhost`;
+/// returns its port and the certificate's PEM.
+async fn tls_front(target: SocketAddr) -> (u16, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(inbound).await else { return };
+                let mut outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut outbound).await;
+            });
+        }
+    });
+    (port, cert_pem)
+}
+
+#[tokio::test]
+async fn https_with_a_given_ca_bundle() {
+    let (server, _dir) = server().await;
+    let (port, ca) = tls_front(server.addr).await;
+    let https = format!("https://localhost:{port}");
+    let client = Client::builder(&https).ca_certificates_pem(ca.into_bytes()).build().unwrap();
+    let session = connected(&client, "tls-user").await;
+    assert_eq!(session.put_key(b"over tls", None, Condition::None).await.unwrap(), 1);
+    assert_eq!(session.get_key().await.unwrap().bytes(), b"over tls");
+
+    // A certificate no trusted CA signed is refused.
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap().cert.pem();
+    let untrusting = Client::builder(&https).ca_certificates_pem(other_ca.into_bytes()).build().unwrap();
+    assert!(untrusting.init().await.unwrap_err().is_network());
+}
