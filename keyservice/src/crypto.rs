@@ -15,7 +15,7 @@ use crate::store::{InitDigest, SessionId};
 /// Bytes of randomness in an init token, a session token and a generated secret.
 pub const TOKEN_BYTES: usize = 32;
 
-/// A new token: [`TOKEN_BYTES`] from the OS CSPRNG, base64url without padding.
+/// A new token: 32 bytes from the OS CSPRNG, base64url without padding (43 characters).
 ///
 /// # Errors
 ///

@@ -23,6 +23,6 @@ mod time;
 pub use crate::config::{Config, ConfigError};
 pub use crate::crypto::new_token;
 pub use crate::error::{Error, RequestError};
-pub use crate::http::App;
+pub use crate::http::{App, ROUTES, Route};
 pub use crate::server::{Limits, run};
 pub use crate::store::{MemoryStore, SledStore, Store, StoreError};

@@ -35,7 +35,7 @@ const EXIT_PRECONDITION: u8 = 6;
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
-    /// The keyservice URL, e.g. https://keys.example.com.
+    /// The keyservice URL, such as `https://keys.example.com`.
     #[arg(long, env = "KEYSERVICE_URL", global = true)]
     url: Option<String>,
     /// Allow http:// to a host that is not loopback (never on an untrusted network).

@@ -44,6 +44,23 @@ struct Inner {
     body_read_timeout: Duration,
 }
 
+/// A path the server serves and the methods it takes there.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The exact path.
+    pub path: &'static str,
+    /// The methods, as the `Allow` header lists them.
+    pub allow: &'static str,
+}
+
+/// Every route. The router consults this table first, so a path or method missing here
+/// cannot be reached; `docs/openapi.yaml` is checked against it.
+pub const ROUTES: &[Route] = &[
+    Route { path: "/init", allow: "POST" },
+    Route { path: "/connect", allow: "POST" },
+    Route { path: "/key", allow: "GET, PUT" },
+];
+
 /// Largest `/connect` body accepted, in bytes.
 const MAX_CONNECT_BODY: usize = 4096;
 
@@ -146,10 +163,5 @@ impl App {
 
 /// A fixed label for logs: never the raw path, which a client controls.
 fn route_name(path: &str) -> &'static str {
-    match path {
-        "/init" => "/init",
-        "/connect" => "/connect",
-        "/key" => "/key",
-        _ => "other",
-    }
+    ROUTES.iter().find(|r| r.path == path).map_or("other", |r| r.path)
 }
