@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use keyservice::config::{Credential as ServerCredential, Namespace};
-use keyservice::{App, Config, Limits, SledStore, Store};
+use keyservice::{App, Config, Limits, MasterKey, SledStore, Store};
 use keyservice_client::protocol::{Secret, random_bytes};
 use keyservice_client::{Client, Condition, Credential, Session};
 use keyservice_examples::RealService;
@@ -95,7 +95,8 @@ pub async fn run() -> Result<(), Failure> {
 }
 
 async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<SocketAddr, Failure> {
-    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+    let mut config =
+        Config { data_dir: dir.join("data"), erasure_ledger_file: dir.join("erasures.jsonl"), ..Config::default() };
     config.namespaces.insert(
         NAMESPACE.into(),
         Namespace {
@@ -103,8 +104,11 @@ async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<Sock
             credentials: vec![ServerCredential { key_id: "rs-1".into(), secret: secret.clone() }],
         },
     );
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir)?);
-    let app = App::new(&config, store).await?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+    // A real deployment keeps the master key in a file off the data disk (see
+    // docs/operations.md); this demo holds one in memory.
+    let master = MasterKey::generate()?;
+    let app = App::new(&config, store, &master).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(keyservice::run(listener, app, Limits::from(&config), std::future::pending()));

@@ -15,9 +15,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
-//! # let (config, secret) = keyservice::Config::dev(dir.path().to_path_buf())?;
-//! # let store = std::sync::Arc::new(keyservice::SledStore::open(dir.path())?);
-//! # let app = keyservice::App::new(&config, store).await?;
+//! # let (config, secret) = keyservice::Config::dev(dir.path().join("data"))?;
+//! # let store = std::sync::Arc::new(keyservice::SledStore::open(&config.data_dir)?);
+//! # let master = keyservice::MasterKey::generate()?;
+//! # let app = keyservice::App::new(&config, store, &master).await?;
 //! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! # let url = format!("http://{}", listener.local_addr()?);
 //! # tokio::spawn(keyservice::run(listener, app, keyservice::Limits::from(&config), std::future::pending()));

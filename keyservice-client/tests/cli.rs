@@ -56,7 +56,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
 
 async fn server() -> (TestServer, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     let url = format!("http://{}", server.addr);
     (server, dir, url)
 }

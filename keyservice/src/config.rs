@@ -38,6 +38,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the sled database. Default `./keyservice-data`.
     pub data_dir: PathBuf,
+    /// The master key file (64 hex digits, mode 0600), created on first start when
+    /// absent; `KEYSERVICE_MASTER_KEY` overrides it. Keep it off the data directory's
+    /// disk and out of its backups. Default `./keyservice-master.key`.
+    pub master_key_file: PathBuf,
+    /// The erasure ledger, re-applied at every start; keep it outside the data
+    /// directory so restoring a backup cannot undo an erasure. Default
+    /// `./keyservice-erasures.jsonl`.
+    pub erasure_ledger_file: PathBuf,
+    /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
+    /// Default 10.
+    pub max_key_versions: u64,
     /// The Real Services allowed to `/connect`, by namespace name. Default: none.
     pub namespaces: BTreeMap<String, Namespace>,
     /// How long an init token stays redeemable (`init_ttl_secs`). Default 10 minutes.
@@ -122,6 +133,9 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./keyservice-data"),
+            master_key_file: PathBuf::from("./keyservice-master.key"),
+            erasure_ledger_file: PathBuf::from("./keyservice-erasures.jsonl"),
+            max_key_versions: 10,
             namespaces: BTreeMap::new(),
             init_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(60 * 60),
@@ -160,7 +174,9 @@ impl Config {
     }
 
     /// The settings of `serve --dev`: a `demo` namespace that loopback may connect to,
-    /// with one fresh credential, whose secret is returned to be shown once.
+    /// with one fresh credential, whose secret is returned to be shown once. The master
+    /// key and the erasure ledger sit beside `data_dir` (`<data_dir>.master.key`,
+    /// `<data_dir>.erasures.jsonl`).
     ///
     /// # Errors
     ///
@@ -190,6 +206,9 @@ fn loopback_v6() -> IpNet {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    master_key_file: Option<PathBuf>,
+    erasure_ledger_file: Option<PathBuf>,
+    max_key_versions: Option<u64>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
     init_ttl_secs: Option<u64>,
@@ -269,6 +288,10 @@ impl FileConfig {
         Ok(Config {
             listen,
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
+            master_key_file: self.master_key_file.unwrap_or(defaults.master_key_file),
+            erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
+            max_key_versions: count(self.max_key_versions.map(|v| v as usize), "max_key_versions", 10, 1, 1_000_000)?
+                as u64,
             namespaces,
             init_ttl: seconds(self.init_ttl_secs, "init_ttl_secs", defaults.init_ttl, DAY)?,
             session_ttl: seconds(self.session_ttl_secs, "session_ttl_secs", defaults.session_ttl, 30 * DAY)?,

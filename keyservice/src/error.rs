@@ -4,6 +4,7 @@ use http::StatusCode;
 use keyservice_client::protocol::RandomError;
 
 use crate::auth::AuthError;
+use crate::crypto::vault::VaultError;
 use crate::store::StoreError;
 
 /// A request the client got wrong. Each variant is one error code.
@@ -98,6 +99,12 @@ pub enum Error {
     /// The OS random generator failed.
     #[error("randomness unavailable")]
     Random(#[from] RandomError),
+    /// Sealed data did not open, or keys could not be loaded.
+    #[error("the vault failed")]
+    Vault(#[from] VaultError),
+    /// The erasure ledger could not be read or written.
+    #[error("the erasure ledger failed: {0}")]
+    Ledger(String),
 }
 
 impl Error {
@@ -105,7 +112,7 @@ impl Error {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use RequestError as R;
         match self {
-            Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) => {
+            Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
             Self::Auth(auth) => (StatusCode::UNAUTHORIZED, auth.code()),

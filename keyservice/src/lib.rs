@@ -5,24 +5,30 @@
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `http`: routing and one handler per endpoint.
 //! - `auth`: ss1 verification against the clock, a secret and the replay memory.
+//! - `escrow`: every operation on inits, sessions and keys, sealed and pseudonymised.
+//! - `ledger`: the erasure ledger that survives restores.
 //! - `store`: the [`Store`] trait and its backends (memory, sled).
-//! - `crypto`: tokens, digests and replay fingerprints.
+//! - `crypto`: tokens, digests, the master key and the vault that seals data at rest.
 //! - `error`: the crate's errors and their HTTP statuses.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod auth;
 pub mod config;
-mod crypto;
+pub mod crypto;
 mod error;
+pub mod escrow;
 mod http;
+pub mod ledger;
 pub mod server;
 pub mod store;
 mod time;
 
 pub use crate::config::{Config, ConfigError};
+pub use crate::crypto::master::MasterKey;
 pub use crate::crypto::new_token;
 pub use crate::error::{Error, RequestError};
 pub use crate::http::{App, ROUTES, Route};
+pub use crate::ledger::ErasureLedger;
 pub use crate::server::{Limits, run};
 pub use crate::store::{MemoryStore, SledStore, Store, StoreError};

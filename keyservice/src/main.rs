@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
-use keyservice::{App, Config, Limits, SledStore, Store};
+use keyservice::crypto::master::MASTER_KEY_ENV;
+use keyservice::{App, Config, Limits, MasterKey, SledStore, Store};
 
 /// Key-escrow service: devices keep their data keys here, signed with Sessionist ss1.
 #[derive(Parser)]
@@ -77,7 +78,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let data_dir = match &args.data_dir {
             Some(dir) => dir.clone(),
             None => match tempfile::Builder::new().prefix("keyservice-dev-").tempdir() {
-                Ok(dir) => dev_dir.insert(dir).path().to_path_buf(),
+                Ok(dir) => dev_dir.insert(dir).path().join("data"),
                 Err(error) => {
                     eprintln!("error: cannot create a temporary data directory: {error}");
                     return ExitCode::FAILURE;
@@ -138,11 +139,13 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let master = load_master_key(&config)?;
+    tracing::info!(master_key = %hex_id(&master), "master key loaded");
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&config.data_dir)
             .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
     );
-    let app = App::new(&config, store).await?;
+    let app = App::new(&config, store, &master).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -150,6 +153,18 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The master key from `KEYSERVICE_MASTER_KEY`, else from (or into) the configured file.
+fn load_master_key(config: &Config) -> Result<MasterKey, keyservice::crypto::master::MasterKeyError> {
+    match std::env::var(MASTER_KEY_ENV) {
+        Ok(hex) => MasterKey::from_hex(&hex, MASTER_KEY_ENV),
+        Err(_) => MasterKey::load_or_create(&config.master_key_file),
+    }
+}
+
+fn hex_id(master: &MasterKey) -> String {
+    master.id().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -6,15 +6,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyservice::store::{PendingInit, UserRef};
-use keyservice::{MemoryStore, Store};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::wire::{InitResponse, PutKeyResponse};
 use support::*;
 
 async fn server() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     (server, dir)
 }
 
@@ -92,8 +90,11 @@ async fn unknown_routes_and_wrong_methods() {
     for (method, path, allow) in [
         ("GET", "/init", "POST"),
         ("GET", "/connect", "POST"),
-        ("DELETE", "/key", "GET, PUT"),
-        ("POST", "/key", "GET, PUT"),
+        ("PATCH", "/key", "GET, PUT, DELETE"),
+        ("POST", "/key", "GET, PUT, DELETE"),
+        ("GET", "/session", "DELETE"),
+        ("GET", "/erase", "POST"),
+        ("GET", "/export", "POST"),
     ] {
         let reply = send(server.addr, method, path, &[], b"").await;
         reply.expect(405, "method_not_allowed");
@@ -163,7 +164,7 @@ async fn an_allowlist_that_excludes_every_namespace_refuses_before_anything_else
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.namespaces.remove(NAMESPACE);
-    let server = TestServer::start_sled(config, dir.path()).await;
+    let server = TestServer::start_sled(config).await;
     let token = init(server.addr).await;
     // Even an unsigned request gets the 403: loopback may not connect for any namespace.
     send(server.addr, "POST", "/connect", &[], b"").await.expect(403, "ip_not_allowed");
@@ -172,11 +173,9 @@ async fn an_allowlist_that_excludes_every_namespace_refuses_before_anything_else
 
 #[tokio::test]
 async fn an_expired_init_token_cannot_connect() {
-    let store = Arc::new(MemoryStore::new());
-    let server = TestServer::start(config(std::path::Path::new("unused")), store.clone()).await;
+    let (server, _dir) = server().await;
     let token = Secret::new("expired-init-token-000000000000000000000000");
-    let digest = init_digest(&token);
-    store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: unix_now() - 1 }).await.unwrap();
+    server.escrow().await.add_init(&token, unix_now() - 1).await.unwrap();
     connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await.expect(410, "init_token_expired");
     // Expired tokens are consumed too.
     connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await.expect(404, "unknown_init_token");
@@ -296,19 +295,15 @@ async fn users_are_isolated() {
 
 #[tokio::test]
 async fn sessions_must_exist_and_be_current() {
-    let store = Arc::new(MemoryStore::new());
-    let server = TestServer::start(config(std::path::Path::new("unused")), store.clone()).await;
+    let (server, _dir) = server().await;
+    let escrow = server.escrow().await;
     let init_token = Secret::new("init-token-for-an-expired-session-000000000");
-    let session_token = "expired-session-token-0000000000000000000000";
-    let digest = init_digest(&init_token);
-    store
-        .add_pending_init(digest, PendingInit { token: init_token.clone(), expires_at: unix_now() + 60 })
-        .await
-        .unwrap();
-    let id: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(session_token.as_bytes()).into();
-    let user = UserRef { namespace: NAMESPACE.into(), user_id: "u".into() };
-    store.redeem_init(&digest, unix_now(), id, user, unix_now() - 1).await.unwrap();
-    signed(server.addr, session_token, init_token.expose(), "GET", "/key", b"", &[])
+    let session_token = Secret::new("expired-session-token-0000000000000000000000");
+    escrow.add_init(&init_token, unix_now() + 60).await.unwrap();
+    let user = escrow.user(NAMESPACE, "u");
+    let redeemed = escrow.connect(&init_digest(&init_token), user, &session_token, unix_now(), unix_now() - 1).await;
+    assert_eq!(redeemed.unwrap(), keyservice::store::Redeemed::Session);
+    signed(server.addr, session_token.expose(), init_token.expose(), "GET", "/key", b"", &[])
         .await
         .expect(401, "session_expired");
     signed(server.addr, "no-such-session", init_token.expose(), "GET", "/key", b"", &[])

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 
 async fn server() -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     (server, dir)
 }
 

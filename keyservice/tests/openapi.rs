@@ -49,7 +49,7 @@ fn the_spec_and_the_router_list_the_same_operations() {
 #[tokio::test]
 async fn every_spec_operation_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     for (path, method) in spec_operations() {
         let reply = send(server.addr, &method, &path, &[], b"").await;
         assert!(reply.status != 404 || reply.error() != "not_found", "{method} {path} is in the spec but not served");

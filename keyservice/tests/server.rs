@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn inits_sessions_and_keys_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     let addr = server.addr;
     let device = device(addr, "347").await;
     assert_eq!(device.put(b"version one", &[]).await.status, 201);
@@ -27,7 +27,7 @@ async fn inits_sessions_and_keys_survive_a_restart() {
     // A graceful stop leaves the replay floor at the latest accepted date, so only
     // requests dated in that second are refused after the restart: wait past it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     let device = Device { addr: server.addr, ..device };
     let latest = device.get("/key").await;
     assert_eq!(latest.status, 200);
@@ -48,7 +48,7 @@ async fn inits_sessions_and_keys_survive_a_restart() {
 #[tokio::test]
 async fn oversized_headers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path()), dir.path()).await;
+    let server = TestServer::start_sled(config(dir.path())).await;
     let request = format!("POST /init HTTP/1.1\r\nhost: x\r\nx-filler: {}\r\n\r\n", "a".repeat(20_000));
     let answer = raw(server.addr, request.as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
@@ -61,7 +61,7 @@ async fn a_slow_client_cannot_hold_a_connection_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.header_read_timeout = Duration::from_secs(1);
-    let server = TestServer::start_sled(config, dir.path()).await;
+    let server = TestServer::start_sled(config).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream.write_all(b"POST /init HTTP/1.1\r\nhost: x\r\n").await.unwrap();
     let started = Instant::now();
@@ -76,7 +76,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.max_connections = 1;
-    let server = TestServer::start_sled(config, dir.path()).await;
+    let server = TestServer::start_sled(config).await;
 
     // The one slot: a keep-alive connection that has been served and stays open.
     let mut first = TcpStream::connect(server.addr).await.unwrap();
@@ -94,30 +94,25 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
 
 #[tokio::test]
 async fn the_sweeper_deletes_expired_init_tokens() {
-    use keyservice::store::PendingInit;
-    use keyservice::{MemoryStore, Store};
     use keyservice_client::protocol::Secret;
 
-    let store = std::sync::Arc::new(MemoryStore::new());
-    let mut config = config(std::path::Path::new("unused"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
     config.sweep_interval = Duration::from_secs(1);
+    let server = TestServer::start_sled(config).await;
+    let escrow = server.escrow().await;
     let token = Secret::new("an-init-token-that-expired-a-second-ago-000");
-    let digest = init_digest(&token);
-    let now = unix_now();
-    store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now - 1 }).await.unwrap();
-    let server = TestServer::start(config, store.clone()).await;
-    // The first sweep runs at start; give it a moment, then the token is gone (404)
-    // rather than merely expired (410).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
+        escrow.add_init(&token, unix_now() - 1).await.unwrap();
+        // Give the sweeper (every second) a chance; then the token is gone (404) rather
+        // than merely expired (410, which consumes it too, so it is added again).
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let reply = connect_raw(server.addr, &connect_body(NAMESPACE, "u", &token)).await;
         if reply.status == 404 {
             reply.expect(404, "unknown_init_token");
             break;
         }
         assert!(Instant::now() < deadline, "never swept: {}", reply.error());
-        // An expired answer consumed the token itself; put it back for the next round.
-        store.add_pending_init(digest, PendingInit { token: token.clone(), expires_at: now - 1 }).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

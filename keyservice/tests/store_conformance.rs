@@ -2,23 +2,37 @@
 
 use std::sync::Arc;
 
-use keyservice::store::{EntityTags, NewKey, PendingInit, Precondition, PutOutcome, Redeemed, Store, UserRef};
+use keyservice::store::{
+    EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, UserKey,
+};
 use keyservice::{MemoryStore, SledStore};
-use keyservice_client::protocol::Secret;
-use zeroize::Zeroizing;
 
 const NOW: u64 = 1_800_000_000;
+const KEEP_ALL: u64 = u64::MAX;
 
-fn user(id: &str) -> UserRef {
-    UserRef { namespace: "ns".into(), user_id: id.into() }
+fn user(n: u8) -> UserKey {
+    UserKey { namespace: [0xaa; 32], user: [n; 32] }
 }
 
-fn key(bytes: &[u8]) -> NewKey {
-    NewKey { content_type: "application/octet-stream".into(), bytes: Zeroizing::new(bytes.to_vec()), created_at: NOW }
+async fn put(store: &dyn Store, who: u8, bytes: &[u8], precondition: Precondition) -> PutOutcome {
+    put_keep(store, who, bytes, precondition, KEEP_ALL).await
 }
 
-async fn put(store: &dyn Store, who: &str, bytes: &[u8], precondition: Precondition) -> PutOutcome {
-    store.put_key(&user(who), key(bytes), &precondition).await.unwrap()
+async fn put_keep(store: &dyn Store, who: u8, bytes: &[u8], precondition: Precondition, keep: u64) -> PutOutcome {
+    let sealed = bytes.to_vec();
+    store.put_key(&user(who), &precondition, keep, NOW, Box::new(move |_| Ok(sealed))).await.unwrap()
+}
+
+async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
+    store.add_pending_init([n; 32], InitRecord { sealed: vec![n; 40], expires_at }).await.unwrap();
+}
+
+/// Redeems init `n` for a session `sid` of `who`, whose sealed secret is the init's.
+async fn redeem(store: &dyn Store, n: u8, now: u64, sid: Pseudonym, who: u8, expires_at: u64) -> Redeemed {
+    let make = Box::new(move |init: &InitRecord| {
+        Ok(SessionRecord { user: user(who), sealed: init.sealed.clone(), expires_at })
+    });
+    store.redeem_init(&[n; 32], now, sid, make).await.unwrap()
 }
 
 /// Runs every check of the contract against a fresh store from `make`.
@@ -26,6 +40,12 @@ macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
             use super::*;
+
+            #[tokio::test]
+            async fn keyring_entries_are_created_once() {
+                let (store, _guard) = $make;
+                keyring(&*store).await;
+            }
 
             #[tokio::test]
             async fn an_init_is_redeemed_at_most_once() {
@@ -46,15 +66,27 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn retention_prunes_the_oldest() {
+                let (store, _guard) = $make;
+                retention(&*store).await;
+            }
+
+            #[tokio::test]
             async fn preconditions_are_atomic() {
                 let (store, _guard) = $make;
                 preconditions(store).await;
             }
 
             #[tokio::test]
-            async fn user_ids_cannot_reach_a_neighbour() {
+            async fn deleting_and_erasing_remove_exactly_one_user() {
                 let (store, _guard) = $make;
-                neighbours(&*store).await;
+                erasure(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn sessions_can_be_listed_and_revoked() {
+                let (store, _guard) = $make;
+                sessions(&*store).await;
             }
 
             #[tokio::test]
@@ -78,22 +110,28 @@ conformance!(sled, {
     (Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>, dir)
 });
 
-fn digest(n: u8) -> [u8; 64] {
-    [n; 64]
-}
+async fn keyring(store: &dyn Store) {
+    assert_eq!(store.keyring_get(b"system/index").await.unwrap(), None);
+    assert_eq!(store.keyring_create(b"system/index", vec![1]).await.unwrap(), vec![1]);
+    assert_eq!(store.keyring_create(b"system/index", vec![2]).await.unwrap(), vec![1], "the first one stays");
+    store.keyring_create(b"kek/x", vec![3]).await.unwrap();
+    store.keyring_replace(vec![(b"system/index".to_vec(), vec![4]), (b"kek/x".to_vec(), vec![5])]).await.unwrap();
+    let mut entries = store.keyring_list().await.unwrap();
+    entries.sort();
+    assert_eq!(entries, vec![(b"kek/x".to_vec(), vec![5]), (b"system/index".to_vec(), vec![4])]);
 
-async fn add_init(store: &dyn Store, n: u8, token: &str, expires_at: u64) {
-    store.add_pending_init(digest(n), PendingInit { token: Secret::new(token), expires_at }).await.unwrap();
+    assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
+    assert_eq!(store.create_user_dek(&user(1), vec![7]).await.unwrap(), vec![7]);
+    assert_eq!(store.create_user_dek(&user(1), vec![8]).await.unwrap(), vec![7]);
+    assert_eq!(store.user_dek(&user(2)).await.unwrap(), None);
 }
 
 async fn redeem_once(store: Arc<dyn Store>) {
-    add_init(&*store, 1, "init-token-1", NOW + 60).await;
+    add_init(&*store, 1, NOW + 60).await;
     let mut tasks = Vec::new();
     for i in 0..16u8 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.redeem_init(&digest(1), NOW, [i; 32], user("u"), NOW + 3600).await.unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { redeem(&*store, 1, NOW, [i; 32], 9, NOW + 3600).await }));
     }
     let mut outcomes = Vec::new();
     for task in tasks {
@@ -103,48 +141,66 @@ async fn redeem_once(store: Arc<dyn Store>) {
     assert_eq!(outcomes.iter().filter(|o| **o == Redeemed::UnknownInit).count(), 15);
     let winner = (0..16u8).find(|i| outcomes[usize::from(*i)] == Redeemed::Session).unwrap();
     let session = store.session(&[winner; 32]).await.unwrap().unwrap();
-    assert_eq!(session.secret.expose(), "init-token-1");
-    assert_eq!(session.user, user("u"));
-    assert_eq!(session.expires_at, NOW + 3600);
+    assert_eq!(session, SessionRecord { user: user(9), sealed: vec![1; 40], expires_at: NOW + 3600 });
     assert!(store.session(&[winner.wrapping_add(1); 32]).await.unwrap().is_none());
 }
 
 async fn expired_init(store: &dyn Store) {
-    add_init(store, 2, "old", NOW).await;
-    assert_eq!(store.redeem_init(&digest(2), NOW, [1; 32], user("u"), NOW + 1).await.unwrap(), Redeemed::ExpiredInit);
+    add_init(store, 2, NOW).await;
+    assert_eq!(redeem(store, 2, NOW, [1; 32], 1, NOW + 1).await, Redeemed::ExpiredInit);
     assert!(store.session(&[1; 32]).await.unwrap().is_none());
-    assert_eq!(store.redeem_init(&digest(2), NOW, [1; 32], user("u"), NOW + 1).await.unwrap(), Redeemed::UnknownInit);
+    assert_eq!(redeem(store, 2, NOW, [1; 32], 1, NOW + 1).await, Redeemed::UnknownInit);
 }
 
 async fn versions(store: &dyn Store) {
-    assert!(store.get_key(&user("a"), None).await.unwrap().is_none());
+    assert!(store.get_key(&user(1), None).await.unwrap().is_none());
     for (i, bytes) in [&b"one"[..], b"two", b"three"].iter().enumerate() {
-        assert_eq!(put(store, "a", bytes, Precondition::None).await, PutOutcome::Stored { version: i as u64 + 1 });
+        assert_eq!(put(store, 1, bytes, Precondition::None).await, PutOutcome::Stored { version: i as u64 + 1 });
     }
-    let latest = store.get_key(&user("a"), None).await.unwrap().unwrap();
-    assert_eq!((latest.version, &latest.bytes[..]), (3, &b"three"[..]));
-    let first = store.get_key(&user("a"), Some(1)).await.unwrap().unwrap();
-    assert_eq!((first.version, &first.bytes[..], first.created_at), (1, &b"one"[..], NOW));
-    assert!(store.get_key(&user("a"), Some(4)).await.unwrap().is_none());
-    // Versions beyond 255 sort numerically, not bytewise-by-accident.
-    for _ in 3..300 {
-        put(store, "b", b"x", Precondition::None).await;
+    let latest = store.get_key(&user(1), None).await.unwrap().unwrap();
+    assert_eq!((latest.version, &latest.sealed[..]), (3, &b"three"[..]));
+    let first = store.get_key(&user(1), Some(1)).await.unwrap().unwrap();
+    assert_eq!((first.version, &first.sealed[..], first.created_at), (1, &b"one"[..], NOW));
+    assert!(store.get_key(&user(1), Some(4)).await.unwrap().is_none());
+    assert!(store.get_key(&user(2), None).await.unwrap().is_none(), "another user has nothing");
+    // The sealing step learns the version number it seals for.
+    let outcome = store
+        .put_key(&user(1), &Precondition::None, KEEP_ALL, NOW, Box::new(|v| Ok(format!("v{v}").into_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(outcome, PutOutcome::Stored { version: 4 });
+    assert_eq!(store.get_key(&user(1), Some(4)).await.unwrap().unwrap().sealed, b"v4");
+    // Versions beyond 255 sort numerically.
+    for _ in 0..299 {
+        put(store, 3, b"x", Precondition::None).await;
     }
-    assert_eq!(put(store, "b", b"last", Precondition::None).await, PutOutcome::Stored { version: 298 });
-    assert_eq!(&store.get_key(&user("b"), None).await.unwrap().unwrap().bytes[..], b"last");
+    assert_eq!(put(store, 3, b"last", Precondition::None).await, PutOutcome::Stored { version: 300 });
+    assert_eq!(&store.get_key(&user(3), None).await.unwrap().unwrap().sealed[..], b"last");
+    assert_eq!(store.list_keys(&user(3)).await.unwrap().len(), 300);
+}
+
+async fn retention(store: &dyn Store) {
+    for i in 1..=5u8 {
+        put_keep(store, 1, &[i], Precondition::None, 3).await;
+    }
+    let kept: Vec<u64> = store.list_keys(&user(1)).await.unwrap().iter().map(|k| k.version).collect();
+    assert_eq!(kept, vec![3, 4, 5]);
+    assert!(store.get_key(&user(1), Some(2)).await.unwrap().is_none());
+    assert_eq!(put_keep(store, 1, b"6", Precondition::None, 1).await, PutOutcome::Stored { version: 6 });
+    assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 1);
 }
 
 async fn preconditions(store: Arc<dyn Store>) {
     let any = || Precondition::IfMatch(EntityTags::Any);
-    assert_eq!(put(&*store, "p", b"x", any()).await, PutOutcome::PreconditionFailed);
+    assert_eq!(put(&*store, 1, b"x", any()).await, PutOutcome::PreconditionFailed);
     let first = Precondition::IfNoneMatch(EntityTags::Any);
-    assert_eq!(put(&*store, "p", b"1", first.clone()).await, PutOutcome::Stored { version: 1 });
-    assert_eq!(put(&*store, "p", b"x", first).await, PutOutcome::PreconditionFailed);
+    assert_eq!(put(&*store, 1, b"1", first.clone()).await, PutOutcome::Stored { version: 1 });
+    assert_eq!(put(&*store, 1, b"x", first).await, PutOutcome::PreconditionFailed);
     let mut tasks = Vec::new();
     for i in 0..16u8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            put(&*store, "p", &[i], Precondition::IfMatch(EntityTags::Versions(vec![1]))).await
+            put(&*store, 1, &[i], Precondition::IfMatch(EntityTags::Versions(vec![1]))).await
         }));
     }
     let mut stored = 0;
@@ -155,35 +211,70 @@ async fn preconditions(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(stored, 1);
-    assert_eq!(put(&*store, "p", b"3", any()).await, PutOutcome::Stored { version: 3 });
+    assert_eq!(put(&*store, 1, b"3", any()).await, PutOutcome::Stored { version: 3 });
+    assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 3, "failed preconditions wrote nothing");
 }
 
-async fn neighbours(store: &dyn Store) {
-    // Without length prefixes these pairs would share storage keys.
-    let a = UserRef { namespace: "a".into(), user_id: "bc".into() };
-    let b = UserRef { namespace: "ab".into(), user_id: "c".into() };
-    store.put_key(&a, key(b"a"), &Precondition::None).await.unwrap();
-    assert!(store.get_key(&b, None).await.unwrap().is_none());
-    put(store, "1", b"short", Precondition::None).await;
-    assert!(store.get_key(&user("10"), None).await.unwrap().is_none());
-    assert!(store.get_key(&user(""), None).await.unwrap().is_none());
+async fn erasure(store: &dyn Store) {
+    for who in [1, 2] {
+        put(store, who, b"k1", Precondition::None).await;
+        put(store, who, b"k2", Precondition::None).await;
+        store.create_user_dek(&user(who), vec![who]).await.unwrap();
+        add_init(store, who, NOW + 60).await;
+        redeem(store, who, NOW, [who; 32], who, NOW + 60).await;
+        add_init(store, who + 10, NOW + 60).await;
+        redeem(store, who + 10, NOW, [who + 10; 32], who, NOW + 60).await;
+    }
+
+    // DELETE /key: versions and the DEK go, sessions stay.
+    assert_eq!(store.delete_keys(&user(1)).await.unwrap(), 2);
+    assert!(store.list_keys(&user(1)).await.unwrap().is_empty());
+    assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
+    assert!(store.session(&[1; 32]).await.unwrap().is_some());
+    assert_eq!(put(store, 1, b"again", Precondition::None).await, PutOutcome::Stored { version: 1 });
+
+    // Erasure: versions, DEK and every session of that user go; the other user keeps all.
+    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased { versions: 1, sessions: 2 });
+    assert!(store.session(&[1; 32]).await.unwrap().is_none());
+    assert!(store.session(&[11; 32]).await.unwrap().is_none());
+    assert!(store.get_key(&user(1), None).await.unwrap().is_none());
+    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased::default(), "erasing twice is harmless");
+    assert_eq!(store.list_keys(&user(2)).await.unwrap().len(), 2);
+    assert_eq!(store.user_dek(&user(2)).await.unwrap(), Some(vec![2]));
+    assert!(store.session(&[2; 32]).await.unwrap().is_some());
+    assert_eq!(store.user_sessions(&user(2)).await.unwrap().len(), 2);
+}
+
+async fn sessions(store: &dyn Store) {
+    add_init(store, 1, NOW + 60).await;
+    add_init(store, 2, NOW + 60).await;
+    redeem(store, 1, NOW, [1; 32], 5, NOW + 100).await;
+    redeem(store, 2, NOW, [2; 32], 5, NOW + 200).await;
+    let mut expiries = store.user_sessions(&user(5)).await.unwrap();
+    expiries.sort_unstable();
+    assert_eq!(expiries, vec![NOW + 100, NOW + 200]);
+    assert!(store.delete_session(&[1; 32]).await.unwrap());
+    assert!(!store.delete_session(&[1; 32]).await.unwrap());
+    assert!(store.session(&[1; 32]).await.unwrap().is_none());
+    assert_eq!(store.user_sessions(&user(5)).await.unwrap(), vec![NOW + 200]);
 }
 
 async fn sweep(store: &dyn Store) {
-    add_init(store, 1, "expired", NOW - 1).await;
-    add_init(store, 2, "live", NOW + 60).await;
-    add_init(store, 3, "to-session", NOW + 60).await;
-    add_init(store, 4, "to-old-session", NOW + 60).await;
-    store.redeem_init(&digest(3), NOW, [3; 32], user("u"), NOW + 60).await.unwrap();
-    store.redeem_init(&digest(4), NOW - 10, [4; 32], user("u"), NOW - 5).await.unwrap();
+    add_init(store, 1, NOW - 1).await;
+    add_init(store, 2, NOW + 60).await;
+    add_init(store, 3, NOW + 60).await;
+    add_init(store, 4, NOW + 60).await;
+    redeem(store, 3, NOW, [3; 32], 1, NOW + 60).await;
+    redeem(store, 4, NOW - 10, [4; 32], 1, NOW - 5).await;
     store.remember_nonce(1, NOW - 1000).await.unwrap();
     store.remember_nonce(2, NOW).await.unwrap();
     let swept = store.sweep(NOW, NOW - 500).await.unwrap();
     assert_eq!((swept.inits, swept.sessions, swept.nonces), (1, 1, 1));
-    assert_eq!(store.redeem_init(&digest(1), NOW - 100, [9; 32], user("u"), NOW).await.unwrap(), Redeemed::UnknownInit);
+    assert_eq!(redeem(store, 1, NOW - 100, [9; 32], 1, NOW).await, Redeemed::UnknownInit);
     assert!(store.session(&[3; 32]).await.unwrap().is_some());
     assert!(store.session(&[4; 32]).await.unwrap().is_none());
-    assert_eq!(store.redeem_init(&digest(2), NOW, [2; 32], user("u"), NOW + 1).await.unwrap(), Redeemed::Session);
+    assert_eq!(store.user_sessions(&user(1)).await.unwrap(), vec![NOW + 60]);
+    assert_eq!(redeem(store, 2, NOW, [2; 32], 1, NOW + 1).await, Redeemed::Session);
     assert_eq!(store.remembered_nonces(0).await.unwrap(), vec![(2, NOW)]);
 }
 
@@ -204,13 +295,15 @@ async fn sled_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = SledStore::open(dir.path()).unwrap();
-        add_init(&store, 1, "pending", NOW + 60).await;
-        add_init(&store, 2, "redeemed", NOW + 60).await;
-        store.redeem_init(&digest(2), NOW, [2; 32], user("u"), NOW + 60).await.unwrap();
+        add_init(&store, 1, NOW + 60).await;
+        add_init(&store, 2, NOW + 60).await;
+        redeem(&store, 2, NOW, [2; 32], 1, NOW + 60).await;
+        store.keyring_create(b"system/index", vec![42]).await.unwrap();
+        store.create_user_dek(&user(1), vec![43]).await.unwrap();
         // Nodes larger than a quarter segment (128 KiB) go to blob files, which sled
         // itself never fsyncs; enough large versions make sure some exist.
         for i in 0..24u8 {
-            store.put_key(&user("big"), key(&vec![i; 64 * 1024]), &Precondition::None).await.unwrap();
+            put(&store, 1, &vec![i; 64 * 1024], Precondition::None).await;
         }
         store.set_replay_floor(NOW).await.unwrap();
         store.remember_nonce(5, NOW + 9).await.unwrap();
@@ -218,11 +311,13 @@ async fn sled_keeps_everything_across_reopen() {
     let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
     assert!(blobs > 0, "the blob path was not exercised");
     let store = SledStore::open(dir.path()).unwrap();
-    assert_eq!(store.redeem_init(&digest(1), NOW, [1; 32], user("v"), NOW + 60).await.unwrap(), Redeemed::Session);
-    assert_eq!(store.session(&[2; 32]).await.unwrap().unwrap().secret.expose(), "redeemed");
+    assert_eq!(redeem(&store, 1, NOW, [1; 32], 1, NOW + 60).await, Redeemed::Session);
+    assert_eq!(store.session(&[2; 32]).await.unwrap().unwrap().sealed, vec![2; 40]);
+    assert_eq!(store.keyring_get(b"system/index").await.unwrap(), Some(vec![42]));
+    assert_eq!(store.user_dek(&user(1)).await.unwrap(), Some(vec![43]));
     for i in 0..24u8 {
-        let version = store.get_key(&user("big"), Some(u64::from(i) + 1)).await.unwrap().unwrap();
-        assert_eq!(&version.bytes[..], &vec![i; 64 * 1024][..]);
+        let version = store.get_key(&user(1), Some(u64::from(i) + 1)).await.unwrap().unwrap();
+        assert_eq!(&version.sealed[..], &vec![i; 64 * 1024][..]);
     }
     assert_eq!(store.replay_floor().await.unwrap(), NOW);
     assert_eq!(store.remembered_nonces(0).await.unwrap(), vec![(5, NOW + 9)]);

@@ -58,6 +58,64 @@ pub struct PutKeyResponse {
     pub version: u64,
 }
 
+/// `POST /erase` and `POST /export` request body, sent by the Real Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserRequest {
+    /// The Real Service's namespace; must be the namespace of the signing credential.
+    pub namespace: String,
+    /// The user (1 to [`MAX_USER_ID_LEN`] bytes).
+    pub user_id: String,
+}
+
+/// `POST /erase` → 200: what was destroyed, also when nothing was held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureReceipt {
+    /// The user's pseudonym (hex), as keyservice stores and logs it.
+    pub user_id: String,
+    /// When the erasure happened (RFC 3339, UTC).
+    pub erased_at: String,
+    /// Key versions destroyed.
+    pub versions_destroyed: u64,
+    /// Sessions revoked.
+    pub sessions_revoked: u64,
+}
+
+/// `POST /export` → 200: what keyservice holds for a user, never the key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportResponse {
+    /// The user's pseudonym (hex).
+    pub user_id: String,
+    /// Every stored version of the user's key, oldest first.
+    pub key_versions: Vec<KeyVersionInfo>,
+    /// The user's sessions that have not expired.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One stored key version, described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionInfo {
+    /// The version number.
+    pub version: u64,
+    /// Size of the key in bytes.
+    pub size: u64,
+    /// The Content-Type it was stored with.
+    pub content_type: String,
+    /// When it was stored (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// One active session, described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    /// When it ends (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
 /// Every error response: `{"error": "<snake_case code>", "message": "<sentence>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

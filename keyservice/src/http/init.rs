@@ -8,13 +8,11 @@ use keyservice_client::protocol::wire::InitResponse;
 use super::{App, response};
 use crate::crypto;
 use crate::error::Error;
-use crate::store::PendingInit;
 
 pub async fn handle(app: &App) -> Result<Response<Full<Bytes>>, Error> {
     let token = crypto::new_token()?;
     let expires_at = crate::time::now() + app.inner.init_ttl.as_secs();
-    let pending = PendingInit { token: token.clone(), expires_at };
-    app.inner.store.add_pending_init(crypto::init_digest(&token), pending).await?;
+    app.inner.escrow.add_init(&token, expires_at).await?;
     let body = InitResponse { init_token: token, expires_at: crate::time::rfc3339(expires_at) };
     Ok(response::json(StatusCode::OK, &body))
 }

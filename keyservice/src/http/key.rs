@@ -11,57 +11,39 @@ use http_body_util::Full;
 use keyservice_client::protocol::wire::{DEFAULT_KEY_CONTENT_TYPE, PutKeyResponse};
 use zeroize::Zeroizing;
 
-use super::{App, RequestBody, body, response};
-use crate::auth::{AuthError, Verified};
+use super::signed::{self, FromDevice};
+use super::{App, RequestBody, response};
 use crate::error::{Error, RequestError};
-use crate::store::{EntityTags, NewKey, Precondition, PutOutcome, UserRef};
+use crate::store::{EntityTags, Precondition, PutOutcome};
 
 /// Longest Content-Type stored with a key version.
 const MAX_CONTENT_TYPE_LEN: usize = 255;
 
 pub async fn handle<B: RequestBody>(app: &App, request: Request<B>) -> Result<Response<Full<Bytes>>, Error> {
-    let inner = &app.inner;
-    let (parts, body) = request.into_parts();
-    // The body is part of the MAC, so it is read (within the limit) before verifying.
-    let body = body::read(body, &parts.headers, inner.max_key_bytes, inner.body_read_timeout).await?;
-    let now = crate::time::now();
-    let claim = inner.auth.claim(&parts.headers, now)?;
-    let session =
-        inner.store.session(&crate::crypto::session_id(claim.key_id())).await?.ok_or(AuthError::UnknownSession)?;
-    if session.expires_at <= now {
-        return Err(AuthError::SessionExpired.into());
-    }
-    let path = parts.uri.path_and_query().map_or("/key", |pq| pq.as_str());
-    let verified = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
-    if parts.method == Method::PUT {
-        put(app, &verified, &session.user, &parts.headers, parts.uri.query(), body, now).await
-    } else {
-        get(app, &verified, &session.user, parts.uri.query()).await
+    let from = signed::device(app, request).await?;
+    match from.parts.method {
+        Method::PUT => put(app, from).await,
+        Method::DELETE => delete(app, from).await,
+        _ => get(app, from).await,
     }
 }
 
-async fn put(
-    app: &App,
-    _signed: &Verified,
-    user: &UserRef,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: Bytes,
-    now: u64,
-) -> Result<Response<Full<Bytes>>, Error> {
-    if query.is_some_and(|q| !q.is_empty()) {
+async fn put(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+    let FromDevice { session, parts, body, .. } = from;
+    if parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery.into());
     }
     if body.is_empty() {
         return Err(RequestError::EmptyKey.into());
     }
-    let content_type = match headers.get(CONTENT_TYPE) {
+    let content_type = match parts.headers.get(CONTENT_TYPE) {
         None => DEFAULT_KEY_CONTENT_TYPE.to_owned(),
         Some(value) => valid_content_type(value).ok_or(RequestError::InvalidContentType)?,
     };
-    let precondition = precondition(headers)?;
-    let key = NewKey { content_type, bytes: Zeroizing::new(body.to_vec()), created_at: now };
-    match app.inner.store.put_key(user, key, &precondition).await? {
+    let precondition = precondition(&parts.headers)?;
+    let bytes = Zeroizing::new(body.to_vec());
+    let now = crate::time::now();
+    match app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await? {
         PutOutcome::Stored { version } => {
             let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = response::json(status, &PutKeyResponse { version });
@@ -72,14 +54,9 @@ async fn put(
     }
 }
 
-async fn get(
-    app: &App,
-    _signed: &Verified,
-    user: &UserRef,
-    query: Option<&str>,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let version = requested_version(query)?;
-    let Some(key) = app.inner.store.get_key(user, version).await? else {
+async fn get(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+    let version = requested_version(from.parts.uri.query())?;
+    let Some(key) = app.inner.escrow.get_key(&from.session.user, version).await? else {
         return Err(if version.is_some() { RequestError::NoSuchVersion } else { RequestError::NoKey }.into());
     };
     let content_type = HeaderValue::from_str(&key.content_type)
@@ -88,6 +65,15 @@ async fn get(
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response.headers_mut().insert(ETAG, response::etag(key.version));
     Ok(response)
+}
+
+/// `DELETE /key`: every version of the user's key, and the key that sealed them, gone.
+async fn delete(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+    if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(RequestError::BadQuery.into());
+    }
+    app.inner.escrow.delete_keys(&from.session.user).await?;
+    Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
 /// `version=N`, N ≥ 1, and nothing else; no query at all means the latest.

@@ -8,6 +8,9 @@ mod connect;
 mod init;
 mod key;
 mod response;
+mod session;
+mod signed;
+mod subject;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +24,10 @@ use keyservice_client::protocol::Secret;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Namespace};
+use crate::crypto::master::MasterKey;
 use crate::error::{Error, RequestError};
+use crate::escrow::Escrow;
+use crate::ledger::ErasureLedger;
 use crate::store::{Store, StoreError};
 
 pub use self::body::RequestBody;
@@ -33,7 +39,7 @@ pub struct App {
 }
 
 struct Inner {
-    store: Arc<dyn Store>,
+    escrow: Escrow,
     auth: Authenticator,
     namespaces: HashMap<String, Namespace>,
     /// Credential key id → (namespace, secret), for `/connect`.
@@ -58,20 +64,27 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { path: "/init", allow: "POST" },
     Route { path: "/connect", allow: "POST" },
-    Route { path: "/key", allow: "GET, PUT" },
+    Route { path: "/key", allow: "GET, PUT, DELETE" },
+    Route { path: "/session", allow: "DELETE" },
+    Route { path: "/erase", allow: "POST" },
+    Route { path: "/export", allow: "POST" },
 ];
 
 /// Largest `/connect` body accepted, in bytes.
 const MAX_CONNECT_BODY: usize = 4096;
 
 impl App {
-    /// The handler for `config`, over `store`.
+    /// The handler for `config`, over `store` sealed under `master`. Re-applies the
+    /// erasure ledger before it returns.
     ///
     /// # Errors
     ///
-    /// Fails when the replay memory cannot be loaded from the store.
-    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let auth = Authenticator::open(store.clone(), config.max_clock_skew).await?;
+    /// Fails when the master key does not match the store, or the store, ledger or replay
+    /// memory cannot be read.
+    pub async fn new(config: &Config, store: Arc<dyn Store>, master: &MasterKey) -> Result<Self, Error> {
+        let ledger = ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| Error::Ledger(e.to_string()))?;
+        let escrow = Escrow::open(store.clone(), master, ledger, config.max_key_versions).await?;
+        let auth = Authenticator::open(store, config.max_clock_skew).await?;
         let credentials = config
             .namespaces
             .iter()
@@ -81,7 +94,7 @@ impl App {
             .collect();
         Ok(Self {
             inner: Arc::new(Inner {
-                store,
+                escrow,
                 auth,
                 namespaces: config.namespaces.clone().into_iter().collect(),
                 credentials,
@@ -101,7 +114,7 @@ impl App {
     /// Fails when the store cannot be written.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.inner.auth.close().await?;
-        self.inner.store.flush().await
+        self.inner.escrow.store().flush().await
     }
 
     /// Answers one request from `peer`. Never fails: errors become error responses.
@@ -129,26 +142,32 @@ impl App {
         request: Request<B>,
         peer: SocketAddr,
     ) -> Result<Response<Full<Bytes>>, Error> {
-        match (request.method(), request.uri().path()) {
+        let route = ROUTES.iter().find(|r| r.path == request.uri().path()).ok_or(RequestError::NotFound)?;
+        if !route.allow.split(", ").any(|m| m == request.method().as_str()) {
+            return Err(RequestError::MethodNotAllowed { allow: route.allow }.into());
+        }
+        match (request.method(), route.path) {
             (&Method::POST, "/init") => init::handle(self).await,
-            (_, "/init") => Err(RequestError::MethodNotAllowed { allow: "POST" }.into()),
             (&Method::POST, "/connect") => connect::handle(self, request, peer).await,
-            (_, "/connect") => Err(RequestError::MethodNotAllowed { allow: "POST" }.into()),
-            (&Method::GET | &Method::PUT, "/key") => key::handle(self, request).await,
-            (_, "/key") => Err(RequestError::MethodNotAllowed { allow: "GET, PUT" }.into()),
+            (&Method::GET | &Method::PUT | &Method::DELETE, "/key") => key::handle(self, request).await,
+            (&Method::DELETE, "/session") => session::delete(self, request).await,
+            (&Method::POST, "/erase") => subject::erase(self, request, peer).await,
+            (&Method::POST, "/export") => subject::export(self, request, peer).await,
+            // A route listed in ROUTES without a handler: refuse rather than panic.
             _ => Err(RequestError::NotFound.into()),
         }
     }
 
-    /// Deletes expired inits, sessions and remembered nonces every `interval`, forever.
+    /// Deletes expired inits, sessions and remembered nonces every `interval`, forever,
+    /// starting one interval after the call.
     pub async fn sweep_forever(self, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             let now = crate::time::now();
             let forget = self.inner.auth.forget_nonces_before(now);
-            match self.inner.store.sweep(now, forget).await {
+            match self.inner.escrow.store().sweep(now, forget).await {
                 Ok(swept) => tracing::debug!(
                     inits = swept.inits,
                     sessions = swept.sessions,

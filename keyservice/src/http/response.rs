@@ -24,6 +24,13 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>>
     response
 }
 
+/// A response without a body (204).
+pub fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
 /// The error body for `error`, with `Allow` on a 405.
 pub fn error(error: &Error, status: StatusCode, code: &'static str) -> Response<Full<Bytes>> {
     let mut response = json(status, &ErrorBody { error: code.to_owned(), message: error.public_message() });

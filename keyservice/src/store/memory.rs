@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    InitDigest, KeyVersion, NewKey, PendingInit, Precondition, PutOutcome, Redeemed, Session, SessionId, Store,
-    StoreError, Swept, UnixTime, UserRef,
+    Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
+    SealVersion, SessionRecord, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// A [`Store`] held in process memory.
@@ -19,18 +19,13 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    inits: HashMap<InitDigest, PendingInit>,
-    sessions: HashMap<SessionId, Session>,
-    /// Each user's versions in order; a version's number is its index + 1.
-    keys: HashMap<UserRef, BTreeMap<u64, StoredKey>>,
+    keyring: BTreeMap<Vec<u8>, Vec<u8>>,
+    deks: HashMap<UserKey, Vec<u8>>,
+    inits: HashMap<Pseudonym, InitRecord>,
+    sessions: HashMap<Pseudonym, SessionRecord>,
+    keys: HashMap<UserKey, BTreeMap<u64, KeyRecord>>,
     replay_floor: UnixTime,
     nonces: HashMap<u64, UnixTime>,
-}
-
-struct StoredKey {
-    content_type: String,
-    created_at: UnixTime,
-    bytes: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -40,78 +35,126 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave `Inner` half-updated (every method
-        // does its checks before its first mutation), so a poisoned lock is still usable.
+        // Every method does its checks (and runs its sealing closure) before its first
+        // mutation, so a panic cannot leave `Inner` half-updated: a poisoned lock is fine.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn add_pending_init(&self, digest: InitDigest, init: PendingInit) -> Result<(), StoreError> {
-        self.lock().inits.insert(digest, init);
+    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().keyring.get(name).cloned())
+    }
+
+    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(self.lock().keyring.entry(name.to_vec()).or_insert(value).clone())
+    }
+
+    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
+        Ok(self.lock().keyring.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError> {
+        self.lock().keyring.extend(entries);
+        Ok(())
+    }
+
+    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().deks.get(user).cloned())
+    }
+
+    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        Ok(self.lock().deks.entry(*user).or_insert(wrapped).clone())
+    }
+
+    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
+        self.lock().inits.insert(id, init);
         Ok(())
     }
 
     async fn redeem_init(
         &self,
-        digest: &InitDigest,
+        id: &Pseudonym,
         now: UnixTime,
-        session_id: SessionId,
-        user: UserRef,
-        session_expires_at: UnixTime,
+        session_id: Pseudonym,
+        make_session: MakeSession,
     ) -> Result<Redeemed, StoreError> {
         let mut inner = self.lock();
-        let Some(init) = inner.inits.remove(digest) else {
+        let Some(init) = inner.inits.remove(id) else {
             return Ok(Redeemed::UnknownInit);
         };
         if init.expires_at <= now {
             return Ok(Redeemed::ExpiredInit);
         }
-        let session = Session { user, secret: init.token, expires_at: session_expires_at };
+        let session = make_session(&init)?;
         inner.sessions.insert(session_id, session);
         Ok(Redeemed::Session)
     }
 
-    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.lock().sessions.get(id).cloned())
+    }
+
+    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        Ok(self.lock().sessions.remove(id).is_some())
+    }
+
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError> {
+        Ok(self.lock().sessions.values().filter(|s| s.user == *user).map(|s| s.expires_at).collect())
     }
 
     async fn put_key(
         &self,
-        user: &UserRef,
-        key: NewKey,
+        user: &UserKey,
         precondition: &Precondition,
+        keep: u64,
+        created_at: UnixTime,
+        seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
         let mut inner = self.lock();
-        let versions = inner.keys.entry(user.clone()).or_default();
+        let versions = inner.keys.entry(*user).or_default();
         let current = versions.keys().next_back().copied();
         if !precondition.admits(current) {
             return Ok(PutOutcome::PreconditionFailed);
         }
         let version = current.unwrap_or(0) + 1;
-        versions.insert(
-            version,
-            StoredKey { content_type: key.content_type, created_at: key.created_at, bytes: key.bytes },
-        );
+        let sealed = seal(version)?;
+        versions.insert(version, KeyRecord { version, created_at, sealed });
+        while versions.len() as u64 > keep.max(1) {
+            versions.pop_first();
+        }
         Ok(PutOutcome::Stored { version })
     }
 
-    async fn get_key(&self, user: &UserRef, version: Option<u64>) -> Result<Option<KeyVersion>, StoreError> {
+    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
         let inner = self.lock();
         let Some(versions) = inner.keys.get(user) else {
             return Ok(None);
         };
-        let found = match version {
-            Some(v) => versions.get_key_value(&v),
-            None => versions.iter().next_back(),
-        };
-        Ok(found.map(|(&version, stored)| KeyVersion {
-            version,
-            content_type: stored.content_type.clone(),
-            created_at: stored.created_at,
-            bytes: stored.bytes.clone(),
-        }))
+        Ok(match version {
+            Some(v) => versions.get(&v).cloned(),
+            None => versions.values().next_back().cloned(),
+        })
+    }
+
+    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self.lock().keys.get(user).map(|v| v.values().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        inner.deks.remove(user);
+        Ok(inner.keys.remove(user).map_or(0, |v| v.len() as u64))
+    }
+
+    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError> {
+        let mut inner = self.lock();
+        inner.deks.remove(user);
+        let versions = inner.keys.remove(user).map_or(0, |v| v.len() as u64);
+        let before = inner.sessions.len();
+        inner.sessions.retain(|_, s| s.user != *user);
+        Ok(Erased { versions, sessions: (before - inner.sessions.len()) as u64 })
     }
 
     async fn sweep(&self, now: UnixTime, forget_nonces_before: UnixTime) -> Result<Swept, StoreError> {

@@ -5,84 +5,72 @@
 //! methods are async for that reason), and `tests/store_conformance.rs` runs one suite
 //! against every backend.
 //!
-//! The contract, for every backend:
-//! - **Keys are untrusted.** Namespaces and user ids come from Real Services and are
-//!   stored length-prefixed, so no user id can reach into another user's records.
-//! - **Values are secret.** Init tokens, session secrets and key bytes are returned in
-//!   zeroizing types, and no error carries them.
+//! A store holds only what the vault (`crate::crypto::vault`) gives it: identifiers are
+//! keyed-hash [`Pseudonym`]s and secrets are sealed envelopes, so nothing a store writes
+//! can be listed back to a user or read without the master key. The contract, for every
+//! backend:
+//! - **Values are opaque.** A backend never interprets a sealed value; it keeps the
+//!   bytes exactly.
 //! - **Acknowledged means durable.** Every mutating method returns only after its change
 //!   would survive a power loss; a backend that cannot promise that fails the call.
-//! - **Expired means gone.** Expired pending inits and sessions are never returned, and
-//!   [`Store::sweep`] deletes them.
+//! - **Atomic where it says so.** Redeeming an init, a conditional PUT with its pruning,
+//!   and erasing a user are each one all-or-nothing step.
+//! - **Delete means delete.** Erased, pruned, expired and revoked records are removed
+//!   from the store, not flagged.
 
 mod memory;
 pub(crate) mod record;
 mod sled;
 
 use async_trait::async_trait;
-use keyservice_client::protocol::Secret;
-use zeroize::Zeroizing;
 
 pub use self::memory::MemoryStore;
 pub use self::sled::SledStore;
 
-/// SHA-512 of an init token: the index of a pending init.
-pub type InitDigest = [u8; 64];
-/// SHA-256 of a session token: the index of a session, so the store never holds the
-/// token a device signs with.
-pub type SessionId = [u8; 32];
+/// A keyed hash (HMAC-SHA-256 under the store's index key) standing in for an
+/// identifier: a namespace, a user, an init token or a session token.
+pub type Pseudonym = [u8; 32];
 /// Seconds since the Unix epoch.
 pub type UnixTime = u64;
 
-/// Whose key: a user of a namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserRef {
-    /// The Real Service's namespace.
-    pub namespace: String,
-    /// The Real Service's user id within it.
-    pub user_id: String,
+/// Whose key: the pseudonyms of a namespace and of a user within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    /// The namespace's pseudonym: selects the key-encryption key.
+    pub namespace: Pseudonym,
+    /// The user's pseudonym (derived from namespace and user id together).
+    pub user: Pseudonym,
 }
 
-/// An init token waiting for a `/connect`.
-#[derive(Debug, Clone)]
-pub struct PendingInit {
-    /// The token itself: it becomes the session's signing secret.
-    pub token: Secret,
-    /// After this instant the token cannot be redeemed.
+/// A pending init token, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitRecord {
+    /// The sealed token.
+    pub sealed: Vec<u8>,
+    /// After this instant it cannot be redeemed.
     pub expires_at: UnixTime,
 }
 
-/// A device's session, made by `/connect`.
-#[derive(Debug, Clone)]
-pub struct Session {
+/// A device's session, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
     /// The only user whose key this session reaches.
-    pub user: UserRef,
-    /// The init token the device signs with.
-    pub secret: Secret,
+    pub user: UserKey,
+    /// The sealed signing secret (the device's init token).
+    pub sealed: Vec<u8>,
     /// After this instant the session is refused.
     pub expires_at: UnixTime,
 }
 
-/// A key version to store.
-pub struct NewKey {
-    /// The Content-Type the device sent.
-    pub content_type: String,
-    /// The opaque key material.
-    pub bytes: Zeroizing<Vec<u8>>,
-    /// When it was written.
-    pub created_at: UnixTime,
-}
-
-/// A stored key version.
-pub struct KeyVersion {
+/// One stored version of a user's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
     /// 1 for the first version of a user's key, then 2, 3, …
     pub version: u64,
-    /// The Content-Type it was stored with.
-    pub content_type: String,
     /// When it was written.
     pub created_at: UnixTime,
-    /// The opaque key material, wiped when dropped.
-    pub bytes: Zeroizing<Vec<u8>>,
+    /// The sealed content type and key bytes.
+    pub sealed: Vec<u8>,
 }
 
 /// The versions an `If-Match` or `If-None-Match` header names.
@@ -143,7 +131,7 @@ pub enum PutOutcome {
 pub enum Redeemed {
     /// The token was consumed and the session stored.
     Session,
-    /// No pending init has this digest (never made, already redeemed, or swept).
+    /// No pending init has this id (never made, already redeemed, or swept).
     UnknownInit,
     /// The pending init had expired; it is deleted and no session was made.
     ExpiredInit,
@@ -160,6 +148,23 @@ pub struct Swept {
     pub nonces: u64,
 }
 
+/// What erasing a user removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Key versions deleted.
+    pub versions: u64,
+    /// Sessions revoked.
+    pub sessions: u64,
+}
+
+/// A keyring entry: its name and its (wrapped) value.
+pub type KeyringEntry = (Vec<u8>, Vec<u8>);
+
+/// Turns a redeemed pending init into the session to store, inside the redeeming step.
+pub type MakeSession = Box<dyn FnOnce(&InitRecord) -> Result<SessionRecord, StoreError> + Send>;
+/// Seals the new key version once its number is known, inside the writing step.
+pub type SealVersion = Box<dyn FnOnce(u64) -> Result<Vec<u8>, StoreError> + Send>;
+
 /// Why a storage call failed. No variant carries a value that was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -172,42 +177,86 @@ pub enum StoreError {
         /// Which kind of record.
         kind: &'static str,
     },
+    /// Sealing inside a store step failed.
+    #[error("sealing a record failed")]
+    Seal(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// An earlier flush failed, so nothing written since can be promised durable; the
     /// store refuses further writes until it is reopened.
     #[error("the store refuses writes after a failed flush")]
     Poisoned,
 }
 
-/// Persistence for pending inits, sessions, key versions and replay protection.
+/// Persistence of sealed records under pseudonymous keys, and of replay protection.
 ///
 /// Every method may be called concurrently. See the module docs for the contract.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a pending init under the SHA-512 of its token.
-    async fn add_pending_init(&self, digest: InitDigest, init: PendingInit) -> Result<(), StoreError>;
+    /// A keyring entry (a wrapped system or namespace key).
+    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Atomically consumes the pending init `digest` and, if it had not expired at `now`,
-    /// stores a session for `user` whose secret is the init token. A token is redeemed at
-    /// most once, however many calls race for it.
+    /// Stores a keyring entry unless one exists; returns the entry that is stored.
+    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+
+    /// Every keyring entry, as (name, value).
+    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError>;
+
+    /// Replaces keyring entries (master-key rotation), all in one atomic step.
+    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError>;
+
+    /// The user's wrapped data-encryption key.
+    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores the user's wrapped DEK unless one exists; returns the one that is stored.
+    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+
+    /// Stores a pending init.
+    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError>;
+
+    /// Atomically consumes the pending init `id` and, if it had not expired at `now`,
+    /// stores the session `make_session` builds from it under `session_id`. A token is
+    /// redeemed at most once, however many calls race for it.
     async fn redeem_init(
         &self,
-        digest: &InitDigest,
+        id: &Pseudonym,
         now: UnixTime,
-        session_id: SessionId,
-        user: UserRef,
-        session_expires_at: UnixTime,
+        session_id: Pseudonym,
+        make_session: MakeSession,
     ) -> Result<Redeemed, StoreError>;
 
     /// The session stored under `id`, expired or not (the caller decides).
-    async fn session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Deletes one session; whether it existed.
+    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError>;
+
+    /// The expiry times of the user's sessions.
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError>;
 
     /// Stores a new version of `user`'s key if `precondition` admits the current latest
-    /// version; the check and the write are one atomic step.
-    async fn put_key(&self, user: &UserRef, key: NewKey, precondition: &Precondition)
-    -> Result<PutOutcome, StoreError>;
+    /// version, sealed by `seal` once its number is known, and deletes the oldest versions
+    /// beyond `keep` (at least 1); check, write and pruning are one atomic step.
+    async fn put_key(
+        &self,
+        user: &UserKey,
+        precondition: &Precondition,
+        keep: u64,
+        created_at: UnixTime,
+        seal: SealVersion,
+    ) -> Result<PutOutcome, StoreError>;
 
     /// The given version of `user`'s key, or the latest when `version` is `None`.
-    async fn get_key(&self, user: &UserRef, version: Option<u64>) -> Result<Option<KeyVersion>, StoreError>;
+    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Every stored version of `user`'s key, oldest first.
+    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Deletes every version of the user's key and their DEK, in one atomic step; how many
+    /// versions there were. Sessions stay.
+    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError>;
+
+    /// Deletes every version of the user's key, their DEK and every session of theirs, in
+    /// one atomic step.
+    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError>;
 
     /// Deletes pending inits and sessions expired at `now`, and remembered nonces dated
     /// before `forget_nonces_before`.

@@ -1,21 +1,27 @@
 //! The embedded default [`Store`]: sled 0.34 in the data directory.
 //!
-//! Layout (one sled tree per kind of record; see `docs/storage.md`):
+//! Layout (one sled tree per kind of record; see `docs/storage.md`). Every identifier
+//! is a pseudonym and every secret a sealed envelope (see `crate::crypto::vault`):
 //!
-//! | tree           | key                                   | value                              |
-//! |----------------|---------------------------------------|------------------------------------|
-//! | `pending_init` | SHA-512(init token), 64 bytes         | [`record::encode_pending_init`]    |
-//! | `session`      | SHA-256(session token), 32 bytes      | [`record::encode_session`]         |
-//! | `key`          | [`record::key_version_key`]           | [`record::encode_key_version`]     |
-//! | `nonce`        | replay fingerprint, u64 big-endian    | request date, u64 big-endian       |
-//! | `meta`         | `replay_floor`                        | u64 big-endian                     |
+//! | tree           | key                                      | value                          |
+//! |----------------|------------------------------------------|--------------------------------|
+//! | `keyring`      | entry name (`system/…`, `kek/…`)         | wrapped key                    |
+//! | `dek`          | [`record::user_prefix`]                  | wrapped user key               |
+//! | `pending_init` | init pseudonym                           | [`record::encode_init`]        |
+//! | `session`      | session pseudonym                        | [`record::encode_session`]     |
+//! | `user_session` | [`record::user_session_key`]             | empty                          |
+//! | `key`          | [`record::key_version_key`]              | [`record::encode_key`]         |
+//! | `nonce`        | replay fingerprint, u64 big-endian       | request date, u64 big-endian   |
+//! | `meta`         | `replay_floor`                           | u64 big-endian                 |
 //!
 //! **Writes** go through one committer thread. It takes every write that is waiting,
 //! applies them in order, makes them durable with one flush, and only then answers each:
 //! writes that arrive together share one flush (group commit), and a conditional PUT's
 //! check-and-write cannot interleave with another write. One thread rather than one
 //! `flush_async` per task also sidesteps sled's deadlock when many tasks flush at once
-//! (sled issue #1308).
+//! (sled issue #1308). Steps that touch several records (redeeming an init, pruning,
+//! erasing a user) are one sled transaction or batch, so a crash leaves all or nothing;
+//! being the only writer, the committer can read what a step will touch just before it.
 //!
 //! **Durable** means on the drive, not in the page cache: sled's `flush` ends with
 //! `sync_file_range`, which does not flush the drive's write cache, and it writes large
@@ -36,12 +42,14 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use sled::Transactional;
+use sled::transaction::TransactionError;
 use tokio::sync::oneshot;
 
 use super::record::{self, decode_u64};
 use super::{
-    InitDigest, KeyVersion, NewKey, PendingInit, Precondition, PutOutcome, Redeemed, SessionId, Store, StoreError,
-    Swept, UnixTime, UserRef,
+    Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
+    SealVersion, SessionRecord, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// Most writes one flush covers; more wait for the next.
@@ -58,17 +66,26 @@ pub struct SledStore {
 
 #[derive(Clone)]
 struct Trees {
+    keyring: sled::Tree,
+    deks: sled::Tree,
     inits: sled::Tree,
     sessions: sled::Tree,
+    user_sessions: sled::Tree,
     keys: sled::Tree,
     nonces: sled::Tree,
     meta: sled::Tree,
 }
 
 enum Op {
-    AddInit(InitDigest, PendingInit),
-    Redeem { digest: InitDigest, now: UnixTime, session_id: SessionId, user: UserRef, expires_at: UnixTime },
-    PutKey { user: UserRef, key: NewKey, precondition: Precondition },
+    KeyringCreate(Vec<u8>, Vec<u8>),
+    KeyringReplace(Vec<KeyringEntry>),
+    CreateDek(UserKey, Vec<u8>),
+    AddInit(Pseudonym, InitRecord),
+    Redeem { id: Pseudonym, now: UnixTime, session_id: Pseudonym, make: MakeSession },
+    DeleteSession(Pseudonym),
+    PutKey { user: UserKey, precondition: Precondition, keep: u64, created_at: UnixTime, seal: SealVersion },
+    DeleteKeys(UserKey),
+    Erase(UserKey),
     Remove(Vec<(Which, sled::IVec)>),
     SetFloor(UnixTime),
     RememberNonce(u64, UnixTime),
@@ -79,13 +96,18 @@ enum Op {
 enum Which {
     Init,
     Session,
+    UserSession,
     Nonce,
 }
 
 enum Reply {
     Done,
+    Bytes(Vec<u8>),
+    Flag(bool),
+    Count(u64),
     Redeemed(Redeemed),
     Put(PutOutcome),
+    Erased(Erased),
     Removed(Swept),
 }
 
@@ -106,8 +128,11 @@ impl SledStore {
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(backend);
         let trees = Trees {
+            keyring: open_tree("keyring")?,
+            deks: open_tree("dek")?,
             inits: open_tree("pending_init")?,
             sessions: open_tree("session")?,
+            user_sessions: open_tree("user_session")?,
             keys: open_tree("key")?,
             nonces: open_tree("nonce")?,
             meta: open_tree("meta")?,
@@ -151,56 +176,134 @@ impl Drop for SledStore {
     }
 }
 
+/// The committer answers each op with the reply of its kind; anything else is a bug
+/// in this file, reported as a backend error rather than a panic.
+fn mismatch() -> StoreError {
+    StoreError::Backend("the committer answered with the wrong kind of reply".into())
+}
+
 #[async_trait]
 impl Store for SledStore {
-    async fn add_pending_init(&self, digest: InitDigest, init: PendingInit) -> Result<(), StoreError> {
-        self.submit(Op::AddInit(digest, init)).await.map(|_| ())
+    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trees.keyring.get(name).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match self.submit(Op::KeyringCreate(name.to_vec(), value)).await? {
+            Reply::Bytes(stored) => Ok(stored),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
+        self.trees.keyring.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)).collect()
+    }
+
+    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError> {
+        self.submit(Op::KeyringReplace(entries)).await.map(|_| ())
+    }
+
+    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trees.deks.get(record::user_prefix(user)).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match self.submit(Op::CreateDek(*user, wrapped)).await? {
+            Reply::Bytes(stored) => Ok(stored),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
+        self.submit(Op::AddInit(id, init)).await.map(|_| ())
     }
 
     async fn redeem_init(
         &self,
-        digest: &InitDigest,
+        id: &Pseudonym,
         now: UnixTime,
-        session_id: SessionId,
-        user: UserRef,
-        session_expires_at: UnixTime,
+        session_id: Pseudonym,
+        make_session: MakeSession,
     ) -> Result<Redeemed, StoreError> {
-        let op = Op::Redeem { digest: *digest, now, session_id, user, expires_at: session_expires_at };
-        match self.submit(op).await? {
+        match self.submit(Op::Redeem { id: *id, now, session_id, make: make_session }).await? {
             Reply::Redeemed(redeemed) => Ok(redeemed),
-            _ => unreachable!("the committer answers Redeem with Redeemed"),
+            _ => Err(mismatch()),
         }
     }
 
-    async fn session(&self, id: &SessionId) -> Result<Option<super::Session>, StoreError> {
-        match self.trees.sessions.get(id).map_err(backend)? {
-            Some(bytes) => record::decode_session(&bytes).map(Some),
-            None => Ok(None),
+    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
+        self.trees.sessions.get(id).map_err(backend)?.map(|bytes| record::decode_session(&bytes)).transpose()
+    }
+
+    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        match self.submit(Op::DeleteSession(*id)).await? {
+            Reply::Flag(existed) => Ok(existed),
+            _ => Err(mismatch()),
         }
+    }
+
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.trees.user_sessions.scan_prefix(record::user_prefix(user)) {
+            let (key, _) = entry.map_err(backend)?;
+            let id = record::session_of_index_key(&key)?;
+            // An index entry can outlive its session by a crash between the two deletes.
+            if let Some(session) = self.session(&id).await? {
+                out.push(session.expires_at);
+            }
+        }
+        Ok(out)
     }
 
     async fn put_key(
         &self,
-        user: &UserRef,
-        key: NewKey,
+        user: &UserKey,
         precondition: &Precondition,
+        keep: u64,
+        created_at: UnixTime,
+        seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
-        let op = Op::PutKey { user: user.clone(), key, precondition: precondition.clone() };
+        let op = Op::PutKey { user: *user, precondition: precondition.clone(), keep, created_at, seal };
         match self.submit(op).await? {
             Reply::Put(outcome) => Ok(outcome),
-            _ => unreachable!("the committer answers PutKey with Put"),
+            _ => Err(mismatch()),
         }
     }
 
-    async fn get_key(&self, user: &UserRef, version: Option<u64>) -> Result<Option<KeyVersion>, StoreError> {
+    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
         let found = match version {
             Some(v) => self.trees.keys.get(record::key_version_key(user, v)).map_err(backend)?.map(|bytes| (v, bytes)),
-            None => match latest_key(&self.trees.keys, user)? {
-                Some((key, bytes)) => Some((record::version_of_key(&key)?, bytes)),
-                None => None,
-            },
+            None => {
+                match self.trees.keys.scan_prefix(record::user_prefix(user)).next_back().transpose().map_err(backend)? {
+                    Some((key, bytes)) => Some((record::version_of_key(&key)?, bytes)),
+                    None => None,
+                }
+            }
         };
-        found.map(|(v, bytes)| record::decode_key_version(v, &bytes)).transpose()
+        found.map(|(v, bytes)| record::decode_key(v, &bytes)).transpose()
+    }
+
+    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.trees.keys.scan_prefix(record::user_prefix(user)) {
+            let (key, bytes) = entry.map_err(backend)?;
+            out.push(record::decode_key(record::version_of_key(&key)?, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
+        match self.submit(Op::DeleteKeys(*user)).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError> {
+        match self.submit(Op::Erase(*user)).await? {
+            Reply::Erased(erased) => Ok(erased),
+            _ => Err(mismatch()),
+        }
     }
 
     async fn sweep(&self, now: UnixTime, forget_nonces_before: UnixTime) -> Result<Swept, StoreError> {
@@ -215,7 +318,7 @@ impl Store for SledStore {
         }
         match self.submit(Op::Remove(doomed)).await? {
             Reply::Removed(swept) => Ok(swept),
-            _ => unreachable!("the committer answers Remove with Removed"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -283,44 +386,130 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
 
 fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
     match op {
-        Op::AddInit(digest, init) => {
-            trees.inits.insert(digest, &record::encode_pending_init(&init)[..]).map_err(backend)?;
+        Op::KeyringCreate(name, value) => create_if_absent(&trees.keyring, &name, value),
+        Op::KeyringReplace(entries) => {
+            let mut batch = sled::Batch::default();
+            for (name, value) in entries {
+                batch.insert(name, value);
+            }
+            trees.keyring.apply_batch(batch).map_err(backend)?;
             Ok(Reply::Done)
         }
-        Op::Redeem { digest, now, session_id, user, expires_at } => {
-            let Some(bytes) = trees.inits.remove(digest).map_err(backend)? else {
+        Op::CreateDek(user, wrapped) => create_if_absent(&trees.deks, &record::user_prefix(&user), wrapped),
+        Op::AddInit(id, init) => {
+            trees.inits.insert(id, record::encode_init(&init)).map_err(backend)?;
+            Ok(Reply::Done)
+        }
+        Op::Redeem { id, now, session_id, make } => {
+            let Some(bytes) = trees.inits.get(id).map_err(backend)? else {
                 return Ok(Reply::Redeemed(Redeemed::UnknownInit));
             };
-            let init = record::decode_pending_init(&bytes)?;
+            let init = record::decode_init(&bytes)?;
             if init.expires_at <= now {
+                trees.inits.remove(id).map_err(backend)?;
                 return Ok(Reply::Redeemed(Redeemed::ExpiredInit));
             }
-            let session = super::Session { user, secret: init.token, expires_at };
-            trees.sessions.insert(session_id, &record::encode_session(&session)[..]).map_err(backend)?;
+            let session = make(&init)?;
+            let value = record::encode_session(&session);
+            let index = record::user_session_key(&session.user, &session_id);
+            (&trees.inits, &trees.sessions, &trees.user_sessions)
+                .transaction(|(inits, sessions, user_sessions)| {
+                    inits.remove(&id)?;
+                    sessions.insert(&session_id, value.as_slice())?;
+                    user_sessions.insert(index.as_slice(), &[])?;
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
             Ok(Reply::Redeemed(Redeemed::Session))
         }
-        Op::PutKey { user, key, precondition } => {
-            let current = match latest_key(&trees.keys, &user)? {
-                Some((k, _)) => Some(record::version_of_key(&k)?),
-                None => None,
+        Op::DeleteSession(id) => {
+            let Some(bytes) = trees.sessions.get(id).map_err(backend)? else {
+                return Ok(Reply::Flag(false));
             };
+            let index = record::user_session_key(&record::decode_session(&bytes)?.user, &id);
+            (&trees.sessions, &trees.user_sessions)
+                .transaction(|(sessions, user_sessions)| {
+                    sessions.remove(&id)?;
+                    user_sessions.remove(index.as_slice())?;
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+            Ok(Reply::Flag(true))
+        }
+        Op::PutKey { user, precondition, keep, created_at, seal } => {
+            let existing: Vec<sled::IVec> =
+                trees.keys.scan_prefix(record::user_prefix(&user)).keys().collect::<Result<_, _>>().map_err(backend)?;
+            let current = existing.last().map(|k| record::version_of_key(k)).transpose()?;
             if !precondition.admits(current) {
                 return Ok(Reply::Put(PutOutcome::PreconditionFailed));
             }
             let version = current.unwrap_or(0) + 1;
-            let value = record::encode_key_version(key.created_at, &key.content_type, &key.bytes);
-            trees.keys.insert(record::key_version_key(&user, version), &value[..]).map_err(backend)?;
+            let sealed = seal(version)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(record::key_version_key(&user, version), record::encode_key(created_at, &sealed));
+            // Versions are stored oldest first; with the new one there are existing + 1.
+            let excess = (existing.len() + 1).saturating_sub(usize::try_from(keep.max(1)).unwrap_or(usize::MAX));
+            for key in existing.iter().take(excess) {
+                batch.remove(key);
+            }
+            trees.keys.apply_batch(batch).map_err(backend)?;
             Ok(Reply::Put(PutOutcome::Stored { version }))
+        }
+        Op::DeleteKeys(user) => {
+            let keys = user_keys(trees, &user)?;
+            let dek = record::user_prefix(&user);
+            (&trees.deks, &trees.keys)
+                .transaction(|(deks, key_tree)| {
+                    deks.remove(dek.as_slice())?;
+                    for key in &keys {
+                        key_tree.remove(key)?;
+                    }
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+            Ok(Reply::Count(keys.len() as u64))
+        }
+        Op::Erase(user) => {
+            let keys = user_keys(trees, &user)?;
+            let prefix = record::user_prefix(&user);
+            let index: Vec<sled::IVec> =
+                trees.user_sessions.scan_prefix(prefix).keys().collect::<Result<_, _>>().map_err(backend)?;
+            let mut sessions_revoked = 0;
+            let mut session_ids = Vec::with_capacity(index.len());
+            for key in &index {
+                let id = record::session_of_index_key(key)?;
+                if trees.sessions.contains_key(id).map_err(backend)? {
+                    sessions_revoked += 1;
+                }
+                session_ids.push(id);
+            }
+            (&trees.deks, &trees.keys, &trees.sessions, &trees.user_sessions)
+                .transaction(|(deks, key_tree, sessions, user_sessions)| {
+                    deks.remove(prefix.as_slice())?;
+                    for key in &keys {
+                        key_tree.remove(key)?;
+                    }
+                    for (key, id) in index.iter().zip(&session_ids) {
+                        user_sessions.remove(key)?;
+                        sessions.remove(id)?;
+                    }
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+            Ok(Reply::Erased(Erased { versions: keys.len() as u64, sessions: sessions_revoked }))
         }
         Op::Remove(doomed) => {
             let mut swept = Swept::default();
             for (which, key) in doomed {
                 let (tree, counter) = match which {
-                    Which::Init => (&trees.inits, &mut swept.inits),
-                    Which::Session => (&trees.sessions, &mut swept.sessions),
-                    Which::Nonce => (&trees.nonces, &mut swept.nonces),
+                    Which::Init => (&trees.inits, Some(&mut swept.inits)),
+                    Which::Session => (&trees.sessions, Some(&mut swept.sessions)),
+                    Which::UserSession => (&trees.user_sessions, None),
+                    Which::Nonce => (&trees.nonces, Some(&mut swept.nonces)),
                 };
-                if tree.remove(key).map_err(backend)?.is_some() {
+                if tree.remove(key).map_err(backend)?.is_some()
+                    && let Some(counter) = counter
+                {
                     *counter += 1;
                 }
             }
@@ -338,10 +527,23 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
     }
 }
 
-fn latest_key(keys: &sled::Tree, user: &UserRef) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
-    // Versions are big-endian after a prefix-free user prefix, so the last key under the
-    // prefix is the highest version.
-    keys.scan_prefix(record::user_prefix(user)).next_back().transpose().map_err(backend)
+fn create_if_absent(tree: &sled::Tree, key: &[u8], value: Vec<u8>) -> Result<Reply, StoreError> {
+    if let Some(existing) = tree.get(key).map_err(backend)? {
+        return Ok(Reply::Bytes(existing.to_vec()));
+    }
+    tree.insert(key, value.as_slice()).map_err(backend)?;
+    Ok(Reply::Bytes(value))
+}
+
+fn user_keys(trees: &Trees, user: &UserKey) -> Result<Vec<sled::IVec>, StoreError> {
+    trees.keys.scan_prefix(record::user_prefix(user)).keys().collect::<Result<_, _>>().map_err(backend)
+}
+
+fn transaction_error(error: TransactionError<()>) -> StoreError {
+    match error {
+        TransactionError::Storage(error) => backend(error),
+        TransactionError::Abort(()) => StoreError::Backend("a store transaction aborted".into()),
+    }
 }
 
 fn expired_records(
@@ -352,13 +554,16 @@ fn expired_records(
     let mut doomed = Vec::new();
     for entry in trees.inits.iter() {
         let (key, value) = entry.map_err(backend)?;
-        if record::decode_pending_init(&value)?.expires_at <= now {
+        if record::decode_init(&value)?.expires_at <= now {
             doomed.push((Which::Init, key));
         }
     }
     for entry in trees.sessions.iter() {
         let (key, value) = entry.map_err(backend)?;
-        if record::decode_session(&value)?.expires_at <= now {
+        let session = record::decode_session(&value)?;
+        if session.expires_at <= now {
+            let id: Pseudonym = key.as_ref().try_into().map_err(|_| StoreError::Corrupt { kind: "session" })?;
+            doomed.push((Which::UserSession, record::user_session_key(&session.user, &id).into()));
             doomed.push((Which::Session, key));
         }
     }

@@ -13,7 +13,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyservice::config::{Credential, Namespace};
-use keyservice::{App, Config, Limits, SledStore, Store, StoreError};
+use keyservice::escrow::Escrow;
+use keyservice::{App, Config, ErasureLedger, Limits, MasterKey, SledStore, Store, StoreError};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
 use keyservice_client::protocol::wire::{ConnectResponse, ErrorBody, InitResponse, init_token_hash};
@@ -31,8 +32,14 @@ pub const FAR_KEY_ID: &str = "far-1";
 pub const FAR_SECRET: &str = "far-secret-0123456789abcdef0123456789ab";
 
 /// The test configuration: `shop` may connect from loopback, `far` only from TEST-NET-1.
+/// The data lives in `data_dir`, the master key and the erasure ledger beside it.
 pub fn config(data_dir: &Path) -> Config {
-    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Config::default() };
+    let mut config = Config {
+        data_dir: data_dir.join("data"),
+        master_key_file: data_dir.join("master.key"),
+        erasure_ledger_file: data_dir.join("erasures.jsonl"),
+        ..Config::default()
+    };
     config.namespaces.insert(
         NAMESPACE.into(),
         Namespace {
@@ -54,6 +61,7 @@ pub fn config(data_dir: &Path) -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StoreError>>>,
 }
@@ -62,18 +70,27 @@ impl TestServer {
     pub async fn start(config: Config, store: Arc<dyn Store>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::new(&config, store.clone()).await.unwrap();
+        let master = MasterKey::load_or_create(&config.master_key_file).unwrap();
+        let app = App::new(&config, store.clone(), &master).await.unwrap();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let limits = Limits::from(&config);
         let task = tokio::spawn(keyservice::run(listener, app, limits, async move {
             let _ = stopped.await;
         }));
-        Self { addr, store, shutdown: Some(shutdown), task: Some(task) }
+        Self { addr, store, config, shutdown: Some(shutdown), task: Some(task) }
     }
 
-    /// A server on a sled store in `dir`.
-    pub async fn start_sled(config: Config, dir: &Path) -> Self {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir).unwrap());
+    /// An escrow over the server's store and master key, to set up states the API
+    /// cannot reach directly (expired tokens and sessions).
+    pub async fn escrow(&self) -> Escrow {
+        let master = MasterKey::load_or_create(&self.config.master_key_file).unwrap();
+        let ledger = ErasureLedger::open(&self.config.erasure_ledger_file).unwrap();
+        Escrow::open(self.store.clone(), &master, ledger, 10).await.unwrap()
+    }
+
+    /// A server on a sled store in the config's data directory.
+    pub async fn start_sled(config: Config) -> Self {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).unwrap());
         Self::start(config, store).await
     }
 

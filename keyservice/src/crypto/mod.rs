@@ -1,16 +1,18 @@
-//! Every cryptographic operation of the server, in one place: token generation, the
-//! digests that index stored records, and replay fingerprints.
+//! Every cryptographic operation of the server, in one place: token generation,
+//! digests, replay fingerprints ([this module](self)), the master key ([`master`]) and the
+//! sealing and pseudonyms of data at rest ([`vault`]).
 //!
 //! MAC verification itself is the protocol's ([`keyservice_client::protocol::ss1`]), so
 //! server and clients share one implementation.
+
+pub mod master;
+pub mod vault;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use keyservice_client::protocol::ss1::Nonce;
 use keyservice_client::protocol::{RandomError, Secret, random_bytes};
 use sha2::{Digest, Sha256, Sha512};
-
-use crate::store::{InitDigest, SessionId};
 
 /// Bytes of randomness in an init token, a session token and a generated secret.
 pub const TOKEN_BYTES: usize = 32;
@@ -25,20 +27,15 @@ pub fn new_token() -> Result<Secret, RandomError> {
     Ok(Secret::new(URL_SAFE_NO_PAD.encode(*bytes)))
 }
 
-/// SHA-512 of an init token's UTF-8 bytes: the pending init's index.
-pub fn init_digest(init_token: &Secret) -> InitDigest {
+/// SHA-512 of an init token's UTF-8 bytes, as its initTokenHash carries it.
+pub fn init_digest(init_token: &Secret) -> [u8; 64] {
     Sha512::digest(init_token.as_bytes()).into()
 }
 
 /// Decodes an `initTokenHash` (standard, padded base64 of 64 bytes).
-pub fn decode_init_token_hash(text: &str) -> Option<InitDigest> {
+pub fn decode_init_token_hash(text: &str) -> Option<[u8; 64]> {
     let bytes = STANDARD.decode(text).ok()?;
     bytes.try_into().ok()
-}
-
-/// SHA-256 of a session token: the session's index, so the store never holds a token.
-pub fn session_id(session_token: &str) -> SessionId {
-    Sha256::digest(session_token.as_bytes()).into()
 }
 
 /// The 64-bit replay fingerprint of a (key id, nonce) pair: the first 8 bytes of

@@ -1,0 +1,175 @@
+//! The master key: the root of every key that protects data at rest.
+//!
+//! 256 bits from the OS CSPRNG, kept in a file of 64 hex digits (mode 0600) or in the
+//! `KEYSERVICE_MASTER_KEY` environment variable. It never enters the data directory, a
+//! log line or an error message; its *id* (a keyed hash, 8 bytes) may.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, KeyInit, Mac};
+use keyservice_client::protocol::random_bytes;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// The environment variable a master key may come from instead of a file.
+pub const MASTER_KEY_ENV: &str = "KEYSERVICE_MASTER_KEY";
+
+/// A 256-bit master key. Wiped on drop; `Debug` shows only its id.
+pub struct MasterKey {
+    bytes: Zeroizing<[u8; 32]>,
+    id: [u8; 8],
+}
+
+/// Why a master key could not be loaded or created. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The file could not be read, created or written.
+    #[error("master key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is readable or writable by group or others.
+    #[error("master key file {path} is accessible to group or others (mode {mode:o}); make it 0600")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file or variable does not hold 64 hex digits.
+    #[error("the master key in {0} is not 64 hexadecimal digits")]
+    Format(String),
+    /// No randomness for a new key.
+    #[error("cannot generate a master key: {0}")]
+    Random(#[from] keyservice_client::protocol::RandomError),
+}
+
+impl MasterKey {
+    /// A master key with these bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let bytes = Zeroizing::new(bytes);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes[..]).expect("HMAC takes any key length");
+        mac.update(b"keyservice master key id v1");
+        let tag = mac.finalize().into_bytes();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&tag[..8]);
+        Self { bytes, id }
+    }
+
+    /// A new random master key.
+    ///
+    /// # Errors
+    ///
+    /// Fails only when the OS cannot supply randomness.
+    pub fn generate() -> Result<Self, MasterKeyError> {
+        Ok(Self::from_bytes(random_bytes()?))
+    }
+
+    /// Parses 64 hex digits (surrounding whitespace ignored); `source` names where they
+    /// came from, for the error.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError::Format`].
+    pub fn from_hex(text: &str, source: &str) -> Result<Self, MasterKeyError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut bytes[..]).map_err(|_| MasterKeyError::Format(source.to_owned()))?;
+        Ok(Self::from_bytes(*bytes))
+    }
+
+    /// Reads the key file, refusing one that group or others may access; creates it
+    /// (mode 0600, fsynced) with a new key when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError`] for an unreadable, badly formatted or too open file.
+    pub fn load_or_create(path: &Path) -> Result<Self, MasterKeyError> {
+        let io = |source| MasterKeyError::Io { path: path.to_path_buf(), source };
+        match std::fs::metadata(path) {
+            Ok(metadata) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = metadata.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(MasterKeyError::Permissions { path: path.to_path_buf(), mode });
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = metadata;
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+                Self::from_hex(&text, &path.display().to_string())
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let key = Self::generate()?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(io)?;
+                let text = Zeroizing::new(format!("{}\n", hex::encode(&key.bytes[..])));
+                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
+                Ok(key)
+            }
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    /// The key's 8-byte id: a keyed hash, safe to store and show.
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey(id {})", hex::encode(self.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_is_private_and_reloads_to_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let created = MasterKey::load_or_create(&path).unwrap();
+        let loaded = MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(created.id(), loaded.id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert!(!format!("{created:?}").contains(&hex::encode(&created.bytes[..])));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_open_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::load_or_create(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = MasterKey::load_or_create(&path).unwrap_err();
+        assert!(matches!(error, MasterKeyError::Permissions { mode: 0o640, .. }), "{error}");
+    }
+
+    #[test]
+    fn bad_hex_is_refused_without_echoing_it() {
+        let error = MasterKey::from_hex("zz-secret-zz", "KEYSERVICE_MASTER_KEY").unwrap_err();
+        assert!(!error.to_string().contains("secret"));
+    }
+}

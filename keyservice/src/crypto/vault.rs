@@ -1,0 +1,368 @@
+//! Data at rest: pseudonyms for every identifier, and sealed envelopes for every secret.
+//!
+//! Key hierarchy:
+//!
+//! ```text
+//! master key (file or env, never stored)
+//!  ├─ wraps the index key   → HMAC-SHA-256 pseudonyms of namespaces, users, tokens
+//!  ├─ wraps the system key  → seals pending init tokens and session secrets
+//!  └─ wraps one KEK per namespace
+//!       └─ wraps one DEK per user → seals that user's key versions
+//! ```
+//!
+//! The index, system, namespace and user keys are random and stored *wrapped*, so
+//! rotating the master key re-wraps a handful of small values and never touches a
+//! record, and pseudonyms stay stable. Erasing a user deletes their DEK together with
+//! their records: a copy of a record that survived somewhere can no longer be opened.
+//!
+//! Every envelope is `1 ‖ key id (8) ‖ nonce (24) ‖ XChaCha20-Poly1305 ciphertext ‖ tag`,
+//! with associated data naming the record's kind and identity (user, version, token id),
+//! so a record copied under another identity fails to open instead of being served.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, KeyInit, Mac};
+use keyservice_client::protocol::{RandomError, Secret, random_bytes};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::master::MasterKey;
+use crate::store::{KeyringEntry, Pseudonym, Store, StoreError, UserKey};
+
+const ENVELOPE_V1: u8 = 1;
+const HEADER_LEN: usize = 1 + 8 + 24;
+const TAG_LEN: usize = 16;
+
+/// Why sealed data could not be opened or keys could not be loaded. Never contains key
+/// material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The store was sealed under another master key.
+    #[error("this store's keys were sealed by master key {stored}, not by the configured master key {configured}")]
+    WrongMasterKey {
+        /// Id of the key that sealed the store.
+        stored: String,
+        /// Id of the key given.
+        configured: String,
+    },
+    /// A sealed record failed authentication: damaged, or moved under another identity.
+    #[error("a stored {0} failed authentication: it is damaged or was moved under another identity")]
+    Tampered(&'static str),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// A 256-bit AEAD key and its id.
+struct SealingKey {
+    cipher: XChaCha20Poly1305,
+    id: [u8; 8],
+}
+
+impl SealingKey {
+    fn new(bytes: &[u8; 32]) -> Self {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&hmac(bytes, &[b"keyservice key id v1"])[..8]);
+        Self { cipher: XChaCha20Poly1305::new(bytes.into()), id }
+    }
+
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let nonce: [u8; 24] = random_bytes()?;
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            // XChaCha20-Poly1305 fails only for plaintexts beyond 256 GiB.
+            .expect("sealing a record of bounded size cannot fail");
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.push(ENVELOPE_V1);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn open(&self, aad: &[u8], envelope: &[u8], kind: &'static str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        if envelope.len() < HEADER_LEN + TAG_LEN || envelope[0] != ENVELOPE_V1 || envelope[1..9] != self.id {
+            return Err(VaultError::Tampered(kind));
+        }
+        let nonce = XNonce::from_slice(&envelope[9..HEADER_LEN]);
+        self.cipher
+            .decrypt(nonce, Payload { msg: &envelope[HEADER_LEN..], aad })
+            .map(Zeroizing::new)
+            .map_err(|_| VaultError::Tampered(kind))
+    }
+
+    fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, VaultError> {
+        self.seal(aad, key)
+    }
+
+    fn unwrap_key(&self, aad: &[u8], wrapped: &[u8], kind: &'static str) -> Result<SealingKey, VaultError> {
+        let bytes = self.open(aad, wrapped, kind)?;
+        let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::Tampered(kind))?;
+        Ok(SealingKey::new(bytes))
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The id under which an envelope was sealed, or `None` for a malformed one.
+pub fn envelope_key_id(envelope: &[u8]) -> Option<[u8; 8]> {
+    (envelope.len() >= HEADER_LEN && envelope[0] == ENVELOPE_V1).then(|| envelope[1..9].try_into().ok()).flatten()
+}
+
+/// Keyring entry names.
+const INDEX_KEY: &[u8] = b"system/index";
+const SYSTEM_KEY: &[u8] = b"system/seal";
+
+/// The name of a namespace's KEK in the keyring.
+pub fn kek_name(namespace: &Pseudonym) -> Vec<u8> {
+    [b"kek/".as_slice(), namespace].concat()
+}
+
+fn keyring_aad(name: &[u8]) -> Vec<u8> {
+    [b"keyring\0".as_slice(), name].concat()
+}
+
+/// Pseudonyms and sealing for one store, under one master key.
+pub struct Vault {
+    master: SealingKey,
+    index: Zeroizing<[u8; 32]>,
+    system: SealingKey,
+    /// Unwrapped namespace KEKs, by namespace pseudonym.
+    keks: Mutex<HashMap<Pseudonym, Arc<SealingKey>>>,
+}
+
+/// A user's data-encryption key, unwrapped for one operation.
+pub struct UserDek(SealingKey);
+
+impl Vault {
+    /// Loads the store's index and system keys with `master`, creating them on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::WrongMasterKey`] when the store was sealed under another master key.
+    pub async fn open(master: &MasterKey, store: &dyn Store) -> Result<Self, VaultError> {
+        let master = SealingKey::new(master.bytes());
+        let index = load_or_create(&master, store, INDEX_KEY).await?;
+        let system = load_or_create(&master, store, SYSTEM_KEY).await?;
+        Ok(Self { master, index, system: SealingKey::new(&system), keks: Mutex::default() })
+    }
+
+    /// The pseudonym of a namespace.
+    pub fn namespace(&self, namespace: &str) -> Pseudonym {
+        hmac(&self.index[..], &[b"namespace\0", namespace.as_bytes()])
+    }
+
+    /// The pseudonyms of a user of a namespace.
+    pub fn user(&self, namespace: &str, user_id: &str) -> UserKey {
+        // Namespaces are at most 64 bytes, so the length fits a u16.
+        let len = (namespace.len() as u16).to_be_bytes();
+        UserKey {
+            namespace: self.namespace(namespace),
+            user: hmac(&self.index[..], &[b"user\0", &len, namespace.as_bytes(), user_id.as_bytes()]),
+        }
+    }
+
+    /// The pseudonym of a pending init, from SHA-512 of its token.
+    pub fn init_id(&self, digest: &[u8; 64]) -> Pseudonym {
+        hmac(&self.index[..], &[b"init\0", digest])
+    }
+
+    /// The pseudonym of a session, from its token.
+    pub fn session_id(&self, session_token: &str) -> Pseudonym {
+        hmac(&self.index[..], &[b"session\0", session_token.as_bytes()])
+    }
+
+    /// Seals a pending init's token.
+    ///
+    /// # Errors
+    ///
+    /// Only when the OS cannot supply a nonce.
+    pub fn seal_init(&self, id: &Pseudonym, token: &Secret) -> Result<Vec<u8>, VaultError> {
+        self.system.seal(&[b"init\0".as_slice(), id].concat(), token.as_bytes())
+    }
+
+    /// Opens what [`Vault::seal_init`] sealed under the same id.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`].
+    pub fn open_init(&self, id: &Pseudonym, sealed: &[u8]) -> Result<Secret, VaultError> {
+        let plain = self.system.open(&[b"init\0".as_slice(), id].concat(), sealed, "init token")?;
+        utf8_secret(&plain, "init token")
+    }
+
+    /// Seals a session's secret, bound to the session and its user.
+    ///
+    /// # Errors
+    ///
+    /// Only when the OS cannot supply a nonce.
+    pub fn seal_session(&self, id: &Pseudonym, user: &UserKey, secret: &Secret) -> Result<Vec<u8>, VaultError> {
+        self.system.seal(&session_aad(id, user), secret.as_bytes())
+    }
+
+    /// Opens what [`Vault::seal_session`] sealed for the same session and user.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`].
+    pub fn open_session(&self, id: &Pseudonym, user: &UserKey, sealed: &[u8]) -> Result<Secret, VaultError> {
+        let plain = self.system.open(&session_aad(id, user), sealed, "session")?;
+        utf8_secret(&plain, "session")
+    }
+
+    /// The user's DEK; created (durably, with the namespace's KEK if need be) when
+    /// `create` is set and there is none. `None` when there is none and `create` is not set.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, or [`VaultError::Tampered`] for a damaged wrapped key.
+    pub async fn user_dek(
+        &self,
+        store: &dyn Store,
+        user: &UserKey,
+        create: bool,
+    ) -> Result<Option<UserDek>, VaultError> {
+        let aad = [b"dek\0".as_slice(), &user.namespace, &user.user].concat();
+        let wrapped = match store.user_dek(user).await? {
+            Some(wrapped) => wrapped,
+            None if create => {
+                let kek = self.kek(store, &user.namespace).await?;
+                let fresh = Zeroizing::new(random_bytes::<32>()?);
+                store.create_user_dek(user, kek.wrap(&aad, &fresh)?).await?
+            }
+            None => return Ok(None),
+        };
+        let kek = self.kek(store, &user.namespace).await?;
+        Ok(Some(UserDek(kek.unwrap_key(&aad, &wrapped, "user key")?)))
+    }
+
+    async fn kek(&self, store: &dyn Store, namespace: &Pseudonym) -> Result<Arc<SealingKey>, VaultError> {
+        if let Some(kek) = self.keks.lock().unwrap_or_else(PoisonError::into_inner).get(namespace) {
+            return Ok(kek.clone());
+        }
+        let name = kek_name(namespace);
+        let bytes = load_or_create(&self.master, store, &name).await?;
+        let kek = Arc::new(SealingKey::new(&bytes));
+        self.keks.lock().unwrap_or_else(PoisonError::into_inner).insert(*namespace, kek.clone());
+        Ok(kek)
+    }
+
+    /// Seals a key version (its content type and bytes) for `user` and `version`.
+    ///
+    /// # Errors
+    ///
+    /// Only when the OS cannot supply a nonce.
+    pub fn seal_key(
+        dek: &UserDek,
+        user: &UserKey,
+        version: u64,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let mut plain = Zeroizing::new(Vec::with_capacity(2 + content_type.len() + bytes.len()));
+        // Content types are validated to at most 255 bytes.
+        plain.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
+        plain.extend_from_slice(content_type.as_bytes());
+        plain.extend_from_slice(bytes);
+        dek.0.seal(&key_aad(user, version), &plain)
+    }
+
+    /// Opens a key version: its content type and bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`] when it was not sealed for this user and version.
+    pub fn open_key(
+        dek: &UserDek,
+        user: &UserKey,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<(String, Zeroizing<Vec<u8>>), VaultError> {
+        const KIND: &str = "key version";
+        let plain = dek.0.open(&key_aad(user, version), sealed, KIND)?;
+        let len = usize::from(u16::from_be_bytes([
+            *plain.first().ok_or(VaultError::Tampered(KIND))?,
+            *plain.get(1).ok_or(VaultError::Tampered(KIND))?,
+        ]));
+        let content_type = plain.get(2..2 + len).ok_or(VaultError::Tampered(KIND))?;
+        let content_type = String::from_utf8(content_type.to_vec()).map_err(|_| VaultError::Tampered(KIND))?;
+        Ok((content_type, Zeroizing::new(plain[2 + len..].to_vec())))
+    }
+
+    /// The size of the key bytes inside a sealed key version, from its length alone.
+    pub fn sealed_key_len(sealed_len: usize, content_type: &str) -> usize {
+        sealed_len.saturating_sub(HEADER_LEN + TAG_LEN + 2 + content_type.len())
+    }
+
+    /// Re-wraps every master-wrapped keyring entry from `old` to `new`, as a list of
+    /// (name, new value) to write; entries already under `new` are left out, so running it
+    /// again after a partial write finishes the job.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`] for an entry under neither key.
+    pub fn rewrap(old: &MasterKey, new: &MasterKey, entries: &[KeyringEntry]) -> Result<Vec<KeyringEntry>, VaultError> {
+        let (old, new) = (SealingKey::new(old.bytes()), SealingKey::new(new.bytes()));
+        let mut out = Vec::new();
+        for (name, wrapped) in entries {
+            let aad = keyring_aad(name);
+            match envelope_key_id(wrapped) {
+                Some(id) if id == new.id => continue,
+                Some(id) if id == old.id => {
+                    let key = old.open(&aad, wrapped, "keyring entry")?;
+                    let key: &[u8; 32] =
+                        key.as_slice().try_into().map_err(|_| VaultError::Tampered("keyring entry"))?;
+                    out.push((name.clone(), new.wrap(&aad, key)?));
+                }
+                _ => return Err(VaultError::Tampered("keyring entry")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn load_or_create(
+    master: &SealingKey,
+    store: &dyn Store,
+    name: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let aad = keyring_aad(name);
+    let wrapped = match store.keyring_get(name).await? {
+        Some(wrapped) => wrapped,
+        None => {
+            let fresh = Zeroizing::new(random_bytes::<32>()?);
+            store.keyring_create(name, master.wrap(&aad, &fresh)?).await?
+        }
+    };
+    if let Some(stored) = envelope_key_id(&wrapped).filter(|id| *id != master.id) {
+        return Err(VaultError::WrongMasterKey { stored: hex::encode(stored), configured: hex::encode(master.id) });
+    }
+    let bytes = master.open(&aad, &wrapped, "keyring entry")?;
+    let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::Tampered("keyring entry"))?;
+    Ok(Zeroizing::new(array))
+}
+
+fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {
+    [b"session\0".as_slice(), id, &user.namespace, &user.user].concat()
+}
+
+fn key_aad(user: &UserKey, version: u64) -> Vec<u8> {
+    [b"key\0".as_slice(), &user.namespace, &user.user, &version.to_be_bytes()].concat()
+}
+
+fn utf8_secret(plain: &[u8], kind: &'static str) -> Result<Secret, VaultError> {
+    std::str::from_utf8(plain).map(Secret::new).map_err(|_| VaultError::Tampered(kind))
+}
