@@ -94,13 +94,13 @@ pub enum Error {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// Storage failed.
-    #[error("storage failed")]
+    #[error("storage failed: {0}")]
     Store(#[from] StoreError),
     /// The OS random generator failed.
     #[error("randomness unavailable")]
     Random(#[from] RandomError),
     /// Sealed data did not open, or keys could not be loaded.
-    #[error("the vault failed")]
+    #[error(transparent)]
     Vault(#[from] VaultError),
     /// The erasure ledger could not be read or written.
     #[error("the erasure ledger failed: {0}")]
