@@ -26,7 +26,7 @@ fn encodings(value: &[u8]) -> Vec<Vec<u8>> {
             let start = (shift * 4).div_ceil(3);
             let end = encoded.trim_end_matches('=').len().saturating_sub(2);
             if end > start + 8 {
-                out.push(encoded[start..end].as_bytes().to_vec());
+                out.push(encoded.as_bytes()[start..end].to_vec());
             }
         }
     }
