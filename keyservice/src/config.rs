@@ -49,6 +49,10 @@ pub struct Config {
     /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
     /// Default 10.
     pub max_key_versions: u64,
+    /// The admin socket (mode 0600) through which `keyservice backup` and
+    /// `keyservice rotate-master-key` reach a running server. Default
+    /// `./keyservice-admin.sock`.
+    pub admin_socket: PathBuf,
     /// The Real Services allowed to `/connect`, by namespace name. Default: none.
     pub namespaces: BTreeMap<String, Namespace>,
     /// How long an init token stays redeemable (`init_ttl_secs`). Default 10 minutes.
@@ -136,6 +140,7 @@ impl Default for Config {
             master_key_file: PathBuf::from("./keyservice-master.key"),
             erasure_ledger_file: PathBuf::from("./keyservice-erasures.jsonl"),
             max_key_versions: 10,
+            admin_socket: PathBuf::from("./keyservice-admin.sock"),
             namespaces: BTreeMap::new(),
             init_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(60 * 60),
@@ -176,7 +181,7 @@ impl Config {
     /// The settings of `serve --dev`: a `demo` namespace that loopback may connect to,
     /// with one fresh credential, whose secret is returned to be shown once. The master
     /// key and the erasure ledger sit beside `data_dir` (`<data_dir>.master.key`,
-    /// `<data_dir>.erasures.jsonl`).
+    /// `<data_dir>.erasures.jsonl`), and so does the admin socket.
     ///
     /// # Errors
     ///
@@ -187,8 +192,19 @@ impl Config {
             allow: vec![loopback_v4(), loopback_v6()],
             credentials: vec![Credential { key_id: DEV_KEY_ID.to_owned(), secret: secret.clone() }],
         };
-        let config =
-            Self { data_dir, namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]), ..Self::default() };
+        let sibling = |suffix: &str| {
+            let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            data_dir.with_file_name(name)
+        };
+        let config = Self {
+            master_key_file: sibling(".master.key"),
+            erasure_ledger_file: sibling(".erasures.jsonl"),
+            admin_socket: sibling(".admin.sock"),
+            data_dir,
+            namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]),
+            ..Self::default()
+        };
         Ok((config, secret))
     }
 }
@@ -209,6 +225,7 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     erasure_ledger_file: Option<PathBuf>,
     max_key_versions: Option<u64>,
+    admin_socket: Option<PathBuf>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
     init_ttl_secs: Option<u64>,
@@ -290,6 +307,7 @@ impl FileConfig {
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
             master_key_file: self.master_key_file.unwrap_or(defaults.master_key_file),
             erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
+            admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
             max_key_versions: count(self.max_key_versions.map(|v| v as usize), "max_key_versions", 10, 1, 1_000_000)?
                 as u64,
             namespaces,

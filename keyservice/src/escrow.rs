@@ -230,6 +230,17 @@ impl Escrow {
     }
 }
 
+impl Escrow {
+    /// Re-wraps the keyring under `new` and seals with it from now on.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, or a keyring entry under neither key.
+    pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<crate::crypto::vault::Rotation, Error> {
+        Ok(self.vault.rotate(self.store.as_ref(), new).await?)
+    }
+}
+
 fn seal_error(error: VaultError) -> StoreError {
     StoreError::Seal(Box::new(error))
 }

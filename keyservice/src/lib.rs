@@ -2,6 +2,7 @@
 //! Sessionist ss1; the Real Service that stores their data never holds a key.
 //!
 //! - `config`: the validated settings, from TOML or `--dev`.
+//! - `admin`: backup, restore and master-key rotation, online or offline.
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `http`: routing and one handler per endpoint.
 //! - `auth`: ss1 verification against the clock, a secret and the replay memory.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 mod auth;
 pub mod config;
 pub mod crypto;

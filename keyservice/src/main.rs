@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
 use keyservice::crypto::master::MASTER_KEY_ENV;
-use keyservice::{App, Config, Limits, MasterKey, SledStore, Store};
+use keyservice::{App, Config, Limits, MasterKey, SledStore, Store, admin};
 
 /// Key-escrow service: devices keep their data keys here, signed with Sessionist ss1.
 #[derive(Parser)]
@@ -24,6 +24,48 @@ enum Command {
     Serve(ServeArgs),
     /// Print a new random credential secret (32 bytes from the OS CSPRNG, base64url).
     GenSecret,
+    /// Write a consistent backup of the store (records stay sealed), through the running
+    /// server's admin socket, or directly when the server is stopped.
+    Backup {
+        /// The backup file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Rebuild a store from a backup into a new, empty data directory (server stopped).
+    Restore {
+        /// The backup file to read.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The data directory to create; must be absent or empty.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// TOML config file, for the master key [default: built-in defaults].
+        #[arg(long, env = "KEYSERVICE_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Re-wrap every key under a new master key (created if the file does not exist),
+    /// through the running server's admin socket, or directly when it is stopped.
+    /// Idempotent: running it again finishes an interrupted rotation.
+    RotateMasterKey {
+        /// The new master key file (64 hex digits, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store an operator command works on.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// TOML config file [default: built-in defaults].
+    #[arg(long, env = "KEYSERVICE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory; overrides the file's `data_dir` [default: ./keyservice-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -59,7 +101,75 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Backup { out, store } => operate(store.config, store.data_dir, |config| async move {
+            let request = admin::AdminRequest::Backup { out: absolute(&out) };
+            match admin::request(&config.admin_socket, &request).await {
+                Some(outcome) => outcome,
+                None => admin::backup_offline(&config, &out).await,
+            }
+        }),
+        Command::Restore { from, data_dir, config } => operate(config, None, |config| async move {
+            let master = load_master_key(&config).map_err(|e| e.to_string())?;
+            admin::restore(&from, &data_dir, &master).await
+        }),
+        Command::RotateMasterKey { new_key_file, store } => {
+            operate(store.config, store.data_dir, |config| async move {
+                let request = admin::AdminRequest::RotateMasterKey { new_key_file: absolute(&new_key_file) };
+                match admin::request(&config.admin_socket, &request).await {
+                    Some(outcome) => outcome,
+                    None => {
+                        let current = load_master_key(&config).map_err(|e| e.to_string())?;
+                        let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
+                        admin::rotate_offline(&config, &current, &new, &new_key_file).await
+                    }
+                }
+            })
+        }
     }
+}
+
+/// Runs an operator command on the config from `config_path` (or the defaults), with
+/// `data_dir` overriding it: prints its message, exit 0; or its error, exit 1; a config
+/// error exits 2.
+fn operate<F, Fut>(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = admin::Outcome>,
+{
+    let config = match config_path.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
+        Ok(mut config) => {
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            config
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(config)) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server resolves paths from its own working directory; send it absolute ones.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -149,8 +259,28 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let admin_socket = config.admin_socket.clone();
+    let admin_task = {
+        // Bound before serving, so a failure stops the start rather than a later backup.
+        let app = app.clone();
+        let (ready, bound) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let result = admin::serve(&admin_socket, app, ready).await;
+            if let Err(error) = result {
+                tracing::error!(%error, "the admin socket failed");
+            }
+        });
+        bound
+            .await
+            .map_err(|_| "the admin socket task ended")?
+            .map_err(|e| format!("cannot listen on the admin socket {}: {e}", config.admin_socket.display()))?;
+        task
+    };
     tracing::info!(address = %listener.local_addr()?, "keyservice listening");
-    keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await?;
+    let result = keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await;
+    admin_task.abort();
+    let _ = std::fs::remove_file(&config.admin_socket);
+    result?;
     tracing::info!("stopped");
     Ok(())
 }

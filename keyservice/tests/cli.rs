@@ -1,73 +1,14 @@
 //! The `keyservice` binary: its commands, exit codes and start-up.
 
+#[path = "support/binary.rs"]
+mod binary;
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use binary::{run, serve, write_config};
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyservice");
-
-fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(BIN).args(args).envs(envs.iter().copied()).output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// A running `keyservice serve`, killed on drop.
-struct Serving {
-    child: Child,
-    addr: std::net::SocketAddr,
-    stdout: Vec<String>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary with `args` and waits for its "listening" log line.
-fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(envs.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = Instant::now();
-    let mut addr = None;
-    for line in stderr.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            addr = Some(rest.trim().parse().unwrap());
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no listening line");
-    }
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut stdout_lines = Vec::new();
-    if args.contains(&"--dev") {
-        for _ in 0..2 {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            stdout_lines.push(line.trim_end().to_owned());
-        }
-    }
-    // Keep both pipes drained, as a terminal or a log collector would.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    std::thread::spawn(move || stderr.for_each(drop));
-    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines }
-}
 
 #[test]
 fn gen_secret_prints_a_fresh_43_character_secret() {
@@ -123,17 +64,14 @@ fn usage_errors_exit_2() {
 #[tokio::test]
 async fn a_config_file_with_an_env_secret_serves_the_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyservice.toml");
     let data = dir.path().join("data");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:9\"\ndata_dir = {:?}\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\", \"::1/128\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret_env = \"KS_SECRET_RS1\" }} ]\n",
-            data.display().to_string()
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\", \"::1/128\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret_env = \"KS_SECRET_RS1\" }} ]\n"
         ),
-    )
-    .unwrap();
-    // --listen overrides the file's port 9.
+    );
+    // --listen overrides the file.
     let server =
         serve(&["serve", "--config", path.to_str().unwrap(), "--listen", "127.0.0.1:0"], &[("KS_SECRET_RS1", SECRET)]);
     let device = device(server.addr, "347").await;
@@ -172,8 +110,8 @@ async fn dev_mode_prints_a_credential_that_works() {
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let mut server = serve(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], &[]);
+    let config = write_config(dir.path(), "");
+    let mut server = serve(&["serve", "--config", config.to_str().unwrap()], &[]);
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let started = Instant::now();

@@ -8,9 +8,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, KeyInit, Mac};
 use keyservice_client::protocol::random_bytes;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 /// The environment variable a master key may come from instead of a file.
@@ -52,13 +50,8 @@ pub enum MasterKeyError {
 impl MasterKey {
     /// A master key with these bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let bytes = Zeroizing::new(bytes);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes[..]).expect("HMAC takes any key length");
-        mac.update(b"keyservice master key id v1");
-        let tag = mac.finalize().into_bytes();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&tag[..8]);
-        Self { bytes, id }
+        let id = super::vault::key_id(&bytes);
+        Self { bytes: Zeroizing::new(bytes), id }
     }
 
     /// A new random master key.

@@ -20,7 +20,7 @@
 //! so a record copied under another identity fails to open instead of being served.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -30,7 +30,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::master::MasterKey;
-use crate::store::{KeyringEntry, Pseudonym, Store, StoreError, UserKey};
+use crate::store::{Pseudonym, Store, StoreError, UserKey};
 
 const ENVELOPE_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 24;
@@ -67,9 +67,7 @@ struct SealingKey {
 
 impl SealingKey {
     fn new(bytes: &[u8; 32]) -> Self {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&hmac(bytes, &[b"keyservice key id v1"])[..8]);
-        Self { cipher: XChaCha20Poly1305::new(bytes.into()), id }
+        Self { cipher: XChaCha20Poly1305::new(bytes.into()), id: key_id(bytes) }
     }
 
     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
@@ -109,6 +107,14 @@ impl SealingKey {
     }
 }
 
+/// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
+/// Envelopes carry the id of the key that sealed them; a master key's id is the same.
+pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 8] {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&hmac(key, &[b"keyservice key id v1"])[..8]);
+    id
+}
+
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
@@ -135,9 +141,19 @@ fn keyring_aad(name: &[u8]) -> Vec<u8> {
     [b"keyring\0".as_slice(), name].concat()
 }
 
+/// What a master-key rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Keyring entries re-wrapped under the new master key.
+    pub rewrapped: u64,
+    /// Entries that were under the new key already (a repeated or resumed rotation).
+    pub already_current: u64,
+}
+
 /// Pseudonyms and sealing for one store, under one master key.
 pub struct Vault {
-    master: SealingKey,
+    /// Swapped, whole, by [`Vault::rotate`].
+    master: RwLock<Arc<SealingKey>>,
     index: Zeroizing<[u8; 32]>,
     system: SealingKey,
     /// Unwrapped namespace KEKs, by namespace pseudonym.
@@ -157,7 +173,12 @@ impl Vault {
         let master = SealingKey::new(master.bytes());
         let index = load_or_create(&master, store, INDEX_KEY).await?;
         let system = load_or_create(&master, store, SYSTEM_KEY).await?;
-        Ok(Self { master, index, system: SealingKey::new(&system), keks: Mutex::default() })
+        Ok(Self {
+            master: RwLock::new(Arc::new(master)),
+            index,
+            system: SealingKey::new(&system),
+            keks: Mutex::default(),
+        })
     }
 
     /// The pseudonym of a namespace.
@@ -254,7 +275,8 @@ impl Vault {
             return Ok(kek.clone());
         }
         let name = kek_name(namespace);
-        let bytes = load_or_create(&self.master, store, &name).await?;
+        let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let bytes = load_or_create(&master, store, &name).await?;
         let kek = Arc::new(SealingKey::new(&bytes));
         self.keks.lock().unwrap_or_else(PoisonError::into_inner).insert(*namespace, kek.clone());
         Ok(kek)
@@ -307,30 +329,42 @@ impl Vault {
         sealed_len.saturating_sub(HEADER_LEN + TAG_LEN + 2 + content_type.len())
     }
 
-    /// Re-wraps every master-wrapped keyring entry from `old` to `new`, as a list of
-    /// (name, new value) to write; entries already under `new` are left out, so running it
-    /// again after a partial write finishes the job.
+    /// Re-wraps every keyring entry (the index and system keys and every namespace's
+    /// KEK) from the current master key to `new`, in one atomic write, and seals with
+    /// `new` from then on. Records and user keys are not touched: they hang below.
+    /// Entries already under `new` are left as they are, so repeating a rotation, or
+    /// running it again after a crash, finishes the job.
     ///
     /// # Errors
     ///
-    /// [`VaultError::Tampered`] for an entry under neither key.
-    pub fn rewrap(old: &MasterKey, new: &MasterKey, entries: &[KeyringEntry]) -> Result<Vec<KeyringEntry>, VaultError> {
-        let (old, new) = (SealingKey::new(old.bytes()), SealingKey::new(new.bytes()));
-        let mut out = Vec::new();
-        for (name, wrapped) in entries {
-            let aad = keyring_aad(name);
-            match envelope_key_id(wrapped) {
-                Some(id) if id == new.id => continue,
-                Some(id) if id == old.id => {
-                    let key = old.open(&aad, wrapped, "keyring entry")?;
+    /// [`VaultError::Tampered`] for an entry under neither key; storage failures.
+    pub async fn rotate(&self, store: &dyn Store, new: &MasterKey) -> Result<Rotation, VaultError> {
+        let new = Arc::new(SealingKey::new(new.bytes()));
+        let current = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut rewrapped = Vec::new();
+        let mut already_current = 0;
+        for (name, wrapped) in store.keyring_list().await? {
+            let aad = keyring_aad(&name);
+            match envelope_key_id(&wrapped) {
+                Some(id) if id == new.id => already_current += 1,
+                Some(id) if id == current.id => {
+                    let key = current.open(&aad, &wrapped, "keyring entry")?;
                     let key: &[u8; 32] =
                         key.as_slice().try_into().map_err(|_| VaultError::Tampered("keyring entry"))?;
-                    out.push((name.clone(), new.wrap(&aad, key)?));
+                    rewrapped.push((name, new.wrap(&aad, key)?));
                 }
                 _ => return Err(VaultError::Tampered("keyring entry")),
             }
         }
-        Ok(out)
+        let count = rewrapped.len() as u64;
+        store.keyring_replace(rewrapped).await?;
+        *self.master.write().unwrap_or_else(PoisonError::into_inner) = new;
+        Ok(Rotation { rewrapped: count, already_current })
+    }
+
+    /// The id of the master key the vault seals with now.
+    pub fn master_id(&self) -> [u8; 8] {
+        self.master.read().unwrap_or_else(PoisonError::into_inner).id
     }
 }
 

@@ -35,11 +35,11 @@ pub use self::body::RequestBody;
 /// The request handler, shared by every connection: cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    escrow: Escrow,
+pub(crate) struct Inner {
+    pub(crate) escrow: Escrow,
     auth: Authenticator,
     namespaces: HashMap<String, Namespace>,
     /// Credential key id → (namespace, secret), for `/connect`.

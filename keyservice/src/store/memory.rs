@@ -6,9 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use super::record;
 use super::{
     Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
-    SealVersion, SessionRecord, Store, StoreError, Swept, UnixTime, UserKey,
+    SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// A [`Store`] held in process memory.
@@ -187,6 +188,39 @@ impl Store for MemoryStore {
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
         let inner = self.lock();
         Ok(inner.nonces.iter().filter(|(_, date)| **date >= since).map(|(f, d)| (*f, *d)).collect())
+    }
+
+    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let mut push = |table: &str, key: Vec<u8>, value: Vec<u8>| out.push((table.to_owned(), key, value));
+        for (name, value) in &inner.keyring {
+            push("keyring", name.clone(), value.clone());
+        }
+        for (user, wrapped) in &inner.deks {
+            push("dek", record::user_prefix(user).to_vec(), wrapped.clone());
+        }
+        for (id, init) in &inner.inits {
+            push("pending_init", id.to_vec(), record::encode_init(init));
+        }
+        for (id, session) in &inner.sessions {
+            push("session", id.to_vec(), record::encode_session(session));
+            push("user_session", record::user_session_key(&session.user, id), Vec::new());
+        }
+        for (user, versions) in &inner.keys {
+            for key in versions.values() {
+                push(
+                    "key",
+                    record::key_version_key(user, key.version),
+                    record::encode_key(key.created_at, &key.sealed),
+                );
+            }
+        }
+        for (fingerprint, date) in &inner.nonces {
+            push("nonce", fingerprint.to_be_bytes().to_vec(), date.to_be_bytes().to_vec());
+        }
+        push("meta", b"replay_floor".to_vec(), inner.replay_floor.to_be_bytes().to_vec());
+        Ok(out)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

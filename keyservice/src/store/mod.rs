@@ -18,6 +18,7 @@
 //! - **Delete means delete.** Erased, pruned, expired and revoked records are removed
 //!   from the store, not flagged.
 
+pub mod backup;
 mod memory;
 pub(crate) mod record;
 mod sled;
@@ -160,6 +161,10 @@ pub struct Erased {
 /// A keyring entry: its name and its (wrapped) value.
 pub type KeyringEntry = (Vec<u8>, Vec<u8>);
 
+/// One stored entry as a backup carries it: (table, key, value), in the key-value
+/// layout of `record` (the sled layout).
+pub type SnapshotEntry = (String, Vec<u8>, Vec<u8>);
+
 /// Turns a redeemed pending init into the session to store, inside the redeeming step.
 pub type MakeSession = Box<dyn FnOnce(&InitRecord) -> Result<SessionRecord, StoreError> + Send>;
 /// Seals the new key version once its number is known, inside the writing step.
@@ -276,6 +281,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every remembered nonce dated at or after `since`, as `(fingerprint, date)`.
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError>;
+
+    /// Every stored entry, as one consistent snapshot (no write lands halfway through
+    /// it). Sealed values stay sealed.
+    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError>;
 
     /// Makes everything written so far durable; for shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

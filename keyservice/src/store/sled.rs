@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use super::record::{self, decode_u64};
 use super::{
     Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
-    SealVersion, SessionRecord, Store, StoreError, Swept, UnixTime, UserKey,
+    SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// Most writes one flush covers; more wait for the next.
@@ -63,6 +63,9 @@ pub struct SledStore {
     jobs: Option<mpsc::Sender<Job>>,
     committer: Option<JoinHandle<()>>,
 }
+
+/// Tree names, in the order backups list them.
+const TREE_NAMES: [&str; 8] = ["keyring", "dek", "pending_init", "session", "user_session", "key", "nonce", "meta"];
 
 #[derive(Clone)]
 struct Trees {
@@ -89,6 +92,8 @@ enum Op {
     Remove(Vec<(Which, sled::IVec)>),
     SetFloor(UnixTime),
     RememberNonce(u64, UnixTime),
+    Snapshot,
+    Import(Vec<SnapshotEntry>),
     Flush,
 }
 
@@ -109,6 +114,7 @@ enum Reply {
     Put(PutOutcome),
     Erased(Erased),
     Removed(Swept),
+    Snapshot(Vec<SnapshotEntry>),
 }
 
 struct Job {
@@ -116,7 +122,33 @@ struct Job {
     reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
+impl Trees {
+    fn by_name(&self, name: &str) -> Option<&sled::Tree> {
+        Some(match name {
+            "keyring" => &self.keyring,
+            "dek" => &self.deks,
+            "pending_init" => &self.inits,
+            "session" => &self.sessions,
+            "user_session" => &self.user_sessions,
+            "key" => &self.keys,
+            "nonce" => &self.nonces,
+            "meta" => &self.meta,
+            _ => return None,
+        })
+    }
+}
+
 impl SledStore {
+    /// Writes a snapshot's entries into this store, durably; for restoring a backup
+    /// into a new, empty store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for an entry of an unknown table; storage failures.
+    pub async fn import(&self, entries: Vec<SnapshotEntry>) -> Result<(), StoreError> {
+        self.submit(Op::Import(entries)).await.map(|_| ())
+    }
+
     /// Opens (or creates) the store in `dir`.
     ///
     /// # Errors
@@ -349,6 +381,15 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
+        // The committer is the only writer, so a snapshot taken on its thread sees every
+        // write whole or not at all.
+        match self.submit(Op::Snapshot).await? {
+            Reply::Snapshot(entries) => Ok(entries),
+            _ => Err(mismatch()),
+        }
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.submit(Op::Flush).await.map(|_| ())
     }
@@ -521,6 +562,24 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
         }
         Op::RememberNonce(fingerprint, date) => {
             trees.nonces.insert(fingerprint.to_be_bytes(), &date.to_be_bytes()).map_err(backend)?;
+            Ok(Reply::Done)
+        }
+        Op::Snapshot => {
+            let mut entries = Vec::new();
+            for name in TREE_NAMES {
+                let tree = trees.by_name(name).ok_or(StoreError::Corrupt { kind: "tree name" })?;
+                for entry in tree.iter() {
+                    let (key, value) = entry.map_err(backend)?;
+                    entries.push((name.to_owned(), key.to_vec(), value.to_vec()));
+                }
+            }
+            Ok(Reply::Snapshot(entries))
+        }
+        Op::Import(entries) => {
+            for (name, key, value) in entries {
+                let tree = trees.by_name(&name).ok_or(StoreError::Corrupt { kind: "backup table" })?;
+                tree.insert(key, value).map_err(backend)?;
+            }
             Ok(Reply::Done)
         }
         Op::Flush => Ok(Reply::Done),

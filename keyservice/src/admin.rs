@@ -1,0 +1,244 @@
+//! Operator commands: backup, restore and master-key rotation.
+//!
+//! A running server owns its store (sled allows one process), so it also listens on an
+//! admin socket: a Unix socket, mode 0600, that only the server's own user can reach.
+//! `keyservice backup` and `keyservice rotate-master-key` talk to it when the server runs
+//! and open the store directly when it does not. `keyservice restore` always works on a
+//! stopped server's new, empty data directory.
+//!
+//! The socket speaks one JSON line each way:
+//! `{"op": "backup", "out": "/path"}` or `{"op": "rotate-master-key", "newKeyFile": "/path"}`,
+//! answered by `{"ok": true|false, "message": "…"}`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::config::Config;
+use crate::crypto::master::MasterKey;
+use crate::crypto::vault::{Rotation, Vault, envelope_key_id};
+use crate::error::Error;
+use crate::http::App;
+use crate::store::{SledStore, Store, backup};
+
+/// A request on the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    /// Write a consistent backup to `out`.
+    Backup {
+        /// Where, on the server's file system.
+        out: PathBuf,
+    },
+    /// Re-wrap the keyring under the key in `new_key_file` (created if absent).
+    #[serde(rename_all = "camelCase")]
+    RotateMasterKey {
+        /// The new master key file.
+        new_key_file: PathBuf,
+    },
+}
+
+/// The answer on the admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminResponse {
+    /// Whether it worked.
+    pub ok: bool,
+    /// What happened, for the operator.
+    pub message: String,
+}
+
+/// What an admin command reports.
+pub type Outcome = Result<String, String>;
+
+/// Serves the admin socket at `path` until the task is dropped; `ready` learns whether
+/// binding worked.
+///
+/// # Errors
+///
+/// When accepting fails after the socket was bound.
+pub async fn serve(
+    path: &Path,
+    app: App,
+    ready: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let listener = match bind(path).await {
+        Ok(listener) => {
+            let _ = ready.send(Ok(()));
+            listener
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return Ok(());
+        }
+    };
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &app).await {
+                tracing::warn!(%error, "admin connection failed");
+            }
+        });
+    }
+}
+
+async fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another server owns the admin socket"));
+        }
+        // Left behind by a server that did not stop cleanly.
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    // Until this chmod the socket has the process umask's mode; run the server with a
+    // umask of 077, or keep the socket in a directory only its user can enter.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(listener)
+}
+
+async fn answer(stream: UnixStream, app: &App) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // One request line, at most 4 KiB.
+    BufReader::new(read.take(4096)).read_line(&mut line).await?;
+    let outcome = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(request) => {
+            tracing::info!(?request, "admin request");
+            app.admin(request).await
+        }
+        Err(error) => Err(format!("not an admin request: {error}")),
+    };
+    let response = match outcome {
+        Ok(message) => AdminResponse { ok: true, message },
+        Err(message) => AdminResponse { ok: false, message },
+    };
+    // A struct of a bool and a string always serialises.
+    let mut text = serde_json::to_string(&response).expect("an admin response serialises");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+/// Sends `request` to the server on the admin socket at `path`; `None` when no server
+/// answers there.
+pub async fn request(path: &Path, request: &AdminRequest) -> Option<Outcome> {
+    let stream = UnixStream::connect(path).await.ok()?;
+    let (read, mut write) = stream.into_split();
+    // A request of paths always serialises.
+    let mut text = serde_json::to_string(request).expect("an admin request serialises");
+    text.push('\n');
+    if let Err(error) = write.write_all(text.as_bytes()).await {
+        return Some(Err(format!("the server's admin socket broke off: {error}")));
+    }
+    let mut line = String::new();
+    if let Err(error) = BufReader::new(read).read_line(&mut line).await {
+        return Some(Err(format!("the server's admin socket broke off: {error}")));
+    }
+    Some(match serde_json::from_str::<AdminResponse>(&line) {
+        Ok(AdminResponse { ok: true, message }) => Ok(message),
+        Ok(AdminResponse { ok: false, message }) => Err(message),
+        Err(_) => Err("the server answered something that is not an admin response".to_owned()),
+    })
+}
+
+/// Describes a finished rotation.
+pub fn describe_rotation(rotation: &Rotation, new_key_file: &Path) -> String {
+    format!(
+        "re-wrapped {} keyring entries (index and system keys, one key per namespace), {} already under the new key; \
+         records moved: 0 (user keys and records hang below the namespace keys and are unchanged); \
+         point master_key_file at {} before the next start",
+        rotation.rewrapped,
+        rotation.already_current,
+        new_key_file.display()
+    )
+}
+
+/// Backs up the stopped server's store described by `config` to `out`.
+///
+/// # Errors
+///
+/// When the store cannot be opened (a running server holds it) or the file written.
+pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
+    let store =
+        SledStore::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let entries = store.snapshot().await.map_err(|e| e.to_string())?;
+    let written = backup::write(out, &entries).map_err(|e| e.to_string())?;
+    Ok(format!("wrote {written} records to {}", out.display()))
+}
+
+/// Rotates the stopped server's master key from `current` to `new`.
+///
+/// # Errors
+///
+/// When the store cannot be opened or was sealed under neither key.
+pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKey, new_key_file: &Path) -> Outcome {
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?,
+    );
+    if Vault::open(new, store.as_ref()).await.is_ok() {
+        let rotation = Rotation {
+            rewrapped: 0,
+            already_current: store.keyring_list().await.map_err(|e| e.to_string())?.len() as u64,
+        };
+        return Ok(describe_rotation(&rotation, new_key_file));
+    }
+    let vault = Vault::open(current, store.as_ref()).await.map_err(|e| e.to_string())?;
+    let rotation = vault.rotate(store.as_ref(), new).await.map_err(|e| e.to_string())?;
+    Ok(describe_rotation(&rotation, new_key_file))
+}
+
+/// Restores the backup `from` into `data_dir`, which must be absent or empty, after
+/// checking it was sealed under `master`. Requests signed before the restore are refused
+/// afterwards (the replay floor moves to now), so nothing captured in the meantime can
+/// be replayed against the older data.
+///
+/// # Errors
+///
+/// A damaged backup, a backup sealed under another master key, a non-empty target.
+pub async fn restore(from: &Path, data_dir: &Path, master: &MasterKey) -> Outcome {
+    let entries = backup::read(from).map_err(|e| e.to_string())?;
+    for (_, _, value) in entries.iter().filter(|(table, _, _)| table == "keyring") {
+        if let Some(id) = envelope_key_id(value).filter(|id| *id != master.id()) {
+            return Err(format!(
+                "the backup was sealed under master key {}, not under the configured master key {}; restore with that key",
+                hex::encode(id),
+                hex::encode(master.id())
+            ));
+        }
+    }
+    if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(format!("{} is not empty; restore into a new directory", data_dir.display()));
+    }
+    let store = SledStore::open(data_dir).map_err(|e| e.to_string())?;
+    let count = entries.len();
+    store.import(entries).await.map_err(|e| e.to_string())?;
+    store.set_replay_floor(crate::time::now()).await.map_err(|e| e.to_string())?;
+    Vault::open(master, &store).await.map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(format!("restored {count} records into {}", data_dir.display()))
+}
+
+impl App {
+    /// Carries out an admin request on the running server.
+    pub async fn admin(&self, request: AdminRequest) -> Outcome {
+        match request {
+            AdminRequest::Backup { out } => {
+                let entries = self.inner.escrow.store().snapshot().await.map_err(|e| e.to_string())?;
+                let written = backup::write(&out, &entries).map_err(|e| e.to_string())?;
+                Ok(format!("wrote {written} records to {}", out.display()))
+            }
+            AdminRequest::RotateMasterKey { new_key_file } => {
+                let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
+                let rotation = self.inner.escrow.rotate_master_key(&new).await.map_err(|e: Error| e.to_string())?;
+                Ok(describe_rotation(&rotation, &new_key_file))
+            }
+        }
+    }
+}

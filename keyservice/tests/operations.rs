@@ -1,0 +1,230 @@
+//! Operator commands through the real binary: backup while serving, restore into a
+//! wiped directory, and master-key rotation online and offline.
+
+#[path = "support/binary.rs"]
+mod binary;
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use binary::{Serving, run, serve, write_config};
+use support::*;
+
+fn namespace_config() -> String {
+    format!(
+        "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
+    )
+}
+
+fn start(config: &Path) -> Serving {
+    serve(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+fn stop(mut server: Serving) {
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The replay floor covers the last second served.
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn keyservice(args: &[&str]) -> (i32, String, String) {
+    run(args, &[])
+}
+
+/// Stores keys for a few users; returns their devices and key bytes.
+async fn populate(addr: std::net::SocketAddr) -> Vec<(Device, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in 0..4u8 {
+        let device = device(addr, &format!("user-{i}")).await;
+        let key: Vec<u8> = (0..200).map(|j: u8| j.wrapping_mul(i + 3)).collect();
+        device.put(b"old version", &[]).await;
+        assert_eq!(device.put(&key, &[("content-type", format!("application/x-k{i}"))]).await.status, 200);
+        out.push((device, key));
+    }
+    out
+}
+
+async fn assert_keys(addr: std::net::SocketAddr, devices: &[(Device, Vec<u8>)]) {
+    for (device, key) in devices {
+        let device = Device { addr, ..device.clone() };
+        let latest = device.get("/key").await;
+        assert_eq!(latest.status, 200, "{}", String::from_utf8_lossy(&latest.body));
+        assert_eq!(&latest.body[..], &key[..]);
+        assert_eq!(&device.get("/key?version=1").await.body[..], b"old version");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_while_serving_then_wipe_and_restore_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let devices = populate(server.addr).await;
+
+    let backup = dir.path().join("keys.backup");
+    let (code, out, err) =
+        keyservice(&["backup", "--out", backup.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote"), "{out}");
+    // Writes after the backup are not in it.
+    devices[0].0.clone().put(b"after the backup", &[]).await;
+    stop(server);
+
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let (code, out, err) = keyservice(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored"), "{out}");
+    // A restore refuses requests signed before it (the replay floor moves to its time).
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let server = start(&config);
+    assert_keys(server.addr, &devices).await;
+    stop(server);
+
+    // Restoring over existing data is refused.
+    let (code, _, err) = keyservice(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_with_another_master_key_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    populate(server.addr).await;
+    let backup = dir.path().join("keys.backup");
+    let (code, _, err) =
+        keyservice(&["backup", "--out", backup.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    stop(server);
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other_config = write_config(elsewhere.path(), &namespace_config());
+    let (code, _, err) = keyservice(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        elsewhere.path().join("data").to_str().unwrap(),
+        "--config",
+        other_config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("master key"), "{err}");
+    assert!(!elsewhere.path().join("data").join("db").exists(), "nothing was restored");
+
+    // A damaged backup is refused too.
+    let mut bytes = std::fs::read(&backup).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&backup, bytes).unwrap();
+    let (code, _, err) = keyservice(&[
+        "restore",
+        "--from",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        dir.path().join("fresh").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a complete keyservice backup"), "{err}");
+}
+
+/// Points the config's master_key_file at `key`.
+fn use_master_key(dir: &Path, key: &Path) -> std::path::PathBuf {
+    let config = write_config(dir, &namespace_config());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = format!("master_key_file = {:?}", dir.join("master.key").display().to_string());
+    let new = format!("master_key_file = {:?}", key.display().to_string());
+    std::fs::write(&config, text.replace(&old, &new)).unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_offline_is_idempotent_and_the_old_key_stops_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let devices = populate(server.addr).await;
+    stop(server);
+
+    let new_key = dir.path().join("new-master.key");
+    let rotate = || {
+        keyservice(&[
+            "rotate-master-key",
+            "--new-key-file",
+            new_key.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = rotate();
+    assert_eq!(code, 0, "{err}");
+    // The index and system keys and the one namespace key.
+    assert!(out.contains("re-wrapped 3 keyring entries"), "{out}");
+    assert!(out.contains("records moved: 0"), "{out}");
+    let (code, out, _) = rotate();
+    assert_eq!(code, 0);
+    assert!(out.contains("re-wrapped 0 keyring entries") && out.contains("3 already under the new key"), "{out}");
+
+    // The old key no longer opens the store; the new one opens everything.
+    let (code, _, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("master key"), "{err}");
+    let rotated = use_master_key(dir.path(), &new_key);
+    let server = start(&rotated);
+    assert_keys(server.addr, &devices).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotating_a_running_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let devices = populate(server.addr).await;
+
+    let new_key = dir.path().join("new-master.key");
+    let (code, out, err) = keyservice(&[
+        "rotate-master-key",
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("re-wrapped 3 keyring entries"), "{out}");
+    assert_keys(server.addr, &devices).await;
+    // New users (and their keys) keep working after the rotation, too.
+    let late = device(server.addr, "late-user").await;
+    assert_eq!(late.put(b"late key", &[]).await.status, 201);
+    stop(server);
+
+    let rotated = use_master_key(dir.path(), &new_key);
+    let server = start(&rotated);
+    assert_keys(server.addr, &devices).await;
+    assert_eq!(&Device { addr: server.addr, ..late }.get("/key").await.body[..], b"late key");
+}

@@ -1,0 +1,84 @@
+//! Running the real `keyservice` binary from tests.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyservice");
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).envs(envs.iter().copied()).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A running `keyservice serve`, killed on drop.
+pub struct Serving {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+    pub stdout: Vec<String>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args` and waits for its "listening" log line.
+pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = Instant::now();
+    let mut addr = None;
+    for line in stderr.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("address=").nth(1) {
+            addr = Some(rest.trim().parse().unwrap());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no listening line");
+    }
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stdout_lines = Vec::new();
+    if args.contains(&"--dev") {
+        for _ in 0..2 {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            stdout_lines.push(line.trim_end().to_owned());
+        }
+    }
+    // Keep both pipes drained, as a terminal or a log collector would.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    std::thread::spawn(move || stderr.for_each(drop));
+    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines }
+}
+
+/// Writes `dir/keyservice.toml`: every file the server keeps under `dir` (data, master
+/// key, ledger, admin socket), listening on an ephemeral loopback port, then `extra`.
+pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("keyservice.toml");
+    let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\nadmin_socket = {}\n{extra}",
+        file("data"),
+        file("master.key"),
+        file("erasures.jsonl"),
+        file("admin.sock"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
