@@ -59,6 +59,9 @@ pub struct Config {
     pub init_ttl: Duration,
     /// How long a session lasts from `/connect` (`session_ttl_secs`). Default 1 hour.
     pub session_ttl: Duration,
+    /// How long a session may go unused before it is refused (`session_idle_secs`).
+    /// Default 30 minutes.
+    pub session_idle: Duration,
     /// Largest accepted difference between a request's date and the server clock
     /// (`max_clock_skew_secs`), at most ss1's 24 hours. Default 5 minutes.
     pub max_clock_skew: Duration,
@@ -144,6 +147,7 @@ impl Default for Config {
             namespaces: BTreeMap::new(),
             init_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(60 * 60),
+            session_idle: Duration::from_secs(30 * 60),
             max_clock_skew: Duration::from_secs(5 * 60),
             max_key_bytes: 64 * 1024,
             max_connections: 1024,
@@ -230,6 +234,7 @@ struct FileConfig {
     namespaces: BTreeMap<String, FileNamespace>,
     init_ttl_secs: Option<u64>,
     session_ttl_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
     max_clock_skew_secs: Option<u64>,
     max_key_bytes: Option<usize>,
     max_connections: Option<usize>,
@@ -313,6 +318,7 @@ impl FileConfig {
             namespaces,
             init_ttl: seconds(self.init_ttl_secs, "init_ttl_secs", defaults.init_ttl, DAY)?,
             session_ttl: seconds(self.session_ttl_secs, "session_ttl_secs", defaults.session_ttl, 30 * DAY)?,
+            session_idle: seconds(self.session_idle_secs, "session_idle_secs", defaults.session_idle, 30 * DAY)?,
             max_clock_skew: seconds(
                 self.max_clock_skew_secs,
                 "max_clock_skew_secs",

@@ -24,6 +24,25 @@ pub struct Session {
     pub secret: Secret,
     /// When it ends.
     pub expires_at: UnixTime,
+    /// When it was last used (to the touch granularity).
+    pub last_used: UnixTime,
+}
+
+impl Session {
+    /// Whether it may still be used at `now`: before its expiry, and not idle for longer
+    /// than `idle_limit` seconds.
+    pub fn is_live(&self, now: UnixTime, idle_limit: u64) -> bool {
+        self.expires_at > now && now.saturating_sub(self.last_used) <= idle_limit
+    }
+}
+
+/// How the escrow treats what it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Versions kept per user; older ones are pruned.
+    pub max_key_versions: u64,
+    /// Seconds a session may go unused before it is refused.
+    pub session_idle_secs: u64,
 }
 
 /// A key version, opened.
@@ -41,7 +60,7 @@ pub struct Escrow {
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     ledger: ErasureLedger,
-    keep_versions: u64,
+    policy: Policy,
 }
 
 impl Escrow {
@@ -55,10 +74,10 @@ impl Escrow {
         store: Arc<dyn Store>,
         master: &MasterKey,
         ledger: ErasureLedger,
-        keep_versions: u64,
+        policy: Policy,
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
-        let escrow = Self { store, vault, ledger, keep_versions };
+        let escrow = Self { store, vault, ledger, policy };
         let mut reapplied = 0;
         for (user, _) in escrow.ledger.entries().map_err(|e| Error::Ledger(e.to_string()))? {
             let erased = escrow.store.erase_user(&user).await?;
@@ -111,7 +130,7 @@ impl Escrow {
         let make = Box::new(move |init: &InitRecord| {
             let token = vault.open_init(&init_id, &init.sealed).map_err(seal_error)?;
             let sealed = vault.seal_session(&session_id, &user, &token).map_err(seal_error)?;
-            Ok(SessionRecord { user, sealed, expires_at })
+            Ok(SessionRecord { user, sealed, expires_at, last_used: now })
         });
         Ok(self.store.redeem_init(&init_id, now, session_id, make).await?)
     }
@@ -127,7 +146,32 @@ impl Escrow {
             return Ok(None);
         };
         let secret = self.vault.open_session(&id, &record.user, &record.sealed)?;
-        Ok(Some(Session { user: record.user, secret, expires_at: record.expires_at }))
+        Ok(Some(Session { user: record.user, secret, expires_at: record.expires_at, last_used: record.last_used }))
+    }
+
+    /// Whether the session may still be used at `now`.
+    pub fn is_live(&self, session: &Session, now: UnixTime) -> bool {
+        session.is_live(now, self.policy.session_idle_secs)
+    }
+
+    /// Records a use of the session at `now`, when the last recorded one is older than
+    /// a fraction of the idle limit (so a busy session is written about once a minute,
+    /// not on every request).
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn touch(&self, session_token: &str, session: &Session, now: UnixTime) -> Result<(), Error> {
+        let granularity = (self.policy.session_idle_secs / 4).clamp(1, 60);
+        if now.saturating_sub(session.last_used) >= granularity {
+            self.store.touch_session(&self.vault.session_id(session_token), now).await?;
+        }
+        Ok(())
+    }
+
+    /// Sessions last used before this are idle beyond the limit.
+    pub fn idle_before(&self, now: UnixTime) -> UnixTime {
+        now.saturating_sub(self.policy.session_idle_secs)
     }
 
     /// Ends the session with this token at once.
@@ -157,7 +201,7 @@ impl Escrow {
         let seal = Box::new(move |version: u64| {
             Vault::seal_key(&dek, &sealing_user, version, &content_type, &bytes).map_err(seal_error)
         });
-        Ok(self.store.put_key(user, precondition, self.keep_versions, now, seal).await?)
+        Ok(self.store.put_key(user, precondition, self.policy.max_key_versions, now, seal).await?)
     }
 
     /// The given version of the user's key (the latest for `None`), opened.
@@ -222,8 +266,14 @@ impl Escrow {
                 });
             }
         }
-        let mut expiries = self.store.user_sessions(user).await?;
-        expiries.retain(|expires_at| *expires_at > now);
+        let mut expiries: Vec<UnixTime> = self
+            .store
+            .user_sessions(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.expires_at > now && now.saturating_sub(s.last_used) <= self.policy.session_idle_secs)
+            .map(|s| s.expires_at)
+            .collect();
         expiries.sort_unstable();
         let sessions = expiries.into_iter().map(|e| SessionInfo { expires_at: crate::time::rfc3339(e) }).collect();
         Ok(ExportResponse { user_id: hex::encode(user.user), key_versions, sessions })

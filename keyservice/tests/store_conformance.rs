@@ -30,7 +30,7 @@ async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
 /// Redeems init `n` for a session `sid` of `who`, whose sealed secret is the init's.
 async fn redeem(store: &dyn Store, n: u8, now: u64, sid: Pseudonym, who: u8, expires_at: u64) -> Redeemed {
     let make = Box::new(move |init: &InitRecord| {
-        Ok(SessionRecord { user: user(who), sealed: init.sealed.clone(), expires_at })
+        Ok(SessionRecord { user: user(who), sealed: init.sealed.clone(), expires_at, last_used: now })
     });
     store.redeem_init(&[n; 32], now, sid, make).await.unwrap()
 }
@@ -141,7 +141,7 @@ async fn redeem_once(store: Arc<dyn Store>) {
     assert_eq!(outcomes.iter().filter(|o| **o == Redeemed::UnknownInit).count(), 15);
     let winner = (0..16u8).find(|i| outcomes[usize::from(*i)] == Redeemed::Session).unwrap();
     let session = store.session(&[winner; 32]).await.unwrap().unwrap();
-    assert_eq!(session, SessionRecord { user: user(9), sealed: vec![1; 40], expires_at: NOW + 3600 });
+    assert_eq!(session, SessionRecord { user: user(9), sealed: vec![1; 40], expires_at: NOW + 3600, last_used: NOW });
     assert!(store.session(&[winner.wrapping_add(1); 32]).await.unwrap().is_none());
 }
 
@@ -242,7 +242,7 @@ async fn erasure(store: &dyn Store) {
     assert_eq!(store.list_keys(&user(2)).await.unwrap().len(), 2);
     assert_eq!(store.user_dek(&user(2)).await.unwrap(), Some(vec![2]));
     assert!(store.session(&[2; 32]).await.unwrap().is_some());
-    assert_eq!(store.user_sessions(&user(2)).await.unwrap().len(), 2);
+    assert_eq!(expiries(store, 2).await.len(), 2);
 }
 
 async fn sessions(store: &dyn Store) {
@@ -250,13 +250,32 @@ async fn sessions(store: &dyn Store) {
     add_init(store, 2, NOW + 60).await;
     redeem(store, 1, NOW, [1; 32], 5, NOW + 100).await;
     redeem(store, 2, NOW, [2; 32], 5, NOW + 200).await;
-    let mut expiries = store.user_sessions(&user(5)).await.unwrap();
-    expiries.sort_unstable();
-    assert_eq!(expiries, vec![NOW + 100, NOW + 200]);
+    assert_eq!(expiries(store, 5).await, vec![NOW + 100, NOW + 200]);
     assert!(store.delete_session(&[1; 32]).await.unwrap());
     assert!(!store.delete_session(&[1; 32]).await.unwrap());
     assert!(store.session(&[1; 32]).await.unwrap().is_none());
-    assert_eq!(store.user_sessions(&user(5)).await.unwrap(), vec![NOW + 200]);
+    assert_eq!(expiries(store, 5).await, vec![NOW + 200]);
+
+    // A touch moves last use forward only.
+    store.touch_session(&[2; 32], NOW + 50).await.unwrap();
+    store.touch_session(&[2; 32], NOW + 10).await.unwrap();
+    store.touch_session(&[9; 32], NOW + 50).await.unwrap(); // no such session: nothing
+    assert_eq!(store.session(&[2; 32]).await.unwrap().unwrap().last_used, NOW + 50);
+    assert!(store.session(&[9; 32]).await.unwrap().is_none());
+
+    // Idle sessions are swept: one used at NOW + 50, one never since NOW.
+    add_init(store, 3, NOW + 60).await;
+    redeem(store, 3, NOW, [3; 32], 5, NOW + 300).await;
+    let swept = store.sweep(NOW + 60, NOW + 40, 0).await.unwrap();
+    assert_eq!(swept.sessions, 1);
+    assert!(store.session(&[2; 32]).await.unwrap().is_some());
+    assert!(store.session(&[3; 32]).await.unwrap().is_none());
+}
+
+async fn expiries(store: &dyn Store, who: u8) -> Vec<u64> {
+    let mut out: Vec<u64> = store.user_sessions(&user(who)).await.unwrap().iter().map(|s| s.expires_at).collect();
+    out.sort_unstable();
+    out
 }
 
 async fn sweep(store: &dyn Store) {
@@ -268,12 +287,12 @@ async fn sweep(store: &dyn Store) {
     redeem(store, 4, NOW - 10, [4; 32], 1, NOW - 5).await;
     store.remember_nonce(1, NOW - 1000).await.unwrap();
     store.remember_nonce(2, NOW).await.unwrap();
-    let swept = store.sweep(NOW, NOW - 500).await.unwrap();
+    let swept = store.sweep(NOW, 0, NOW - 500).await.unwrap();
     assert_eq!((swept.inits, swept.sessions, swept.nonces), (1, 1, 1));
     assert_eq!(redeem(store, 1, NOW - 100, [9; 32], 1, NOW).await, Redeemed::UnknownInit);
     assert!(store.session(&[3; 32]).await.unwrap().is_some());
     assert!(store.session(&[4; 32]).await.unwrap().is_none());
-    assert_eq!(store.user_sessions(&user(1)).await.unwrap(), vec![NOW + 60]);
+    assert_eq!(expiries(store, 1).await, vec![NOW + 60]);
     assert_eq!(redeem(store, 2, NOW, [2; 32], 1, NOW + 1).await, Redeemed::Session);
     assert_eq!(store.remembered_nonces(0).await.unwrap(), vec![(2, NOW)]);
 }

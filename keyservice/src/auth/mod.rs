@@ -36,8 +36,8 @@ pub enum AuthError {
     /// No session has the claimed token.
     #[error("no session has this token; connect again")]
     UnknownSession,
-    /// The session has expired.
-    #[error("the session has expired; connect again")]
+    /// The session has expired, or was idle for too long.
+    #[error("the session has expired or was idle for too long; connect again")]
     SessionExpired,
     /// The MAC does not match.
     #[error("the ss1 hash does not match the request")]

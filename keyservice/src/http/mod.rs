@@ -26,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Namespace};
 use crate::crypto::master::MasterKey;
 use crate::error::{Error, RequestError};
-use crate::escrow::Escrow;
+use crate::escrow::{Escrow, Policy};
 use crate::ledger::ErasureLedger;
 use crate::store::{Store, StoreError};
 
@@ -83,7 +83,9 @@ impl App {
     /// memory cannot be read.
     pub async fn new(config: &Config, store: Arc<dyn Store>, master: &MasterKey) -> Result<Self, Error> {
         let ledger = ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| Error::Ledger(e.to_string()))?;
-        let escrow = Escrow::open(store.clone(), master, ledger, config.max_key_versions).await?;
+        let policy =
+            Policy { max_key_versions: config.max_key_versions, session_idle_secs: config.session_idle.as_secs() };
+        let escrow = Escrow::open(store.clone(), master, ledger, policy).await?;
         let auth = Authenticator::open(store, config.max_clock_skew).await?;
         let credentials = config
             .namespaces
@@ -167,7 +169,8 @@ impl App {
             ticker.tick().await;
             let now = crate::time::now();
             let forget = self.inner.auth.forget_nonces_before(now);
-            match self.inner.escrow.store().sweep(now, forget).await {
+            let idle_before = self.inner.escrow.idle_before(now);
+            match self.inner.escrow.store().sweep(now, idle_before, forget).await {
                 Ok(swept) => tracing::debug!(
                     inits = swept.inits,
                     sessions = swept.sessions,

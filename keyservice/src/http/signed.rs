@@ -131,11 +131,12 @@ pub async fn device<B: RequestBody>(app: &App, request: Request<B>) -> Result<Fr
     let now = crate::time::now();
     let claim = inner.auth.claim(&parts.headers, now)?;
     let session = inner.escrow.session(claim.key_id()).await?.ok_or(AuthError::UnknownSession)?;
-    if session.expires_at <= now {
+    if !inner.escrow.is_live(&session, now) {
         return Err(AuthError::SessionExpired.into());
     }
     let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
     let signed = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
+    inner.escrow.touch(signed.key_id(), &session, now).await?;
     Ok(FromDevice { session, parts, body, signed })
 }
 

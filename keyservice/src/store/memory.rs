@@ -101,8 +101,15 @@ impl Store for MemoryStore {
         Ok(self.lock().sessions.remove(id).is_some())
     }
 
-    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError> {
-        Ok(self.lock().sessions.values().filter(|s| s.user == *user).map(|s| s.expires_at).collect())
+    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
+        if let Some(session) = self.lock().sessions.get_mut(id) {
+            session.last_used = session.last_used.max(now);
+        }
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.lock().sessions.values().filter(|s| s.user == *user).cloned().collect())
     }
 
     async fn put_key(
@@ -158,11 +165,16 @@ impl Store for MemoryStore {
         Ok(Erased { versions, sessions: (before - inner.sessions.len()) as u64 })
     }
 
-    async fn sweep(&self, now: UnixTime, forget_nonces_before: UnixTime) -> Result<Swept, StoreError> {
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+        forget_nonces_before: UnixTime,
+    ) -> Result<Swept, StoreError> {
         let mut inner = self.lock();
         let (inits, sessions, nonces) = (inner.inits.len(), inner.sessions.len(), inner.nonces.len());
         inner.inits.retain(|_, init| init.expires_at > now);
-        inner.sessions.retain(|_, session| session.expires_at > now);
+        inner.sessions.retain(|_, session| session.expires_at > now && session.last_used >= idle_before);
         inner.nonces.retain(|_, date| *date >= forget_nonces_before);
         Ok(Swept {
             inits: (inits - inner.inits.len()) as u64,

@@ -61,6 +61,9 @@ pub struct SessionRecord {
     pub sealed: Vec<u8>,
     /// After this instant the session is refused.
     pub expires_at: UnixTime,
+    /// When the session was last used, to the granularity the server touches it at;
+    /// a session idle for longer than the configured limit is refused.
+    pub last_used: UnixTime,
 }
 
 /// One stored version of a user's key.
@@ -234,8 +237,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one session; whether it existed.
     async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError>;
 
-    /// The expiry times of the user's sessions.
-    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError>;
+    /// Records that the session was used at `now` (nothing when it no longer exists).
+    /// Losing a touch in a crash only makes a session look idle sooner.
+    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError>;
+
+    /// The user's sessions.
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Stores a new version of `user`'s key if `precondition` admits the current latest
     /// version, sealed by `seal` once its number is known, and deletes the oldest versions
@@ -263,9 +270,14 @@ pub trait Store: Send + Sync + 'static {
     /// one atomic step.
     async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError>;
 
-    /// Deletes pending inits and sessions expired at `now`, and remembered nonces dated
-    /// before `forget_nonces_before`.
-    async fn sweep(&self, now: UnixTime, forget_nonces_before: UnixTime) -> Result<Swept, StoreError>;
+    /// Deletes pending inits and sessions expired at `now`, sessions last used before
+    /// `idle_before`, and remembered nonces dated before `forget_nonces_before`.
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+        forget_nonces_before: UnixTime,
+    ) -> Result<Swept, StoreError>;
 
     /// The replay floor: no request dated at or before it may be accepted, because one
     /// accepted before a restart could be dated so. 0 when never set.

@@ -62,11 +62,12 @@ pub fn decode_init(bytes: &[u8]) -> Result<InitRecord, StoreError> {
     Ok(InitRecord { expires_at: r.u64()?, sealed: r.rest() })
 }
 
-/// `FORMAT_V1 ‖ expires u64 ‖ namespace pseudonym ‖ user pseudonym ‖ sealed`.
+/// `FORMAT_V1 ‖ expires u64 ‖ last used u64 ‖ namespace pseudonym ‖ user pseudonym ‖ sealed`.
 pub fn encode_session(session: &SessionRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(73 + session.sealed.len());
+    let mut out = Vec::with_capacity(81 + session.sealed.len());
     out.push(FORMAT_V1);
     out.extend_from_slice(&session.expires_at.to_be_bytes());
+    out.extend_from_slice(&session.last_used.to_be_bytes());
     out.extend_from_slice(&user_prefix(&session.user));
     out.extend_from_slice(&session.sealed);
     out
@@ -76,8 +77,9 @@ pub fn encode_session(session: &SessionRecord) -> Vec<u8> {
 pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
     let mut r = Reader::new(bytes, "session")?;
     let expires_at = r.u64()?;
+    let last_used = r.u64()?;
     let user = UserKey { namespace: r.pseudonym()?, user: r.pseudonym()? };
-    Ok(SessionRecord { user, sealed: r.rest(), expires_at })
+    Ok(SessionRecord { user, sealed: r.rest(), expires_at, last_used })
 }
 
 /// `FORMAT_V1 ‖ created u64 ‖ sealed`.
@@ -146,7 +148,7 @@ mod tests {
     fn records_round_trip() {
         let init = InitRecord { sealed: vec![9; 40], expires_at: 42 };
         assert_eq!(decode_init(&encode_init(&init)).unwrap(), init);
-        let session = SessionRecord { user: USER, sealed: vec![7; 50], expires_at: 7 };
+        let session = SessionRecord { user: USER, sealed: vec![7; 50], expires_at: 7, last_used: 3 };
         assert_eq!(decode_session(&encode_session(&session)).unwrap(), session);
         let key = KeyRecord { version: 3, created_at: 9, sealed: vec![5; 60] };
         assert_eq!(decode_key(3, &encode_key(9, &key.sealed)).unwrap(), key);
@@ -156,8 +158,8 @@ mod tests {
 
     #[test]
     fn short_or_foreign_records_are_corrupt_not_panics() {
-        let good = encode_session(&SessionRecord { user: USER, sealed: vec![1], expires_at: 1 });
-        for len in 0..73 {
+        let good = encode_session(&SessionRecord { user: USER, sealed: vec![1], expires_at: 1, last_used: 1 });
+        for len in 0..81 {
             assert!(decode_session(&good[..len]).is_err(), "{len}");
         }
         assert!(decode_init(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());

@@ -86,6 +86,7 @@ enum Op {
     AddInit(Pseudonym, InitRecord),
     Redeem { id: Pseudonym, now: UnixTime, session_id: Pseudonym, make: MakeSession },
     DeleteSession(Pseudonym),
+    TouchSession(Pseudonym, UnixTime),
     PutKey { user: UserKey, precondition: Precondition, keep: u64, created_at: UnixTime, seal: SealVersion },
     DeleteKeys(UserKey),
     Erase(UserKey),
@@ -274,14 +275,18 @@ impl Store for SledStore {
         }
     }
 
-    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<UnixTime>, StoreError> {
+    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
+        self.submit(Op::TouchSession(*id, now)).await.map(|_| ())
+    }
+
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
         let mut out = Vec::new();
         for entry in self.trees.user_sessions.scan_prefix(record::user_prefix(user)) {
             let (key, _) = entry.map_err(backend)?;
             let id = record::session_of_index_key(&key)?;
             // An index entry can outlive its session by a crash between the two deletes.
             if let Some(session) = self.session(&id).await? {
-                out.push(session.expires_at);
+                out.push(session);
             }
         }
         Ok(out)
@@ -338,13 +343,19 @@ impl Store for SledStore {
         }
     }
 
-    async fn sweep(&self, now: UnixTime, forget_nonces_before: UnixTime) -> Result<Swept, StoreError> {
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+        forget_nonces_before: UnixTime,
+    ) -> Result<Swept, StoreError> {
         // Finding what expired reads whole trees, so it runs on a blocking thread and
         // outside the committer: writes keep flowing while it scans.
         let trees = self.trees.clone();
-        let doomed = tokio::task::spawn_blocking(move || expired_records(&trees, now, forget_nonces_before))
-            .await
-            .map_err(backend)??;
+        let doomed =
+            tokio::task::spawn_blocking(move || expired_records(&trees, now, idle_before, forget_nonces_before))
+                .await
+                .map_err(backend)??;
         if doomed.is_empty() {
             return Ok(Swept::default());
         }
@@ -477,6 +488,16 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
                 .map_err(transaction_error)?;
             Ok(Reply::Flag(true))
         }
+        Op::TouchSession(id, now) => {
+            if let Some(bytes) = trees.sessions.get(id).map_err(backend)? {
+                let mut session = record::decode_session(&bytes)?;
+                if now > session.last_used {
+                    session.last_used = now;
+                    trees.sessions.insert(id, record::encode_session(&session)).map_err(backend)?;
+                }
+            }
+            Ok(Reply::Done)
+        }
         Op::PutKey { user, precondition, keep, created_at, seal } => {
             let existing: Vec<sled::IVec> =
                 trees.keys.scan_prefix(record::user_prefix(&user)).keys().collect::<Result<_, _>>().map_err(backend)?;
@@ -608,6 +629,7 @@ fn transaction_error(error: TransactionError<()>) -> StoreError {
 fn expired_records(
     trees: &Trees,
     now: UnixTime,
+    idle_before: UnixTime,
     forget_nonces_before: UnixTime,
 ) -> Result<Vec<(Which, sled::IVec)>, StoreError> {
     let mut doomed = Vec::new();
@@ -620,7 +642,7 @@ fn expired_records(
     for entry in trees.sessions.iter() {
         let (key, value) = entry.map_err(backend)?;
         let session = record::decode_session(&value)?;
-        if session.expires_at <= now {
+        if session.expires_at <= now || session.last_used < idle_before {
             let id: Pseudonym = key.as_ref().try_into().map_err(|_| StoreError::Corrupt { kind: "session" })?;
             doomed.push((Which::UserSession, record::user_session_key(&session.user, &id).into()));
             doomed.push((Which::Session, key));

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyservice::config::{Credential, Namespace};
-use keyservice::escrow::Escrow;
+use keyservice::escrow::{Escrow, Policy};
 use keyservice::{App, Config, ErasureLedger, Limits, MasterKey, SledStore, Store, StoreError};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
@@ -85,7 +85,11 @@ impl TestServer {
     pub async fn escrow(&self) -> Escrow {
         let master = MasterKey::load_or_create(&self.config.master_key_file).unwrap();
         let ledger = ErasureLedger::open(&self.config.erasure_ledger_file).unwrap();
-        Escrow::open(self.store.clone(), &master, ledger, 10).await.unwrap()
+        let policy = Policy {
+            max_key_versions: self.config.max_key_versions,
+            session_idle_secs: self.config.session_idle.as_secs(),
+        };
+        Escrow::open(self.store.clone(), &master, ledger, policy).await.unwrap()
     }
 
     /// A server on a sled store in the config's data directory.
