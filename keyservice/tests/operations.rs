@@ -228,3 +228,35 @@ async fn rotating_a_running_server_keeps_serving() {
     assert_keys(server.addr, &devices).await;
     assert_eq!(&Device { addr: server.addr, ..late }.get("/key").await.body[..], b"late key");
 }
+
+#[test]
+fn a_master_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("accessible to group or others"), "{err}");
+    assert!(!err.contains(&"ab".repeat(32)), "the key leaked into the error");
+
+    // From the environment instead, no file is needed; a malformed one is refused
+    // without being echoed.
+    let (code, _, err) =
+        run(&["serve", "--config", config.to_str().unwrap()], &[("KEYSERVICE_MASTER_KEY", "not-a-key-at-all")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("KEYSERVICE_MASTER_KEY") && !err.contains("not-a-key-at-all"), "{err}");
+}
+
+#[test]
+fn a_missing_master_key_file_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut server = serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let _ = server.child.kill();
+}
