@@ -37,6 +37,11 @@ fn keyservice(args: &[&str]) -> (i32, String, String) {
     run(args, &[])
 }
 
+/// `keyservice restore --from BACKUP --data-dir DIR --config CONFIG`.
+fn restore(backup: &str, data_dir: &str, config: &str) -> (i32, String, String) {
+    keyservice(&["restore", "--from", backup, "--data-dir", data_dir, "--config", config])
+}
+
 /// Stores keys for a few users; returns their devices and key bytes.
 async fn populate(addr: std::net::SocketAddr) -> Vec<(Device, Vec<u8>)> {
     let mut out = Vec::new();
@@ -77,15 +82,8 @@ async fn backup_while_serving_then_wipe_and_restore_every_key() {
     stop(server);
 
     std::fs::remove_dir_all(dir.path().join("data")).unwrap();
-    let (code, out, err) = keyservice(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, out, err) =
+        restore(backup.to_str().unwrap(), dir.path().join("data").to_str().unwrap(), config.to_str().unwrap());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("restored"), "{out}");
     // A restore refuses requests signed before it (the replay floor moves to its time).
@@ -96,15 +94,8 @@ async fn backup_while_serving_then_wipe_and_restore_every_key() {
     stop(server);
 
     // Restoring over existing data is refused.
-    let (code, _, err) = keyservice(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, _, err) =
+        restore(backup.to_str().unwrap(), dir.path().join("data").to_str().unwrap(), config.to_str().unwrap());
     assert_eq!(code, 1);
     assert!(err.contains("not empty"), "{err}");
 }
@@ -123,15 +114,11 @@ async fn a_restore_with_another_master_key_fails_clearly() {
 
     let elsewhere = tempfile::tempdir().unwrap();
     let other_config = write_config(elsewhere.path(), &namespace_config());
-    let (code, _, err) = keyservice(&[
-        "restore",
-        "--from",
+    let (code, _, err) = restore(
         backup.to_str().unwrap(),
-        "--data-dir",
         elsewhere.path().join("data").to_str().unwrap(),
-        "--config",
         other_config.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("master key"), "{err}");
     assert!(!elsewhere.path().join("data").join("db").exists(), "nothing was restored");
@@ -141,15 +128,8 @@ async fn a_restore_with_another_master_key_fails_clearly() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&backup, bytes).unwrap();
-    let (code, _, err) = keyservice(&[
-        "restore",
-        "--from",
-        backup.to_str().unwrap(),
-        "--data-dir",
-        dir.path().join("fresh").to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, _, err) =
+        restore(backup.to_str().unwrap(), dir.path().join("fresh").to_str().unwrap(), config.to_str().unwrap());
     assert_eq!(code, 1);
     assert!(err.contains("not a complete keyservice backup"), "{err}");
 }

@@ -10,6 +10,7 @@ use keyservice_client::protocol::wire::UserRequest;
 
 use super::{App, RequestBody, response, signed};
 use crate::error::Error;
+use crate::store::UserKey;
 
 /// `POST /erase`: every key version, the user's key and every session, destroyed; the
 /// receipt also when nothing was held.
@@ -18,13 +19,10 @@ pub async fn erase<B: RequestBody>(
     request: Request<B>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::real_service(app, request, peer).await?;
-    let request: UserRequest = from.json()?;
-    let escrow = &app.inner.escrow;
-    let user = escrow.user(&request.namespace, &request.user_id);
-    let receipt = escrow.erase(&user, crate::time::now()).await?;
+    let (credential, user) = subject(app, request, peer).await?;
+    let receipt = app.inner.escrow.erase(&user, crate::time::now()).await?;
     tracing::info!(
-        credential = from.signed.key_id(),
+        %credential,
         user = %receipt.user_id,
         versions = receipt.versions_destroyed,
         sessions = receipt.sessions_revoked,
@@ -39,10 +37,16 @@ pub async fn export<B: RequestBody>(
     request: Request<B>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Error> {
+    let (_, user) = subject(app, request, peer).await?;
+    let export = app.inner.escrow.export(&user, crate::time::now()).await?;
+    Ok(response::json(StatusCode::OK, &export))
+}
+
+/// The signing credential's key id and the (pseudonymised) user a Real Service's
+/// `{namespace, userId}` request names.
+async fn subject<B: RequestBody>(app: &App, request: Request<B>, peer: SocketAddr) -> Result<(String, UserKey), Error> {
     let from = signed::real_service(app, request, peer).await?;
     let request: UserRequest = from.json()?;
-    let escrow = &app.inner.escrow;
-    let user = escrow.user(&request.namespace, &request.user_id);
-    let export = escrow.export(&user, crate::time::now()).await?;
-    Ok(response::json(StatusCode::OK, &export))
+    let user = app.inner.escrow.user(&request.namespace, &request.user_id);
+    Ok((from.signed.key_id().to_owned(), user))
 }
