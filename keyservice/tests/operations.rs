@@ -240,3 +240,35 @@ fn a_missing_master_key_file_is_created_private() {
     assert_eq!(mode, 0o600);
     let _ = server.child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_killed_at_any_moment_resumes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let devices = populate(server.addr).await;
+    stop(server);
+
+    // Kill the rotation at moments spread over its run: before it opens the store,
+    // while it works, and after it has written.
+    let new_key = dir.path().join("new-master.key");
+    let args = ["rotate-master-key", "--new-key-file", new_key.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80] {
+        let mut child = Command::new(binary::BIN)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Whatever state that left, running it once more finishes the rotation.
+    let (code, out, err) = keyservice(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("keyring entries"), "{out}");
+    let rotated = use_master_key(dir.path(), &new_key);
+    let server = start(&rotated);
+    assert_keys(server.addr, &devices).await;
+}
