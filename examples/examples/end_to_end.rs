@@ -95,8 +95,12 @@ pub async fn run() -> Result<(), Failure> {
 }
 
 async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<SocketAddr, Failure> {
-    let mut config =
-        Config { data_dir: dir.join("data"), erasure_ledger_file: dir.join("erasures.jsonl"), ..Config::default() };
+    let mut config = Config {
+        data_dir: dir.join("data"),
+        erasure_ledger_file: dir.join("erasures.jsonl"),
+        audit_log_file: dir.join("audit.jsonl"),
+        ..Config::default()
+    };
     config.namespaces.insert(
         NAMESPACE.into(),
         Namespace {

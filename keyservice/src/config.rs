@@ -49,6 +49,21 @@ pub struct Config {
     /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
     /// Default 10.
     pub max_key_versions: u64,
+    /// The audit trail (`audit_log_file`): one hash-chained JSON line per security
+    /// event. Default `./keyservice-audit.jsonl`.
+    pub audit_log_file: PathBuf,
+    /// Whether a request fails (503) when its audit line cannot be written
+    /// (`audit_fail_closed`). Default true.
+    pub audit_fail_closed: bool,
+    /// A separate address serving only `/metrics`, `/healthz` and `/readyz`
+    /// (`metrics_listen`); when set, the main listener does not serve `/metrics`.
+    /// Default: none (metrics on the main listener).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format (`log_format`): `human` or `json`. Default `human`.
+    pub log_format: LogFormat,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
+    /// (`trusted_proxies`, CIDRs). Default: none.
+    pub trusted_proxies: Vec<IpNet>,
     /// The admin socket (mode 0600) through which `keyservice backup` and
     /// `keyservice rotate-master-key` reach a running server. Default
     /// `./keyservice-admin.sock`.
@@ -82,6 +97,16 @@ pub struct Config {
     /// How often expired inits, sessions and nonces are deleted (`sweep_interval_secs`).
     /// Default 60 seconds.
     pub sweep_interval: Duration,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// A Real Service's namespace.
@@ -144,6 +169,11 @@ impl Default for Config {
             erasure_ledger_file: PathBuf::from("./keyservice-erasures.jsonl"),
             max_key_versions: 10,
             admin_socket: PathBuf::from("./keyservice-admin.sock"),
+            trusted_proxies: Vec::new(),
+            audit_log_file: PathBuf::from("./keyservice-audit.jsonl"),
+            audit_fail_closed: true,
+            metrics_listen: None,
+            log_format: LogFormat::Human,
             namespaces: BTreeMap::new(),
             init_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(60 * 60),
@@ -205,6 +235,7 @@ impl Config {
             master_key_file: sibling(".master.key"),
             erasure_ledger_file: sibling(".erasures.jsonl"),
             admin_socket: sibling(".admin.sock"),
+            audit_log_file: sibling(".audit.jsonl"),
             data_dir,
             namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]),
             ..Self::default()
@@ -230,6 +261,12 @@ struct FileConfig {
     erasure_ledger_file: Option<PathBuf>,
     max_key_versions: Option<u64>,
     admin_socket: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    audit_log_file: Option<PathBuf>,
+    audit_fail_closed: Option<bool>,
+    metrics_listen: Option<String>,
+    log_format: Option<LogFormat>,
     #[serde(default)]
     namespaces: BTreeMap<String, FileNamespace>,
     init_ttl_secs: Option<u64>,
@@ -313,6 +350,16 @@ impl FileConfig {
             master_key_file: self.master_key_file.unwrap_or(defaults.master_key_file),
             erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
             admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
+            trusted_proxies: networks(&self.trusted_proxies, "trusted_proxies")?,
+            audit_log_file: self.audit_log_file.unwrap_or(defaults.audit_log_file),
+            audit_fail_closed: self.audit_fail_closed.unwrap_or(defaults.audit_fail_closed),
+            metrics_listen: match self.metrics_listen {
+                Some(text) => Some(text.parse().map_err(|_| {
+                    invalid("metrics_listen", "must be an IP address and port, such as 127.0.0.1:9090")
+                })?),
+                None => None,
+            },
+            log_format: self.log_format.unwrap_or(defaults.log_format),
             max_key_versions: count(self.max_key_versions.map(|v| v as usize), "max_key_versions", 10, 1, 1_000_000)?
                 as u64,
             namespaces,
@@ -351,6 +398,19 @@ impl FileConfig {
     }
 }
 
+/// CIDR networks or single addresses; `field[i]` names a bad one.
+fn networks(texts: &[String], field: &str) -> Result<Vec<IpNet>, ConfigError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                invalid(format!("{field}[{i}]"), "must be a CIDR network such as 10.0.0.0/8, or an IP address")
+            })
+        })
+        .collect()
+}
+
 impl FileNamespace {
     fn validate(
         self,
@@ -364,13 +424,7 @@ impl FileNamespace {
                 "must name at least one network, or no /connect could ever succeed",
             ));
         }
-        let mut allow = Vec::with_capacity(self.allow.len());
-        for (i, text) in self.allow.iter().enumerate() {
-            let net = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
-                invalid(format!("{field}.allow[{i}]"), "must be a CIDR network such as 10.0.0.0/8, or an IP address")
-            })?;
-            allow.push(net);
-        }
+        let allow = networks(&self.allow, &format!("{field}.allow"))?;
         if self.credentials.is_empty() {
             return Err(invalid(format!("{field}.credentials"), "must hold at least one credential"));
         }

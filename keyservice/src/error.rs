@@ -102,6 +102,9 @@ pub enum Error {
     /// Sealed data did not open, or keys could not be loaded.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The audit line could not be written, so the request may not happen.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// The erasure ledger could not be read or written.
     #[error("the erasure ledger failed: {0}")]
     Ledger(String),
@@ -112,6 +115,7 @@ impl Error {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use RequestError as R;
         match self {
+            Self::Audit(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
@@ -148,6 +152,9 @@ impl Error {
         match self.status_and_code().0 {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "The server could not complete the request; it has been logged.".to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "The server cannot record this request in its audit trail, so it did not carry it out.".to_owned()
             }
             _ => sentence(&self.to_string()),
         }

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod audit;
 mod auth;
 pub mod config;
 pub mod crypto;
@@ -22,6 +23,7 @@ mod error;
 pub mod escrow;
 mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod server;
 pub mod store;
 mod time;

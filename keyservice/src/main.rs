@@ -24,6 +24,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print a new random credential secret (32 bytes from the OS CSPRNG, base64url).
     GenSecret,
+    /// Audit-trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Write a consistent backup of the store (records stay sealed), through the running
     /// server's admin socket, or directly when the server is stopped.
     Backup {
@@ -54,6 +57,16 @@ enum Command {
         new_key_file: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an audit log's hash chain; exit 1 at the first altered, removed, inserted or
+    /// reordered line.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
     },
 }
 
@@ -101,6 +114,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Audit(AuditCommand::Verify { file }) => match keyservice::audit::verify(&file) {
+            Ok(lines) => {
+                println!("{}: {lines} lines, chain intact", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(broken) => {
+                eprintln!("{}: {broken}", file.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Backup { out, store } => operate(store.config, store.data_dir, |config| async move {
             let request = admin::AdminRequest::Backup { out: absolute(&out) };
             match admin::request(&config.admin_socket, &request).await {
@@ -173,15 +196,6 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed or full stderr must not take the server down: tracing's own report of a
-        // failed write would panic trying to print to that same stderr.
-        .log_internal_errors(false)
-        .init();
-
     // Kept alive until exit: dropping it removes the --dev data directory.
     let mut dev_dir = None;
     let config = if args.dev {
@@ -226,6 +240,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    init_logging(config.log_format);
     if config.namespaces.is_empty() {
         tracing::warn!("no namespaces are configured: /connect will refuse every caller");
     }
@@ -276,13 +291,42 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("cannot listen on the admin socket {}: {e}", config.admin_socket.display()))?;
         task
     };
+    let metrics_task = match config.metrics_listen {
+        Some(address) => {
+            let metrics = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
+            tracing::info!(address = %metrics.local_addr()?, "metrics listening");
+            Some(tokio::spawn(keyservice::server::serve_metrics(metrics, app.clone())))
+        }
+        None => None,
+    };
     tracing::info!(address = %listener.local_addr()?, "keyservice listening");
     let result = keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await;
     admin_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     let _ = std::fs::remove_file(&config.admin_socket);
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs go to standard error, readable or as JSON lines; `RUST_LOG` sets the level.
+fn init_logging(format: keyservice::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed or full stderr must not take the server down: tracing's own report of a
+        // failed write would panic trying to print to that same stderr.
+        .log_internal_errors(false);
+    match format {
+        keyservice::config::LogFormat::Human => builder.init(),
+        keyservice::config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 /// The master key from `KEYSERVICE_MASTER_KEY`, else from (or into) the configured file.

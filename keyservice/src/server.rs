@@ -42,6 +42,25 @@ impl From<&Config> for Limits {
     }
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on their own listener, until the task is
+/// dropped.
+pub async fn serve_metrics(listener: TcpListener, app: App) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, std::convert::Infallible>(app.handle_metrics(request, peer).await) }
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (within [`Limits::shutdown_grace`]) and closes the app (see [`App::close`]).
 ///
@@ -63,6 +82,16 @@ pub async fn run(
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     let sweeper = tokio::spawn(app.clone().sweep_forever(limits.sweep_interval));
+    let audit_syncer = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticker.tick().await;
+                app.sync_audit();
+            }
+        }
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -102,6 +131,7 @@ pub async fn run(
 
     drop(listener);
     sweeper.abort();
+    audit_syncer.abort();
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),

@@ -12,23 +12,27 @@ use keyservice_client::protocol::wire::{DEFAULT_KEY_CONTENT_TYPE, PutKeyResponse
 use zeroize::Zeroizing;
 
 use super::signed::{self, FromDevice};
-use super::{App, RequestBody, response};
+use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response};
 use crate::error::{Error, RequestError};
 use crate::store::{EntityTags, Precondition, PutOutcome};
 
 /// Longest Content-Type stored with a key version.
 const MAX_CONTENT_TYPE_LEN: usize = 255;
 
-pub async fn handle<B: RequestBody>(app: &App, request: Request<B>) -> Result<Response<Full<Bytes>>, Error> {
+pub async fn handle<B: RequestBody>(
+    app: &App,
+    request: Request<B>,
+    info: &RequestInfo,
+) -> Result<Response<Full<Bytes>>, Error> {
     let from = signed::device(app, request).await?;
     match from.parts.method {
-        Method::PUT => put(app, from).await,
-        Method::DELETE => delete(app, from).await,
-        _ => get(app, from).await,
+        Method::PUT => put(app, from, info).await,
+        Method::DELETE => delete(app, from, info).await,
+        _ => get(app, from, info).await,
     }
 }
 
-async fn put(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let FromDevice { session, parts, body, .. } = from;
     if parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery.into());
@@ -43,7 +47,10 @@ async fn put(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error
     let precondition = precondition(&parts.headers)?;
     let bytes = Zeroizing::new(body.to_vec());
     let now = crate::time::now();
-    match app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await? {
+    let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };
+    app.audit(info, "key_write", "allowed", subject)?;
+    let outcome = app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await;
+    match audit_failure(app, info, "key_write", subject, outcome)? {
         PutOutcome::Stored { version } => {
             let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = response::json(status, &PutKeyResponse { version });
@@ -54,13 +61,15 @@ async fn put(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error
     }
 }
 
-async fn get(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let version = requested_version(from.parts.uri.query())?;
     let Some(key) = app.inner.escrow.get_key(&from.session.user, version).await? else {
         return Err(if version.is_some() { RequestError::NoSuchVersion } else { RequestError::NoKey }.into());
     };
     let content_type = HeaderValue::from_str(&key.content_type)
         .map_err(|_| crate::store::StoreError::Corrupt { kind: "key version" })?;
+    // The key leaves only once its reading is on record.
+    app.audit(info, "key_read", "ok", AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() })?;
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(&key.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response.headers_mut().insert(ETAG, response::etag(key.version));
@@ -68,11 +77,14 @@ async fn get(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error
 }
 
 /// `DELETE /key`: every version of the user's key, and the key that sealed them, gone.
-async fn delete(app: &App, from: FromDevice) -> Result<Response<Full<Bytes>>, Error> {
+async fn delete(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery.into());
     }
-    app.inner.escrow.delete_keys(&from.session.user).await?;
+    let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
+    app.audit(info, "key_delete", "allowed", subject)?;
+    let deleted = app.inner.escrow.delete_keys(&from.session.user).await;
+    audit_failure(app, info, "key_delete", subject, deleted)?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 

@@ -4,7 +4,9 @@
 //! This layer knows the [`Store`] trait, never a storage engine.
 
 mod body;
+mod client_ip;
 mod connect;
+mod health;
 mod init;
 mod key;
 mod response;
@@ -13,7 +15,7 @@ mod signed;
 mod subject;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +24,14 @@ use http::{Method, Request, Response};
 use http_body_util::Full;
 use keyservice_client::protocol::Secret;
 
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::config::{Config, Namespace};
 use crate::crypto::master::MasterKey;
 use crate::error::{Error, RequestError};
 use crate::escrow::{Escrow, Policy};
 use crate::ledger::ErasureLedger;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub use self::body::RequestBody;
@@ -41,6 +45,11 @@ pub struct App {
 pub(crate) struct Inner {
     pub(crate) escrow: Escrow,
     auth: Authenticator,
+    pub(crate) metrics: Metrics,
+    pub(crate) audit: AuditLog,
+    /// `/metrics` is served on its own listener, not this one.
+    metrics_listen_separately: bool,
+    trusted_proxies: Vec<ipnet::IpNet>,
     namespaces: HashMap<String, Namespace>,
     /// Credential key id → (namespace, secret), for `/connect`.
     credentials: HashMap<String, (String, Secret)>,
@@ -68,7 +77,19 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/session", allow: "DELETE" },
     Route { path: "/erase", allow: "POST" },
     Route { path: "/export", allow: "POST" },
+    Route { path: "/healthz", allow: "GET" },
+    Route { path: "/readyz", allow: "GET" },
+    Route { path: "/metrics", allow: "GET" },
 ];
+
+/// What the server knows about a request besides its content.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The request id: the client's `X-Request-Id` when it is sane, else a new one.
+    pub id: String,
+    /// The client's address (see `client_ip`).
+    pub client: IpAddr,
+}
 
 /// Largest `/connect` body accepted, in bytes.
 const MAX_CONNECT_BODY: usize = 4096;
@@ -87,6 +108,7 @@ impl App {
             Policy { max_key_versions: config.max_key_versions, session_idle_secs: config.session_idle.as_secs() };
         let escrow = Escrow::open(store.clone(), master, ledger, policy).await?;
         let auth = Authenticator::open(store, config.max_clock_skew).await?;
+        let audit = AuditLog::open(&config.audit_log_file, config.audit_fail_closed).map_err(Error::Audit)?;
         let credentials = config
             .namespaces
             .iter()
@@ -98,6 +120,10 @@ impl App {
             inner: Arc::new(Inner {
                 escrow,
                 auth,
+                metrics: Metrics::new(),
+                audit,
+                metrics_listen_separately: config.metrics_listen.is_some(),
+                trusted_proxies: config.trusted_proxies.clone(),
                 namespaces: config.namespaces.clone().into_iter().collect(),
                 credentials,
                 init_ttl: config.init_ttl,
@@ -116,45 +142,100 @@ impl App {
     /// Fails when the store cannot be written.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.inner.auth.close().await?;
+        self.sync_audit();
         self.inner.escrow.store().flush().await
     }
 
     /// Answers one request from `peer`. Never fails: errors become error responses.
     pub async fn handle<B: RequestBody>(&self, request: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.handle_on(request, peer, false).await
+    }
+
+    /// Answers one request on the metrics listener: `/metrics`, `/healthz` and `/readyz`
+    /// only.
+    pub async fn handle_metrics<B: RequestBody>(&self, request: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.handle_on(request, peer, true).await
+    }
+
+    async fn handle_on<B: RequestBody>(
+        &self,
+        request: Request<B>,
+        peer: SocketAddr,
+        metrics_listener: bool,
+    ) -> Response<Full<Bytes>> {
         let started = std::time::Instant::now();
+        let info = RequestInfo {
+            id: request_id(request.headers()),
+            client: client_ip::client_ip(peer.ip(), request.headers(), &self.inner.trusted_proxies),
+        };
         let method = request.method().clone();
         let route = route_name(request.uri().path());
-        let response = match self.route(request, peer).await {
+        let result = if metrics_listener { self.route_metrics(&request) } else { self.route(request, &info).await };
+        let response = match result {
             Ok(response) => response,
             Err(error) => {
                 let (status, code) = error.status_and_code();
                 if status.is_server_error() {
-                    tracing::error!(error = %error, source = ?std::error::Error::source(&error), %route, "request failed");
+                    tracing::error!(request_id = %info.id, error = %error, source = ?std::error::Error::source(&error), route, "request failed");
+                }
+                let denial = match &error {
+                    Error::Auth(auth) => {
+                        self.inner.metrics.auth_failure(auth.code());
+                        Some("auth_failure")
+                    }
+                    Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => Some("access_denied"),
+                    _ => None,
+                };
+                if let Some(event) = denial {
+                    // Best effort: the request is refused whether or not this is written.
+                    let _ = self.audit(
+                        &info,
+                        event,
+                        "denied",
+                        AuditSubject { reason: Some(code), ..AuditSubject::default() },
+                    );
                 }
                 response::error(&error, status, code)
             }
         };
-        let response = response::secure(response);
-        tracing::debug!(%method, %route, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        let mut response = response::secure(response);
+        if let Ok(id) = http::HeaderValue::from_str(&info.id) {
+            response.headers_mut().insert("x-request-id", id);
+        }
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        self.inner.metrics.request(route, status, elapsed.as_secs_f64());
+        tracing::info!(request_id = %info.id, %method, route, status, latency_us = elapsed.as_micros() as u64, "request");
         response
+    }
+
+    fn route_metrics<B>(&self, request: &Request<B>) -> Result<Response<Full<Bytes>>, Error> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => health::metrics(self, true),
+            (&Method::GET, "/healthz") => Ok(health::healthz()),
+            _ => Err(RequestError::NotFound.into()),
+        }
     }
 
     async fn route<B: RequestBody>(
         &self,
         request: Request<B>,
-        peer: SocketAddr,
+        info: &RequestInfo,
     ) -> Result<Response<Full<Bytes>>, Error> {
         let route = ROUTES.iter().find(|r| r.path == request.uri().path()).ok_or(RequestError::NotFound)?;
         if !route.allow.split(", ").any(|m| m == request.method().as_str()) {
             return Err(RequestError::MethodNotAllowed { allow: route.allow }.into());
         }
         match (request.method(), route.path) {
-            (&Method::POST, "/init") => init::handle(self).await,
-            (&Method::POST, "/connect") => connect::handle(self, request, peer).await,
-            (&Method::GET | &Method::PUT | &Method::DELETE, "/key") => key::handle(self, request).await,
-            (&Method::DELETE, "/session") => session::delete(self, request).await,
-            (&Method::POST, "/erase") => subject::erase(self, request, peer).await,
-            (&Method::POST, "/export") => subject::export(self, request, peer).await,
+            (&Method::POST, "/init") => init::handle(self, info).await,
+            (&Method::POST, "/connect") => connect::handle(self, request, info).await,
+            (&Method::GET | &Method::PUT | &Method::DELETE, "/key") => key::handle(self, request, info).await,
+            (&Method::DELETE, "/session") => session::delete(self, request, info).await,
+            (&Method::POST, "/erase") => subject::erase(self, request, info).await,
+            (&Method::POST, "/export") => subject::export(self, request, info).await,
+            (&Method::GET, "/healthz") => Ok(health::healthz()),
+            (&Method::GET, "/readyz") => Ok(health::readyz(self).await),
+            (&Method::GET, "/metrics") => health::metrics(self, false),
             // A route listed in ROUTES without a handler: refuse rather than panic.
             _ => Err(RequestError::NotFound.into()),
         }
@@ -170,6 +251,10 @@ impl App {
             let now = crate::time::now();
             let forget = self.inner.auth.forget_nonces_before(now);
             let idle_before = self.inner.escrow.idle_before(now);
+            match self.inner.escrow.store().counts().await {
+                Ok(counts) => self.inner.metrics.set_counts(counts.pending_inits, counts.sessions, counts.key_versions),
+                Err(error) => tracing::warn!(%error, "counting stored records failed"),
+            }
             match self.inner.escrow.store().sweep(now, idle_before, forget).await {
                 Ok(swept) => tracing::debug!(
                     inits = swept.inits,
@@ -180,6 +265,84 @@ impl App {
                 Err(error) => tracing::warn!(%error, "sweeping expired records failed"),
             }
         }
+    }
+}
+
+/// Who an audit line is about.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AuditSubject<'a> {
+    pub namespace: Option<&'a str>,
+    pub user: Option<&'a crate::store::UserKey>,
+    pub reason: Option<&'a str>,
+}
+
+impl App {
+    /// Appends an audit line for this request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Audit`] when the line cannot be written and the log fails closed: the
+    /// request must not go on.
+    pub(crate) fn audit(
+        &self,
+        info: &RequestInfo,
+        event: &str,
+        outcome: &str,
+        subject: AuditSubject<'_>,
+    ) -> Result<(), Error> {
+        let event = crate::audit::Event {
+            time: crate::time::rfc3339(crate::time::now()),
+            event,
+            outcome,
+            request_id: &info.id,
+            client_ip: info.client.to_string(),
+            namespace: subject.namespace,
+            user: subject.user.map(|u| hex::encode(u.user)),
+            reason: subject.reason,
+        };
+        Ok(self.inner.audit.record(&event)?)
+    }
+
+    /// Flushes the audit log to disk.
+    pub fn sync_audit(&self) {
+        if let Err(error) = self.inner.audit.sync() {
+            tracing::error!(%error, "syncing the audit log failed");
+        }
+    }
+}
+
+/// Passes `result` through; a failure of an action already audited as `allowed` also
+/// gets a `failed` line (best effort: the request fails either way).
+pub(crate) fn audit_failure<T>(
+    app: &App,
+    info: &RequestInfo,
+    event: &str,
+    subject: AuditSubject<'_>,
+    result: Result<T, Error>,
+) -> Result<T, Error> {
+    if let Err(error) = &result {
+        let _ = app.audit(info, event, "failed", AuditSubject { reason: Some(error.status_and_code().1), ..subject });
+    }
+    result
+}
+
+/// The client's `X-Request-Id` when it is 1 to 64 letters, digits, `-`, `_` or `.`;
+/// otherwise 16 random bytes in hex.
+fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    match given {
+        Some(id) => id.to_owned(),
+        // Without randomness, a counter-free fallback still tells requests apart in logs.
+        None => keyservice_client::protocol::random_bytes::<16>().map(hex::encode).unwrap_or_else(|_| {
+            format!(
+                "t{}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            )
+        }),
     }
 }
 

@@ -4,14 +4,21 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{App, RequestBody, response, signed};
+use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
 use crate::error::{Error, RequestError};
 
-pub async fn delete<B: RequestBody>(app: &App, request: Request<B>) -> Result<Response<Full<Bytes>>, Error> {
+pub async fn delete<B: RequestBody>(
+    app: &App,
+    request: Request<B>,
+    info: &RequestInfo,
+) -> Result<Response<Full<Bytes>>, Error> {
     let from = signed::device(app, request).await?;
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery.into());
     }
-    app.inner.escrow.revoke_session(from.signed.key_id()).await?;
+    let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
+    app.audit(info, "session_revoke", "allowed", subject)?;
+    let revoked = app.inner.escrow.revoke_session(from.signed.key_id()).await;
+    audit_failure(app, info, "session_revoke", subject, revoked)?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }

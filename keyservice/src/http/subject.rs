@@ -1,14 +1,12 @@
 //! The data subject's rights, exercised by the Real Service: `POST /erase` (the user
 //! deleted their account) and `POST /export` (a subject-access request).
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::UserRequest;
 
-use super::{App, RequestBody, response, signed};
+use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
 use crate::error::Error;
 use crate::store::UserKey;
 
@@ -17,12 +15,15 @@ use crate::store::UserKey;
 pub async fn erase<B: RequestBody>(
     app: &App,
     request: Request<B>,
-    peer: SocketAddr,
+    info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let (credential, user) = subject(app, request, peer).await?;
-    let receipt = app.inner.escrow.erase(&user, crate::time::now()).await?;
+    let (namespace, user) = subject(app, request, info).await?;
+    let subject = AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None };
+    app.audit(info, "erase", "allowed", subject)?;
+    let receipt = app.inner.escrow.erase(&user, crate::time::now()).await;
+    let receipt = audit_failure(app, info, "erase", subject, receipt)?;
     tracing::info!(
-        %credential,
+        request_id = %info.id,
         user = %receipt.user_id,
         versions = receipt.versions_destroyed,
         sessions = receipt.sessions_revoked,
@@ -35,18 +36,23 @@ pub async fn erase<B: RequestBody>(
 pub async fn export<B: RequestBody>(
     app: &App,
     request: Request<B>,
-    peer: SocketAddr,
+    info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let (_, user) = subject(app, request, peer).await?;
+    let (namespace, user) = subject(app, request, info).await?;
     let export = app.inner.escrow.export(&user, crate::time::now()).await?;
+    app.audit(info, "export", "ok", AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None })?;
     Ok(response::json(StatusCode::OK, &export))
 }
 
-/// The signing credential's key id and the (pseudonymised) user a Real Service's
-/// `{namespace, userId}` request names.
-async fn subject<B: RequestBody>(app: &App, request: Request<B>, peer: SocketAddr) -> Result<(String, UserKey), Error> {
-    let from = signed::real_service(app, request, peer).await?;
+/// The namespace and the (pseudonymised) user a Real Service's `{namespace, userId}`
+/// request names.
+async fn subject<B: RequestBody>(
+    app: &App,
+    request: Request<B>,
+    info: &RequestInfo,
+) -> Result<(String, UserKey), Error> {
+    let from = signed::real_service(app, request, info.client).await?;
     let request: UserRequest = from.json()?;
     let user = app.inner.escrow.user(&request.namespace, &request.user_id);
-    Ok((from.signed.key_id().to_owned(), user))
+    Ok((request.namespace, user))
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::record;
 use super::{
-    Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
+    Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
     SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
@@ -200,6 +200,15 @@ impl Store for MemoryStore {
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
         let inner = self.lock();
         Ok(inner.nonces.iter().filter(|(_, date)| **date >= since).map(|(f, d)| (*f, *d)).collect())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let inner = self.lock();
+        Ok(Counts {
+            pending_inits: inner.inits.len() as u64,
+            sessions: inner.sessions.len() as u64,
+            key_versions: inner.keys.values().map(|v| v.len() as u64).sum(),
+        })
     }
 
     async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {

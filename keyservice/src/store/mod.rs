@@ -152,6 +152,17 @@ pub struct Swept {
     pub nonces: u64,
 }
 
+/// How many records a store holds, for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Pending init tokens.
+    pub pending_inits: u64,
+    /// Sessions.
+    pub sessions: u64,
+    /// Key versions.
+    pub key_versions: u64,
+}
+
 /// What erasing a user removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erased {
@@ -293,6 +304,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every remembered nonce dated at or after `since`, as `(fingerprint, date)`.
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError>;
+
+    /// How many records of each kind are stored (may walk the store: call it rarely).
+    async fn counts(&self) -> Result<Counts, StoreError>;
 
     /// Every stored entry, as one consistent snapshot (no write lands halfway through
     /// it). Sealed values stay sealed.

@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 
 use super::record::{self, decode_u64};
 use super::{
-    Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
+    Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
     SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
@@ -390,6 +390,18 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        // sled counts by walking each tree; on a blocking thread, like the sweep.
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || Counts {
+            pending_inits: trees.inits.len() as u64,
+            sessions: trees.sessions.len() as u64,
+            key_versions: trees.keys.len() as u64,
+        })
+        .await
+        .map_err(backend)
     }
 
     async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {

@@ -22,6 +22,8 @@ pub struct Serving {
     pub child: Child,
     pub addr: std::net::SocketAddr,
     pub stdout: Vec<String>,
+    /// Every line the server has logged so far.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Serving {
@@ -44,10 +46,12 @@ pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let started = Instant::now();
     let mut addr = None;
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     for line in stderr.by_ref() {
         let line = line.unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            addr = Some(rest.trim().parse().unwrap());
+        logs.lock().unwrap().push(line.clone());
+        if line.contains("keyservice listening") {
+            addr = Some(listening_address(&line));
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "no listening line");
@@ -63,8 +67,13 @@ pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
     }
     // Keep both pipes drained, as a terminal or a log collector would.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    std::thread::spawn(move || stderr.for_each(drop));
-    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines }
+    let collected = logs.clone();
+    std::thread::spawn(move || {
+        for line in stderr.map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines, logs }
 }
 
 /// Writes `dir/keyservice.toml`: every file the server keeps under `dir` (data, master
@@ -73,12 +82,22 @@ pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("keyservice.toml");
     let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\nadmin_socket = {}\n{extra}",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\nadmin_socket = {}\naudit_log_file = {}\n{extra}",
         file("data"),
         file("master.key"),
         file("erasures.jsonl"),
         file("admin.sock"),
+        file("audit.jsonl"),
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The address in a "keyservice listening" log line, human (`address=…`) or JSON.
+fn listening_address(line: &str) -> std::net::SocketAddr {
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["address"].as_str().expect("the JSON line has an address").parse().unwrap();
+    }
+    let rest = line.split("address=").nth(1).expect("the line has an address");
+    rest.split_whitespace().next().unwrap().parse().unwrap()
 }

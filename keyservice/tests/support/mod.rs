@@ -38,6 +38,7 @@ pub fn config(data_dir: &Path) -> Config {
         data_dir: data_dir.join("data"),
         master_key_file: data_dir.join("master.key"),
         erasure_ledger_file: data_dir.join("erasures.jsonl"),
+        audit_log_file: data_dir.join("audit.jsonl"),
         ..Config::default()
     };
     config.namespaces.insert(

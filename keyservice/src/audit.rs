@@ -1,0 +1,290 @@
+//! The audit trail: one JSON line per security event, each chained to the one before.
+//!
+//! ```text
+//! {"seq":7,"prev":"<hex SHA-256 of line 6's hash>","event":{…},"hash":"<hex>"}
+//! hash = SHA-256(seq as u64 big-endian ‖ prev (32 bytes) ‖ the event's JSON, exactly as written)
+//! ```
+//!
+//! Changing, removing, inserting or reordering a line breaks the chain at that line,
+//! which `keyservice audit verify FILE` reports. (Whoever can rewrite the whole file can
+//! also recompute the chain; ship the log to another host to guard against that.) Events
+//! carry the time, event, outcome, request id, client IP, namespace where known, and
+//! the user's pseudonym: never a user id, token, secret or key byte.
+//!
+//! Lines are written (not fsynced) as events happen and fsynced every second and at
+//! shutdown. By default the log fails closed: a request whose line cannot be written
+//! fails with 503 instead of happening unrecorded.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+/// One security event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event<'a> {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `init`, `connect`, `key_read`, `key_write`, `key_delete`, `erase`, `export`,
+    /// `session_revoke`, `auth_failure`, `connect_budget_exceeded`, …
+    pub event: &'a str,
+    /// `ok`, `allowed` (checked, about to happen), `denied`, `failed`.
+    pub outcome: &'a str,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The client's address.
+    pub client_ip: String,
+    /// The namespace, where the request names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
+    /// The user's pseudonym (hex), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A code saying why (an error code, a limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// The audit line could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {path}: {source}")]
+pub struct AuditError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// An open audit log.
+pub struct AuditLog {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    fail_closed: bool,
+    writable: AtomicBool,
+}
+
+struct Writer {
+    file: File,
+    next_seq: u64,
+    prev: [u8; 32],
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    seq: u64,
+    prev: String,
+    #[serde(borrow)]
+    event: &'a RawValue,
+    hash: String,
+}
+
+fn chain_hash(seq: u64, prev: &[u8; 32], event: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(seq.to_be_bytes());
+    hasher.update(prev);
+    hasher.update(event.as_bytes());
+    hasher.finalize().into()
+}
+
+impl AuditLog {
+    /// Opens (or creates, mode 0600) the log at `path` and continues its chain.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened, or its last line is not an audit line.
+    pub fn open(path: &Path, fail_closed: bool) -> Result<Self, AuditError> {
+        let io = |source| AuditError { path: path.to_path_buf(), source };
+        let mut options = OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(io)?;
+        let (mut next_seq, mut prev) = (0, [0u8; 32]);
+        if let Some(line) = last_line(path).map_err(io)? {
+            let bad = || io(std::io::Error::other("its last line is not an audit line; run `keyservice audit verify`"));
+            let parsed: Line<'_> = serde_json::from_str(&line).map_err(|_| bad())?;
+            hex::decode_to_slice(&parsed.hash, &mut prev).map_err(|_| bad())?;
+            next_seq = parsed.seq + 1;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer { file, next_seq, prev }),
+            fail_closed,
+            writable: AtomicBool::new(true),
+        })
+    }
+
+    /// Appends `event`.
+    ///
+    /// # Errors
+    ///
+    /// When the line cannot be written and the log fails closed; the request must then
+    /// fail. When it fails open, the failure is logged and `Ok` returned.
+    pub fn record(&self, event: &Event<'_>) -> Result<(), AuditError> {
+        // An event of strings always serialises.
+        let body = serde_json::to_string(event).expect("an audit event serialises");
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seq = writer.next_seq;
+        let hash = chain_hash(seq, &writer.prev, &body);
+        let line = format!(
+            "{{\"seq\":{seq},\"prev\":\"{}\",\"event\":{body},\"hash\":\"{}\"}}\n",
+            hex::encode(writer.prev),
+            hex::encode(hash)
+        );
+        match writer.file.write_all(line.as_bytes()) {
+            Ok(()) => {
+                writer.next_seq += 1;
+                writer.prev = hash;
+                self.writable.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(source) => {
+                self.writable.store(false, Ordering::Relaxed);
+                tracing::error!(error = %source, event = event.event, "writing the audit log failed");
+                if self.fail_closed { Err(AuditError { path: self.path.clone(), source }) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    /// Makes every line written so far durable.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be synced.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        writer.file.sync_data().map_err(|source| {
+            self.writable.store(false, Ordering::Relaxed);
+            AuditError { path: self.path.clone(), source }
+        })
+    }
+}
+
+/// The last non-empty line of a regular file, read from its end (audit lines are far
+/// shorter than the 64 KiB looked at). `None` for an empty file, or for something that
+/// is not a regular file (a device such as /dev/null), whose content is no chain.
+fn last_line(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    if !std::fs::metadata(path)?.is_file() {
+        return Ok(None);
+    }
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail)?;
+    Ok(tail.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned))
+}
+
+/// Where a log's chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct ChainBreak {
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Checks a log's chain; returns how many lines it holds.
+///
+/// # Errors
+///
+/// The first line that was altered, or at which lines were removed, inserted or
+/// reordered (or an I/O error, reported at line 0).
+pub fn verify(path: &Path) -> Result<u64, ChainBreak> {
+    let file = File::open(path).map_err(|e| ChainBreak { line: 0, reason: e.to_string() })?;
+    let mut prev = [0u8; 32];
+    let mut count = 0;
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let number = index as u64 + 1;
+        let fail = |reason: &str| ChainBreak { line: number, reason: reason.to_owned() };
+        let line = line.map_err(|e| fail(&e.to_string()))?;
+        let parsed: Line<'_> = serde_json::from_str(&line).map_err(|_| fail("not an audit line"))?;
+        if parsed.seq != index as u64 {
+            return Err(fail(&format!(
+                "sequence number {} where {index} was expected: lines were removed, inserted or reordered",
+                parsed.seq
+            )));
+        }
+        if parsed.prev != hex::encode(prev) {
+            return Err(fail("does not follow the line before it: a line was removed, inserted or reordered"));
+        }
+        let hash = chain_hash(parsed.seq, &prev, parsed.event.get());
+        if parsed.hash != hex::encode(hash) {
+            return Err(fail("its content does not match its hash: the line was altered"));
+        }
+        prev = hash;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str) -> Event<'_> {
+        Event {
+            time: "2026-11-22T06:00:00Z".into(),
+            event: name,
+            outcome: "ok",
+            request_id: "r1",
+            client_ip: "127.0.0.1".into(),
+            namespace: Some("shop"),
+            user: Some("ab".repeat(32)),
+            reason: None,
+        }
+    }
+
+    fn write_log(path: &Path, n: usize) {
+        let log = AuditLog::open(path, true).unwrap();
+        for i in 0..n {
+            log.record(&event(if i % 2 == 0 { "init" } else { "connect" })).unwrap();
+        }
+        log.sync().unwrap();
+    }
+
+    #[test]
+    fn an_intact_log_verifies_and_continues_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write_log(&path, 3);
+        write_log(&path, 2);
+        assert_eq!(verify(&path), Ok(5));
+    }
+
+    #[test]
+    fn tampering_is_found_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        write_log(&path, 5);
+        let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(str::to_owned).collect();
+        let save = |lines: &[String]| std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+        let mut altered = lines.clone();
+        altered[2] = altered[2].replace("connect", "erase!!").replace("init", "erase");
+        save(&altered);
+        assert_eq!(verify(&path).unwrap_err().line, 3);
+
+        let mut removed = lines.clone();
+        removed.remove(1);
+        save(&removed);
+        assert_eq!(verify(&path).unwrap_err().line, 2);
+
+        let mut reordered = lines.clone();
+        reordered.swap(3, 4);
+        save(&reordered);
+        assert_eq!(verify(&path).unwrap_err().line, 4);
+    }
+}

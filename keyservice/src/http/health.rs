@@ -1,0 +1,40 @@
+//! `GET /healthz` (the process answers), `GET /readyz` (the store and the audit log are
+//! usable) and `GET /metrics` (Prometheus).
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use super::{App, response};
+use crate::error::{Error, RequestError};
+
+pub fn healthz() -> Response<Full<Bytes>> {
+    response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
+    let store = app.inner.escrow.store().replay_floor().await.is_ok();
+    let audit = app.inner.audit.is_writable();
+    let status = if store && audit { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    response::json(
+        status,
+        &serde_json::json!({
+            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+            "store": if store { "ok" } else { "failing" },
+            "audit": if audit { "ok" } else { "failing" },
+        }),
+    )
+}
+
+/// The metrics, unless they are served on their own listener instead.
+pub fn metrics(app: &App, on_metrics_listener: bool) -> Result<Response<Full<Bytes>>, Error> {
+    if app.inner.metrics_listen_separately && !on_metrics_listener {
+        return Err(RequestError::NotFound.into());
+    }
+    let mut response = Response::new(Full::new(Bytes::from(app.inner.metrics.encode())));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    Ok(response)
+}
