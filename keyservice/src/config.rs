@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{MAX_CLOCK_SKEW, MAX_KEY_ID_LEN};
 use keyservice_client::protocol::wire::MAX_NAMESPACE_LEN;
 use serde::Deserialize;
+
+use crate::limits::ConnectBudget;
 
 /// The shortest credential secret accepted, in bytes. `keyservice gen-secret` makes 43.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -49,6 +52,14 @@ pub struct Config {
     /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
     /// Default 10.
     pub max_key_versions: u64,
+    /// `/init` calls per minute from one client address (`init_per_minute`). Default 60.
+    pub init_per_minute: NonZeroU32,
+    /// Failed authentications per minute from one client address before its signed
+    /// requests are refused for a while (`auth_failures_per_minute`). Default 20.
+    pub auth_failures_per_minute: NonZeroU32,
+    /// Most init tokens pending at once; beyond, `/init` answers 503 rather than evict
+    /// live tokens (`max_pending_inits`). Default 100,000.
+    pub max_pending_inits: u64,
     /// The audit trail (`audit_log_file`): one hash-chained JSON line per security
     /// event. Default `./keyservice-audit.jsonl`.
     pub audit_log_file: PathBuf,
@@ -116,6 +127,25 @@ pub struct Namespace {
     pub allow: Vec<IpNet>,
     /// Credentials that sign for it; several at once allow rotation.
     pub credentials: Vec<Credential>,
+    /// Its `/connect` budget (`connect_per_minute`, default 600;
+    /// `connect_users_per_window`, default 10,000; `connect_window_secs`, default 3,600).
+    pub connect_budget: ConnectBudget,
+}
+
+/// The default connect budget of a namespace.
+pub fn default_connect_budget() -> ConnectBudget {
+    ConnectBudget {
+        calls_per_minute: NonZeroU32::new(600).expect("600 is not zero"),
+        users_per_window: 10_000,
+        window: Duration::from_secs(3600),
+    }
+}
+
+fn per_minute(value: Option<u32>, field: &str, default: NonZeroU32) -> Result<NonZeroU32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) => NonZeroU32::new(n).ok_or_else(|| invalid(field, "must be at least 1")),
+    }
 }
 
 impl Namespace {
@@ -171,6 +201,9 @@ impl Default for Config {
             admin_socket: PathBuf::from("./keyservice-admin.sock"),
             trusted_proxies: Vec::new(),
             audit_log_file: PathBuf::from("./keyservice-audit.jsonl"),
+            init_per_minute: NonZeroU32::new(60).expect("60 is not zero"),
+            auth_failures_per_minute: NonZeroU32::new(20).expect("20 is not zero"),
+            max_pending_inits: 100_000,
             audit_fail_closed: true,
             metrics_listen: None,
             log_format: LogFormat::Human,
@@ -225,6 +258,7 @@ impl Config {
         let namespace = Namespace {
             allow: vec![loopback_v4(), loopback_v6()],
             credentials: vec![Credential { key_id: DEV_KEY_ID.to_owned(), secret: secret.clone() }],
+            connect_budget: default_connect_budget(),
         };
         let sibling = |suffix: &str| {
             let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
@@ -265,6 +299,9 @@ struct FileConfig {
     trusted_proxies: Vec<String>,
     audit_log_file: Option<PathBuf>,
     audit_fail_closed: Option<bool>,
+    init_per_minute: Option<u32>,
+    auth_failures_per_minute: Option<u32>,
+    max_pending_inits: Option<u64>,
     metrics_listen: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default)]
@@ -286,6 +323,9 @@ struct FileConfig {
 struct FileNamespace {
     allow: Vec<String>,
     credentials: Vec<FileCredential>,
+    connect_per_minute: Option<u32>,
+    connect_users_per_window: Option<u32>,
+    connect_window_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +392,19 @@ impl FileConfig {
             admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
             trusted_proxies: networks(&self.trusted_proxies, "trusted_proxies")?,
             audit_log_file: self.audit_log_file.unwrap_or(defaults.audit_log_file),
+            init_per_minute: per_minute(self.init_per_minute, "init_per_minute", defaults.init_per_minute)?,
+            auth_failures_per_minute: per_minute(
+                self.auth_failures_per_minute,
+                "auth_failures_per_minute",
+                defaults.auth_failures_per_minute,
+            )?,
+            max_pending_inits: count(
+                self.max_pending_inits.map(|v| v as usize),
+                "max_pending_inits",
+                100_000,
+                1,
+                usize::MAX,
+            )? as u64,
             audit_fail_closed: self.audit_fail_closed.unwrap_or(defaults.audit_fail_closed),
             metrics_listen: match self.metrics_listen {
                 Some(text) => Some(text.parse().map_err(|_| {
@@ -454,7 +507,21 @@ impl FileNamespace {
             let secret = credential.secret(&field, env)?;
             credentials.push(Credential { key_id, secret });
         }
-        Ok(Namespace { allow, credentials })
+        let defaults = default_connect_budget();
+        let connect_budget = ConnectBudget {
+            calls_per_minute: per_minute(
+                self.connect_per_minute,
+                &format!("{field}.connect_per_minute"),
+                defaults.calls_per_minute,
+            )?,
+            users_per_window: match self.connect_users_per_window {
+                Some(0) => return Err(invalid(format!("{field}.connect_users_per_window"), "must be at least 1")),
+                Some(n) => n,
+                None => defaults.users_per_window,
+            },
+            window: seconds(self.connect_window_secs, &format!("{field}.connect_window_secs"), defaults.window, DAY)?,
+        };
+        Ok(Namespace { allow, credentials, connect_budget })
     }
 }
 

@@ -102,6 +102,9 @@ pub enum Error {
     /// Sealed data did not open, or keys could not be loaded.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// A rate limit or cap refused the request.
+    #[error(transparent)]
+    Limit(#[from] crate::limits::Refusal),
     /// The audit line could not be written, so the request may not happen.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -116,6 +119,15 @@ impl Error {
         use RequestError as R;
         match self {
             Self::Audit(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            Self::Limit(refusal) => match refusal {
+                crate::limits::Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                crate::limits::Refusal::ConnectBudget { .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, "connect_budget_exceeded")
+                }
+                crate::limits::Refusal::PendingInitsFull { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "too_many_pending_inits")
+                }
+            },
             Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
@@ -153,7 +165,7 @@ impl Error {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "The server could not complete the request; it has been logged.".to_owned()
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
+            _ if matches!(self, Self::Audit(_)) => {
                 "The server cannot record this request in its audit trail, so it did not carry it out.".to_owned()
             }
             _ => sentence(&self.to_string()),

@@ -23,6 +23,7 @@ mod error;
 pub mod escrow;
 mod http;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod store;

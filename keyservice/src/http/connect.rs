@@ -8,6 +8,7 @@ use keyservice_client::protocol::wire::{ConnectRequest, ConnectResponse};
 use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
 use crate::crypto;
 use crate::error::{Error, RequestError};
+use crate::limits::Refusal;
 use crate::store::Redeemed;
 
 pub async fn handle<B: RequestBody>(
@@ -25,12 +26,29 @@ pub async fn handle<B: RequestBody>(
     let expires_at = now + app.inner.session_ttl.as_secs();
     let user = escrow.user(&request.namespace, &request.user_id);
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };
+    if let Err(refusal) = app.inner.limiter.admit_connect(&request.namespace, &user.user) {
+        if matches!(refusal, Refusal::ConnectBudget { .. }) {
+            tracing::warn!(request_id = %info.id, namespace = %request.namespace, "namespace exceeded its connect budget");
+            app.inner.metrics.connect_budget_exceeded(&request.namespace);
+        }
+        let _ = app.audit(
+            info,
+            "connect_budget_exceeded",
+            "denied",
+            AuditSubject { reason: Some(refusal.limit()), ..subject },
+        );
+        return Err(refusal.into());
+    }
     app.audit(info, "connect", "allowed", subject)?;
     let redeemed = escrow.connect(&digest, user, &session_token, now, expires_at).await;
     let refused = |reason| {
         let _ = app.audit(info, "connect", "denied", AuditSubject { reason: Some(reason), ..subject });
     };
-    match audit_failure(app, info, "connect", subject, redeemed)? {
+    let redeemed = audit_failure(app, info, "connect", subject, redeemed)?;
+    if redeemed != Redeemed::UnknownInit {
+        app.inner.limiter.init_consumed();
+    }
+    match redeemed {
         Redeemed::Session => {
             tracing::info!(request_id = %info.id, credential = from.signed.key_id(), namespace = %from.namespace, "session created");
             let body = ConnectResponse { session_token, expires_at: crate::time::rfc3339(expires_at) };

@@ -10,6 +10,7 @@ use crate::crypto;
 use crate::error::Error;
 
 pub async fn handle(app: &App, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
+    app.inner.limiter.admit_init(info.client)?;
     let token = crypto::new_token()?;
     let expires_at = crate::time::now() + app.inner.init_ttl.as_secs();
     app.inner.escrow.add_init(&token, expires_at).await?;

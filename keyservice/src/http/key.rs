@@ -24,7 +24,7 @@ pub async fn handle<B: RequestBody>(
     request: Request<B>,
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::device(app, request).await?;
+    let from = signed::device(app, request, info.client).await?;
     match from.parts.method {
         Method::PUT => put(app, from, info).await,
         Method::DELETE => delete(app, from, info).await,

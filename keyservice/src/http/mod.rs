@@ -31,6 +31,7 @@ use crate::crypto::master::MasterKey;
 use crate::error::{Error, RequestError};
 use crate::escrow::{Escrow, Policy};
 use crate::ledger::ErasureLedger;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -46,6 +47,7 @@ pub(crate) struct Inner {
     pub(crate) escrow: Escrow,
     auth: Authenticator,
     pub(crate) metrics: Metrics,
+    pub(crate) limiter: Limiter,
     pub(crate) audit: AuditLog,
     /// `/metrics` is served on its own listener, not this one.
     metrics_listen_separately: bool,
@@ -109,6 +111,13 @@ impl App {
         let escrow = Escrow::open(store.clone(), master, ledger, policy).await?;
         let auth = Authenticator::open(store, config.max_clock_skew).await?;
         let audit = AuditLog::open(&config.audit_log_file, config.audit_fail_closed).map_err(Error::Audit)?;
+        let limiter = Limiter::new(
+            config.init_per_minute,
+            config.auth_failures_per_minute,
+            config.max_pending_inits,
+            config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)),
+        );
+        limiter.set_pending_inits(escrow.store().counts().await?.pending_inits);
         let credentials = config
             .namespaces
             .iter()
@@ -121,6 +130,7 @@ impl App {
                 escrow,
                 auth,
                 metrics: Metrics::new(),
+                limiter,
                 audit,
                 metrics_listen_separately: config.metrics_listen.is_some(),
                 trusted_proxies: config.trusted_proxies.clone(),
@@ -181,7 +191,12 @@ impl App {
                 let denial = match &error {
                     Error::Auth(auth) => {
                         self.inner.metrics.auth_failure(auth.code());
+                        self.inner.limiter.auth_failed(info.client);
                         Some("auth_failure")
+                    }
+                    Error::Limit(refusal) => {
+                        self.inner.metrics.rate_limited(refusal.limit());
+                        None
                     }
                     Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => Some("access_denied"),
                     _ => None,
@@ -251,8 +266,12 @@ impl App {
             let now = crate::time::now();
             let forget = self.inner.auth.forget_nonces_before(now);
             let idle_before = self.inner.escrow.idle_before(now);
+            self.inner.limiter.forget_quiet_clients();
             match self.inner.escrow.store().counts().await {
-                Ok(counts) => self.inner.metrics.set_counts(counts.pending_inits, counts.sessions, counts.key_versions),
+                Ok(counts) => {
+                    self.inner.metrics.set_counts(counts.pending_inits, counts.sessions, counts.key_versions);
+                    self.inner.limiter.set_pending_inits(counts.pending_inits);
+                }
                 Err(error) => tracing::warn!(%error, "counting stored records failed"),
             }
             match self.inner.escrow.store().sweep(now, idle_before, forget).await {

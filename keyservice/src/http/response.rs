@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY, RETRY_AFTER,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -36,6 +37,9 @@ pub fn error(error: &Error, status: StatusCode, code: &'static str) -> Response<
     let mut response = json(status, &ErrorBody { error: code.to_owned(), message: error.public_message() });
     if let Error::Request(RequestError::MethodNotAllowed { allow }) = error {
         response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Error::Limit(refusal) = error {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after()));
     }
     response
 }

@@ -12,7 +12,7 @@ pub async fn delete<B: RequestBody>(
     request: Request<B>,
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::device(app, request).await?;
+    let from = signed::device(app, request, info.client).await?;
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery.into());
     }

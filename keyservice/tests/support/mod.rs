@@ -46,6 +46,7 @@ pub fn config(data_dir: &Path) -> Config {
         Namespace {
             allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             credentials: vec![Credential { key_id: KEY_ID.into(), secret: Secret::new(SECRET) }],
+            connect_budget: keyservice::config::default_connect_budget(),
         },
     );
     config.namespaces.insert(
@@ -53,6 +54,7 @@ pub fn config(data_dir: &Path) -> Config {
         Namespace {
             allow: vec!["192.0.2.0/24".parse().unwrap()],
             credentials: vec![Credential { key_id: FAR_KEY_ID.into(), secret: Secret::new(FAR_SECRET) }],
+            connect_budget: keyservice::config::default_connect_budget(),
         },
     );
     config
