@@ -72,6 +72,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format (`log_format`): `human` or `json`. Default `human`.
     pub log_format: LogFormat,
+    /// Browser origins allowed to call `/init`, `/key` and `/session` (`cors_origins`,
+    /// exact, e.g. `https://app.example.com`). Default: none.
+    pub cors_origins: Vec<String>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
     /// (`trusted_proxies`, CIDRs). Default: none.
     pub trusted_proxies: Vec<IpNet>,
@@ -200,6 +203,7 @@ impl Default for Config {
             max_key_versions: 10,
             admin_socket: PathBuf::from("./keyservice-admin.sock"),
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
             audit_log_file: PathBuf::from("./keyservice-audit.jsonl"),
             init_per_minute: NonZeroU32::new(60).expect("60 is not zero"),
             auth_failures_per_minute: NonZeroU32::new(20).expect("20 is not zero"),
@@ -297,6 +301,8 @@ struct FileConfig {
     admin_socket: Option<PathBuf>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
     audit_log_file: Option<PathBuf>,
     audit_fail_closed: Option<bool>,
     init_per_minute: Option<u32>,
@@ -391,6 +397,7 @@ impl FileConfig {
             erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
             admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
             trusted_proxies: networks(&self.trusted_proxies, "trusted_proxies")?,
+            cors_origins: origins(self.cors_origins)?,
             audit_log_file: self.audit_log_file.unwrap_or(defaults.audit_log_file),
             init_per_minute: per_minute(self.init_per_minute, "init_per_minute", defaults.init_per_minute)?,
             auth_failures_per_minute: per_minute(
@@ -449,6 +456,22 @@ impl FileConfig {
             sweep_interval: seconds(self.sweep_interval_secs, "sweep_interval_secs", defaults.sweep_interval, DAY)?,
         })
     }
+}
+
+/// Origins as browsers send them: `scheme://host[:port]`, no path.
+fn origins(texts: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for (i, text) in texts.iter().enumerate() {
+        let valid = text.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+        });
+        if !valid {
+            return Err(invalid(
+                format!("cors_origins[{i}]"),
+                "must be an origin such as https://app.example.com (no path)",
+            ));
+        }
+    }
+    Ok(texts)
 }
 
 /// CIDR networks or single addresses; `field[i]` names a bad one.

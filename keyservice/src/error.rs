@@ -61,6 +61,9 @@ pub enum RequestError {
     /// Both `If-Match` and `If-None-Match` were sent.
     #[error("send If-Match or If-None-Match, not both")]
     ConflictingPreconditions,
+    /// A cross-origin request this server does not allow.
+    #[error("this cross-origin request is not allowed: the route is not for browsers, or the origin is not configured")]
+    CorsNotAllowed,
     /// The caller's IP is not in the namespace's allowlist.
     #[error("this address may not connect for the namespace")]
     IpNotAllowed,
@@ -148,6 +151,7 @@ impl Error {
                 R::BadPrecondition => (StatusCode::BAD_REQUEST, "bad_precondition"),
                 R::ConflictingPreconditions => (StatusCode::BAD_REQUEST, "conflicting_preconditions"),
                 R::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
+                R::CorsNotAllowed => (StatusCode::FORBIDDEN, "cors_not_allowed"),
                 R::WrongNamespace => (StatusCode::FORBIDDEN, "wrong_namespace"),
                 R::UnknownInitToken => (StatusCode::NOT_FOUND, "unknown_init_token"),
                 R::InitTokenExpired => (StatusCode::GONE, "init_token_expired"),

@@ -6,6 +6,7 @@
 mod body;
 mod client_ip;
 mod connect;
+mod cors;
 mod health;
 mod init;
 mod key;
@@ -52,6 +53,7 @@ pub(crate) struct Inner {
     /// `/metrics` is served on its own listener, not this one.
     metrics_listen_separately: bool,
     trusted_proxies: Vec<ipnet::IpNet>,
+    cors: cors::Cors,
     namespaces: HashMap<String, Namespace>,
     /// Credential key id → (namespace, secret), for `/connect`.
     credentials: HashMap<String, (String, Secret)>,
@@ -134,6 +136,7 @@ impl App {
                 audit,
                 metrics_listen_separately: config.metrics_listen.is_some(),
                 trusted_proxies: config.trusted_proxies.clone(),
+                cors: cors::Cors::new(config.cors_origins.clone()),
                 namespaces: config.namespaces.clone().into_iter().collect(),
                 credentials,
                 init_ttl: config.init_ttl,
@@ -180,7 +183,18 @@ impl App {
         };
         let method = request.method().clone();
         let route = route_name(request.uri().path());
-        let result = if metrics_listener { self.route_metrics(&request) } else { self.route(request, &info).await };
+        let path = request.uri().path().to_owned();
+        let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let result = if metrics_listener {
+            self.route_metrics(&request)
+        } else if method == Method::OPTIONS {
+            self.inner.cors.preflight(&path, request.headers())
+        } else {
+            match self.inner.cors.check(&path, origin.as_ref()) {
+                Ok(()) => self.route(request, &info).await,
+                Err(error) => Err(error),
+            }
+        };
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -214,6 +228,9 @@ impl App {
             }
         };
         let mut response = response::secure(response);
+        if method != Method::OPTIONS {
+            self.inner.cors.decorate(&path, origin.as_ref(), &mut response);
+        }
         if let Ok(id) = http::HeaderValue::from_str(&info.id) {
             response.headers_mut().insert("x-request-id", id);
         }
