@@ -26,6 +26,7 @@ use keyservice_client::protocol::wire::MAX_NAMESPACE_LEN;
 use serde::Deserialize;
 
 use crate::limits::ConnectBudget;
+use crate::tls::TlsFiles;
 
 /// The shortest credential secret accepted, in bytes. `keyservice gen-secret` makes 43.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -108,6 +109,12 @@ pub struct Config {
     /// Largest total size of a request's headers, in bytes (`max_header_bytes`, at least
     /// 8,192). Default 16,384.
     pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT
+    /// (`shutdown_grace_secs`). Default 10 seconds.
+    pub shutdown_grace: Duration,
+    /// Serve HTTPS with these files (`[tls] cert_file`, `key_file`); reloaded on SIGHUP.
+    /// Default: none (plain HTTP, for loopback or behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
     /// How often expired inits, sessions and nonces are deleted (`sweep_interval_secs`).
     /// Default 60 seconds.
     pub sweep_interval: Duration,
@@ -222,6 +229,8 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             sweep_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -322,6 +331,15 @@ struct FileConfig {
     body_read_timeout_secs: Option<u64>,
     max_header_bytes: Option<usize>,
     sweep_interval_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    tls: Option<FileTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -454,6 +472,13 @@ impl FileConfig {
                 1024 * 1024,
             )?,
             sweep_interval: seconds(self.sweep_interval_secs, "sweep_interval_secs", defaults.sweep_interval, DAY)?,
+            shutdown_grace: seconds(
+                self.shutdown_grace_secs,
+                "shutdown_grace_secs",
+                defaults.shutdown_grace,
+                Duration::from_secs(3600),
+            )?,
+            tls: self.tls.map(|tls| TlsFiles { cert_file: tls.cert_file, key_file: tls.key_file }),
         })
     }
 }

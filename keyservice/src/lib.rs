@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 mod time;
+pub mod tls;
 
 pub use crate::config::{Config, ConfigError};
 pub use crate::crypto::master::MasterKey;

@@ -301,8 +301,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    tracing::info!(address = %listener.local_addr()?, "keyservice listening");
-    let result = keyservice::run(listener, app, Limits::from(&config), shutdown_signal()).await;
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = Arc::new(keyservice::tls::Tls::load(files.clone())?);
+            tokio::spawn(reload_on_sighup(tls.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
+    let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown_signal()).await;
     admin_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -339,6 +348,26 @@ fn load_master_key(config: &Config) -> Result<MasterKey, keyservice::crypto::mas
 
 fn hex_id(master: &MasterKey) -> String {
     master.id().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP; a failed reload keeps the
+/// previous ones.
+async fn reload_on_sighup(tls: Arc<keyservice::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot watch SIGHUP; TLS files will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(error) => tracing::error!(%error, "reloading TLS failed; keeping the previous certificate"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Completes on SIGINT or SIGTERM.

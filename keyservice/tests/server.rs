@@ -113,3 +113,41 @@ async fn the_sweeper_deletes_expired_init_tokens() {
         assert!(Instant::now() < deadline, "never swept: {}", reply.error());
     }
 }
+
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let addr = server.addr;
+    let device = device(addr, "u").await;
+
+    // A PUT whose body is still arriving when the shutdown begins.
+    let body = b"a key that arrives slowly";
+    let headers =
+        signed_headers(device.session_token.expose(), device.init_token.expose(), "PUT", "/key", body, &http_date(0));
+    let mut head = format!("PUT /key HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "the server stopped with a request in flight");
+    stream.write_all(&body[5..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), stopping).await.unwrap().unwrap();
+
+    // It was stored, and new connections are refused.
+    assert!(TcpStream::connect(addr).await.is_err());
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let device = Device { addr: server.addr, ..device };
+    assert_eq!(&device.get("/key").await.body[..], body);
+}

@@ -77,7 +77,8 @@ impl TestServer {
         let app = App::new(&config, store.clone(), &master).await.unwrap();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let limits = Limits::from(&config);
-        let task = tokio::spawn(keyservice::run(listener, app, limits, async move {
+        let tls = config.tls.clone().map(|files| Arc::new(keyservice::tls::Tls::load(files).unwrap()));
+        let task = tokio::spawn(keyservice::server::run_tls(listener, app, limits, tls, async move {
             let _ = stopped.await;
         }));
         Self { addr, store, config, shutdown: Some(shutdown), task: Some(task) }
