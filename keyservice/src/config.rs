@@ -741,6 +741,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_example_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("rs-1");
+        std::fs::write(&secret, SECRET).unwrap();
+        let text = include_str!("../../deploy/keyservice.toml")
+            .replace("/etc/keyservice/secrets/rs-1", secret.to_str().unwrap());
+        let config = parse(&text).unwrap();
+        assert!(config.tls.is_some());
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.namespaces["my_cool_website"].connect_budget.users_per_window, 10_000);
+    }
+
+    #[test]
     fn dev_config_allows_loopback_only() {
         let (config, secret) = Config::dev(PathBuf::from("/tmp/x")).unwrap();
         let ns = &config.namespaces[DEV_NAMESPACE];
