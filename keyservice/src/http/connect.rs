@@ -8,7 +8,6 @@ use keyservice_client::protocol::wire::{ConnectRequest, ConnectResponse};
 use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
 use crate::crypto;
 use crate::error::{Error, RequestError};
-use crate::limits::Refusal;
 use crate::store::Redeemed;
 
 pub async fn handle<B: RequestBody>(
@@ -27,10 +26,10 @@ pub async fn handle<B: RequestBody>(
     let user = escrow.user(&request.namespace, &request.user_id);
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };
     if let Err(refusal) = app.inner.limiter.admit_connect(&request.namespace, &user.user) {
-        if matches!(refusal, Refusal::ConnectBudget { .. }) {
-            tracing::warn!(request_id = %info.id, namespace = %request.namespace, "namespace exceeded its connect budget");
-            app.inner.metrics.connect_budget_exceeded(&request.namespace);
-        }
+        // Either ceiling (calls per minute, distinct users per window) may mean a
+        // compromised Real Service harvesting keys: warn, count and record it.
+        tracing::warn!(request_id = %info.id, namespace = %request.namespace, limit = refusal.limit(), "namespace exceeded its connect budget");
+        app.inner.metrics.connect_budget_exceeded(&request.namespace);
         let _ = app.audit(
             info,
             "connect_budget_exceeded",
