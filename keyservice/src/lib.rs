@@ -21,6 +21,8 @@ pub mod config;
 pub mod crypto;
 mod error;
 pub mod escrow;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod ledger;
 pub mod limits;

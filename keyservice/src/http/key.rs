@@ -109,7 +109,7 @@ fn valid_content_type(value: &HeaderValue) -> Option<String> {
     (printable && !text.is_empty() && text.len() <= MAX_CONTENT_TYPE_LEN).then(|| text.to_owned())
 }
 
-fn precondition(headers: &HeaderMap) -> Result<Precondition, RequestError> {
+pub(super) fn precondition(headers: &HeaderMap) -> Result<Precondition, RequestError> {
     match (entity_tags(headers, &IF_MATCH)?, entity_tags(headers, &IF_NONE_MATCH)?) {
         (None, None) => Ok(Precondition::None),
         (Some(tags), None) => Ok(Precondition::IfMatch(tags)),

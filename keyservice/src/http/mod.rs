@@ -304,6 +304,21 @@ impl App {
     }
 }
 
+/// For the fuzzing entry points.
+pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
+    signed::describe_json_error(error)
+}
+
+/// For the fuzzing entry points.
+pub(crate) fn client_ip_of(peer: IpAddr, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    client_ip::client_ip(peer, headers, trusted)
+}
+
+/// For the fuzzing entry points.
+pub(crate) fn precondition_of(headers: &http::HeaderMap) -> Result<crate::store::Precondition, RequestError> {
+    key::precondition(headers)
+}
+
 /// Who an audit line is about.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct AuditSubject<'a> {

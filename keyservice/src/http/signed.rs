@@ -153,7 +153,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// What is wrong with a JSON body, without quoting any of its values (serde's "invalid
 /// type" messages quote them, and a body may carry a user id).
-fn describe_json_error(error: &serde_json::Error) -> String {
+pub(super) fn describe_json_error(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let position = format!("line {} column {}", error.line(), error.column());
     match error.classify() {

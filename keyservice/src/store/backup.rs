@@ -87,7 +87,7 @@ pub fn read(path: &Path) -> Result<Vec<SnapshotEntry>, BackupError> {
     parse(&bytes).ok_or_else(|| BackupError::Invalid(path.to_path_buf()))
 }
 
-fn parse(bytes: &[u8]) -> Option<Vec<SnapshotEntry>> {
+pub(crate) fn parse(bytes: &[u8]) -> Option<Vec<SnapshotEntry>> {
     let body_len = bytes.len().checked_sub(32)?;
     let (body, digest) = bytes.split_at(body_len);
     if Sha256::digest(body).as_slice() != digest || !body.starts_with(MAGIC) || body.get(8) != Some(&FORMAT) {

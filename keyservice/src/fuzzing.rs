@@ -1,0 +1,49 @@
+//! Entry points for the fuzz targets in `fuzz/` and the property tests: each takes
+//! arbitrary bytes and must never panic. Not a stable API.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use keyservice_client::protocol::ss1::{Authorization, SignedRequest};
+use keyservice_client::protocol::wire::{ConnectRequest, UserRequest};
+
+use crate::store::{backup, record};
+
+/// The ss1 header parser and verifier.
+pub fn ss1(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(header) = Authorization::parse(text) {
+        let request = SignedRequest { method: "GET", path_and_query: "/key", body: data, date: "" };
+        let _ = header.verify(b"fuzzing secret", &request);
+        let _ = header.to_string();
+    }
+}
+
+/// The JSON request bodies, and the error description given for bad ones.
+pub fn request_bodies(data: &[u8]) {
+    if let Err(error) = serde_json::from_slice::<ConnectRequest>(data) {
+        let _ = crate::http::describe_json_error(&error);
+    }
+    let _ = serde_json::from_slice::<UserRequest>(data);
+}
+
+/// Every stored-record decoder, and the backup file parser.
+pub fn stored_records(data: &[u8]) {
+    let _ = record::decode_init(data);
+    let _ = record::decode_session(data);
+    let _ = record::decode_key(1, data);
+    let _ = record::decode_u64(data, "fuzz");
+    let _ = record::version_of_key(data);
+    let _ = record::session_of_index_key(data);
+    let _ = backup::parse(data);
+}
+
+/// The proxy headers and the request headers the handlers parse.
+pub fn request_headers(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else { return };
+    let mut headers = HeaderMap::new();
+    for name in ["forwarded", "x-forwarded-for", "if-match", "if-none-match", "x-request-id"] {
+        headers.insert(HeaderName::from_static(name), value.clone());
+    }
+    let trusted = ["127.0.0.0/8".parse().expect("a valid network")];
+    let _ = crate::http::client_ip_of([127, 0, 0, 1].into(), &headers, &trusted);
+    let _ = crate::http::precondition_of(&headers);
+}
