@@ -85,10 +85,10 @@ proptest! {
         // no longer verifies (or it names another key id, which the server looks up).
         let mut text = header.to_string().into_bytes();
         flip(&mut text, bit);
-        if let Ok(text) = String::from_utf8(text) {
-            if let Ok(parsed) = Authorization::parse(&text) {
-                prop_assert!(parsed.key_id() != key_id || !parsed.verify(secret.as_bytes(), &request));
-            }
+        if let Ok(text) = String::from_utf8(text)
+            && let Ok(parsed) = Authorization::parse(&text)
+        {
+            prop_assert!(parsed.key_id() != key_id || !parsed.verify(secret.as_bytes(), &request));
         }
     }
 
