@@ -32,8 +32,11 @@ async fn inits_sessions_and_keys_survive_a_restart() {
     assert_eq!(latest.header("content-type"), "text/plain");
     assert_eq!(&device.get("/key?version=1").await.body[..], b"version one");
 
-    // ...cannot be replayed after it.
-    send(server.addr, "GET", "/key", &captured, b"").await.expect(401, "stale_date");
+    // ...cannot be replayed after it; the answer says when fresh requests pass.
+    let stale = send(server.addr, "GET", "/key", &captured, b"").await;
+    stale.expect(401, "stale_date");
+    let retry: u64 = stale.header("retry-after").parse().unwrap();
+    assert!((1..=7).contains(&retry), "{retry}");
 
     // The init token issued before the restart still connects, once.
     let reply = connect_raw(server.addr, &connect_body(NAMESPACE, "348", &pending)).await;

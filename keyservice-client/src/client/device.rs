@@ -112,6 +112,12 @@ impl Client {
 }
 
 impl Session {
+    /// The same session through another client: another address for the same service,
+    /// or other settings. Makes no request.
+    pub fn with_client(&self, client: &Client) -> Self {
+        Self { client: client.clone(), session_token: self.session_token.clone(), init_token: self.init_token.clone() }
+    }
+
     /// `PUT /key`: stores `bytes` as a new version of the key and returns its number.
     /// `content_type` defaults to `application/octet-stream` on the server.
     ///

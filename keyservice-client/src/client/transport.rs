@@ -17,6 +17,9 @@ use super::error::{Error, ErrorKind};
 use crate::protocol::Secret;
 use crate::protocol::ss1::{Authorization, Nonce, SignedRequest};
 
+/// Longest wait for a server's replay floor after a `stale_date` answer.
+const MAX_STALE_WAIT_SECS: u64 = 15;
+
 /// Largest response body read, in bytes (keys are at most 16 MiB by server config).
 const MAX_RESPONSE_BYTES: usize = 17 * 1024 * 1024;
 
@@ -258,8 +261,15 @@ impl Client {
                 corrected_clock = true;
                 self.learn_clock(&response.headers);
                 if error.code() == Some("stale_date") {
-                    // Dates are in whole seconds: the next second is past the floor.
-                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                    // The server says when requests dated now pass its replay floor
+                    // (seconds after a restart); without that, the next second does.
+                    let wait = response
+                        .headers
+                        .get(http::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map_or(Duration::from_millis(1100), |secs| Duration::from_secs(secs.min(MAX_STALE_WAIT_SECS)));
+                    tokio::time::sleep(wait).await;
                 }
                 continue;
             }

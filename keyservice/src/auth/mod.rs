@@ -53,7 +53,10 @@ pub enum AuthError {
     ClockSkew,
     /// The date is at or before the replay floor left by an earlier run.
     #[error("the request is dated before the server's last restart; sign it again with the current time")]
-    StaleDate,
+    StaleDate {
+        /// Seconds until requests dated now are past the floor.
+        retry_after: u64,
+    },
     /// The (key id, nonce) pair was already accepted.
     #[error("this nonce was already used; sign every request with a fresh nonce")]
     Replayed,
@@ -75,7 +78,7 @@ impl AuthError {
             Self::MissingDate => "missing_date",
             Self::BadDate => "bad_date",
             Self::ClockSkew => "clock_skew",
-            Self::StaleDate => "stale_date",
+            Self::StaleDate { .. } => "stale_date",
             Self::Replayed => "replayed_request",
             Self::Store(_) => "internal_error",
         }
@@ -172,7 +175,9 @@ impl Authenticator {
         let fingerprint = crate::crypto::replay_fingerprint(claim.key_id(), claim.authorization.nonce());
         match self.replay.accept(fingerprint, claim.date, now).await? {
             Ok(()) => Ok(Verified { key_id: claim.authorization.key_id().to_owned() }),
-            Err(Replay::Stale) => Err(AuthError::StaleDate),
+            Err(Replay::Stale) => {
+                Err(AuthError::StaleDate { retry_after: self.replay.startup_floor().saturating_sub(now) + 1 })
+            }
             Err(Replay::Seen) => Err(AuthError::Replayed),
         }
     }

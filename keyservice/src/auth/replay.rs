@@ -142,6 +142,11 @@ impl ReplayGuard {
         Ok(())
     }
 
+    /// Requests dated at or before this are refused as possibly seen before a restart.
+    pub fn startup_floor(&self) -> UnixTime {
+        self.startup_floor
+    }
+
     /// Remembered nonces older than this can be deleted from the store.
     pub fn forget_before(&self, now: UnixTime) -> UnixTime {
         now.saturating_sub(self.window + BUCKET_SECS)

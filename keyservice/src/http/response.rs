@@ -41,6 +41,9 @@ pub fn error(error: &Error, status: StatusCode, code: &'static str) -> Response<
     if let Error::Limit(refusal) = error {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after()));
     }
+    if let Error::Auth(crate::auth::AuthError::StaleDate { retry_after }) = error {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
     response
 }
 
