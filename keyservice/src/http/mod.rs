@@ -237,7 +237,7 @@ impl App {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         self.inner.metrics.request(route, status, elapsed.as_secs_f64());
-        tracing::info!(request_id = %info.id, %method, route, status, latency_us = elapsed.as_micros() as u64, "request");
+        tracing::info!(target: "keyservice::request", request_id = %info.id, %method, route, status, latency_us = elapsed.as_micros() as u64, "request");
         response
     }
 

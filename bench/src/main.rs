@@ -1,0 +1,660 @@
+//! `keyservice-bench`: load for keyservice, measured against a bare hyper baseline.
+//!
+//! It seeds a store through the library's fast path (no HTTP), starts the real
+//! `keyservice` binary on it, and drives it over N keep-alive connections for a fixed
+//! time, signing every request with a fresh ss1 nonce so the replay memory sees real
+//! traffic. The same generator then drives a bare hyper server that answers a body of
+//! the same size: the ratio between the two survives a noisy machine.
+//!
+//! ```text
+//! keyservice-bench run --scenario get --connections 64 --duration 10 --users 10000 --runs 3
+//! keyservice-bench soak --duration 60 --connections 64
+//! ```
+//!
+//! Reported: requests per second, latency p50/p99/p99.9, errors, the server's CPU time
+//! per request (from /proc, all threads) and its peak RSS; `--json` for machines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use keyservice::escrow::{Escrow, Policy};
+use keyservice::store::Precondition;
+use keyservice::{ErasureLedger, MasterKey, SledStore, Store};
+use keyservice_client::protocol::Secret;
+use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
+use serde::Serialize;
+
+const NAMESPACE: &str = "bench";
+const KEY_ID: &str = "bench-1";
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789abc";
+/// Sessions the generator signs with (spread over the seeded users).
+const MAX_SESSIONS: u64 = 1024;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure a scenario against keyservice and (for get) the bare-hyper baseline.
+    Run(RunArgs),
+    /// Run mixed traffic for a while and check errors, memory and file descriptors.
+    Soak(SoakArgs),
+    /// Internal: serve the bare hyper baseline and print its address.
+    Baseline {
+        /// Body size of every answer.
+        #[arg(long, default_value_t = 32)]
+        body_bytes: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Scenario {
+    /// GET /key.
+    Get,
+    /// Durable PUT /key.
+    Put,
+    /// init → connect → put → get.
+    Flow,
+    /// 90 % GET, 10 % PUT.
+    Mixed,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = Scenario::Get)]
+    scenario: Scenario,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Users stored before measuring.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 32)]
+    key_bytes: usize,
+    /// Measurements (the report gives their median).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip the baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// The keyservice binary [default: beside this one].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds of warm-up before the reference measurements.
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// The keyservice binary [default: beside this one].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+struct Measurement {
+    target: &'static str,
+    scenario: Scenario,
+    connections: usize,
+    users: u64,
+    requests: u64,
+    errors: u64,
+    requests_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    server_cpu_us_per_request: f64,
+    server_peak_rss_mib: f64,
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Run(args) => run(args).await,
+            Cmd::Soak(args) => soak(args).await,
+            Cmd::Baseline { body_bytes } => baseline(body_bytes).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("keyservice-bench: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A server process being measured.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// CPU time of all its threads, from /proc.
+    fn cpu(&self) -> Duration {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut total = 0u64;
+        for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+                total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        Duration::from_nanos(total)
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+fn spawn(mut command: Command, marker: &str) -> Result<Server, Failure> {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let (found, addr_rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    for lines in
+        [Box::new(stderr.lines()) as Box<dyn Iterator<Item = std::io::Result<String>> + Send>, Box::new(stdout.lines())]
+    {
+        let found = found.clone();
+        let marker = marker.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains(&marker)
+                    && let Some(addr) = line.split("address=").nth(1).and_then(|r| r.split_whitespace().next())
+                {
+                    let _ = found.send(addr.to_owned());
+                }
+            }
+        });
+    }
+    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "the server did not start")?;
+    Ok(Server { child, addr: addr.parse()? })
+}
+
+fn server_bin(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let here = std::env::current_exe()?;
+    let beside = here.with_file_name("keyservice");
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        Err("no keyservice binary beside this one; build it or pass --server-bin".into())
+    }
+}
+
+/// Writes the server's config into `dir`: generous limits (the generator is one
+/// address), long sessions, no per-request log lines.
+fn write_config(dir: &Path) -> Result<PathBuf, Failure> {
+    let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\naudit_log_file = {}\nadmin_socket = {}\n\
+         session_ttl_secs = 2592000\nsession_idle_secs = 2592000\nmax_key_versions = 1000000\ninit_per_minute = 100000000\n\
+         auth_failures_per_minute = 100000000\nmax_pending_inits = 100000000\nmax_connections = 4096\n\
+         [namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n\
+         connect_per_minute = 100000000\nconnect_users_per_window = 100000000\n",
+        file("data"),
+        file("master.key"),
+        file("erasures.jsonl"),
+        file("audit.jsonl"),
+        file("admin.sock"),
+    );
+    let path = dir.join("keyservice.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Stores `users` users with one key each, and sessions for up to [`MAX_SESSIONS`] of
+/// them, straight through the library; returns (session token, init token) pairs.
+async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> Result<Vec<(Secret, Secret)>, Failure> {
+    let config = keyservice::Config::load(config_path)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+    let master = MasterKey::load_or_create(&config.master_key_file)?;
+    let ledger = ErasureLedger::open(&config.erasure_ledger_file)?;
+    let policy = Policy { max_key_versions: 1_000_000, session_idle_secs: 30 * 86_400 };
+    let escrow = Arc::new(Escrow::open(store.clone(), &master, ledger, policy).await?);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let started = Instant::now();
+    let workers = 256u64;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let escrow = escrow.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sessions = Vec::new();
+            let mut i = worker;
+            while i < users {
+                let user = escrow.user(NAMESPACE, &format!("user-{i}"));
+                let key = zeroize::Zeroizing::new(vec![(i % 251) as u8; key_bytes]);
+                escrow.put_key(&user, "application/octet-stream".into(), key, &Precondition::None, now).await?;
+                if i < MAX_SESSIONS {
+                    let init = keyservice::new_token()?;
+                    let token = keyservice::new_token()?;
+                    escrow.add_init(&init, now + 3600).await?;
+                    let digest = keyservice::crypto::init_digest(&init);
+                    escrow.connect(&digest, user, &token, now, now + 30 * 86_400).await?;
+                    sessions.push((token, init));
+                }
+                i += workers;
+            }
+            Ok::<_, Failure>(sessions)
+        }));
+    }
+    let mut sessions = Vec::new();
+    for task in tasks {
+        sessions.extend(task.await??);
+    }
+    store.flush().await?;
+    drop(escrow);
+    eprintln!("seeded {users} users in {:.1} s ({})", started.elapsed().as_secs_f64(), dir.display());
+    Ok(sessions)
+}
+
+/// One operation of a scenario.
+enum Op {
+    Get,
+    Put,
+    Flow,
+}
+
+struct Load {
+    histogram: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+}
+
+/// Drives `addr` with `scenario` over `connections` for `duration`.
+async fn load(
+    addr: SocketAddr,
+    sessions: Arc<Vec<(Secret, Secret)>>,
+    scenario: Scenario,
+    connections: usize,
+    duration: Duration,
+    key_bytes: usize,
+) -> Load {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let sessions = sessions.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+            let (mut requests, mut errors) = (0u64, 0u64);
+            let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return (histogram, 0, 1) };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+                return (histogram, 0, 1);
+            };
+            tokio::spawn(connection);
+            let (session, init) = &sessions[c % sessions.len()];
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let op = match scenario {
+                    Scenario::Get => Op::Get,
+                    Scenario::Put => Op::Put,
+                    Scenario::Mixed if n.is_multiple_of(10) => Op::Put,
+                    Scenario::Mixed => Op::Get,
+                    Scenario::Flow => Op::Flow,
+                };
+                let started = Instant::now();
+                let ok = match op {
+                    Op::Get => {
+                        exchange(&mut sender, addr, "GET", "/key", vec![], session.expose(), init.expose()).await
+                    }
+                    Op::Put => {
+                        let body = vec![(n % 251) as u8; key_bytes];
+                        exchange(&mut sender, addr, "PUT", "/key", body, session.expose(), init.expose()).await
+                    }
+                    Op::Flow => flow(&mut sender, addr, c, n, key_bytes).await,
+                };
+                let _ = histogram.record(started.elapsed().as_micros() as u64);
+                requests += 1;
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (histogram, requests, errors)
+        }));
+    }
+    let mut total = Load {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        requests: 0,
+        errors: 0,
+    };
+    for task in tasks {
+        if let Ok((histogram, requests, errors)) = task.await {
+            let _ = total.histogram.add(&histogram);
+            total.requests += requests;
+            total.errors += errors;
+        }
+    }
+    total
+}
+
+/// One signed request; whether it got a 2xx.
+async fn exchange(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    key_id: &str,
+    secret: &str,
+) -> bool {
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let Ok(nonce) = Nonce::random() else { return false };
+    let authorization = Authorization::sign(
+        key_id,
+        secret.as_bytes(),
+        nonce,
+        &SignedRequest { method, path_and_query: path, body: &body, date: &date },
+    );
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("authorization", authorization.to_string())
+        .header("date", date);
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    let Ok(request) = request.body(Full::new(Bytes::from(body))) else { return false };
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let ok = response.status().is_success();
+            ok & response.into_body().collect().await.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The whole flow for a fresh user: init, connect, put, get (counted as one operation).
+async fn flow(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    c: usize,
+    n: u64,
+    key_bytes: usize,
+) -> bool {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/init")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()));
+    let Ok(request) = request else { return false };
+    let Ok(response) = sender.send_request(request).await else { return false };
+    let Ok(body) = response.into_body().collect().await else { return false };
+    let Ok(init) = serde_json::from_slice::<keyservice_client::protocol::wire::InitResponse>(&body.to_bytes()) else {
+        return false;
+    };
+    let connect = serde_json::json!({
+        "namespace": NAMESPACE,
+        "userId": format!("flow-{c}-{n}"),
+        "initTokenHash": keyservice_client::protocol::wire::init_token_hash(&init.init_token),
+    })
+    .to_string()
+    .into_bytes();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let Ok(nonce) = Nonce::random() else { return false };
+    let authorization = Authorization::sign(
+        KEY_ID,
+        SECRET.as_bytes(),
+        nonce,
+        &SignedRequest { method: "POST", path_and_query: "/connect", body: &connect, date: &date },
+    );
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/connect")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .header("authorization", authorization.to_string())
+        .header("date", date)
+        .body(Full::new(Bytes::from(connect)));
+    let Ok(request) = request else { return false };
+    let Ok(response) = sender.send_request(request).await else { return false };
+    let Ok(body) = response.into_body().collect().await else { return false };
+    let Ok(grant) = serde_json::from_slice::<keyservice_client::protocol::wire::ConnectResponse>(&body.to_bytes())
+    else {
+        return false;
+    };
+    let (token, secret) = (grant.session_token.expose(), init.init_token.expose());
+    exchange(sender, addr, "PUT", "/key", vec![7; key_bytes], token, secret).await
+        && exchange(sender, addr, "GET", "/key", vec![], token, secret).await
+}
+
+fn measurement(
+    target: &'static str,
+    args: &RunArgs,
+    load: &Load,
+    cpu: Duration,
+    server: &Server,
+    seconds: f64,
+) -> Measurement {
+    let h = &load.histogram;
+    Measurement {
+        target,
+        scenario: args.scenario,
+        connections: args.connections,
+        users: args.users,
+        requests: load.requests,
+        errors: load.errors,
+        requests_per_second: load.requests as f64 / seconds,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        server_cpu_us_per_request: cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64,
+        server_peak_rss_mib: server.status_kib("VmHWM:") as f64 / 1024.0,
+    }
+}
+
+async fn measure(
+    target: &'static str,
+    server: &Server,
+    args: &RunArgs,
+    sessions: Arc<Vec<(Secret, Secret)>>,
+) -> Measurement {
+    // A short warm-up, then the measured window.
+    let _ =
+        load(server.addr, sessions.clone(), args.scenario, args.connections, Duration::from_secs(1), args.key_bytes)
+            .await;
+    let cpu_before = server.cpu();
+    let started = Instant::now();
+    let result = load(
+        server.addr,
+        sessions,
+        args.scenario,
+        args.connections,
+        Duration::from_secs(args.duration),
+        args.key_bytes,
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    measurement(target, args, &result, server.cpu().saturating_sub(cpu_before), server, seconds)
+}
+
+async fn run(args: RunArgs) -> Result<(), Failure> {
+    let bin = server_bin(args.server_bin.clone())?;
+    let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let config = write_config(dir.path())?;
+    let sessions = Arc::new(seed(dir.path(), &config, args.users.max(1), args.key_bytes).await?);
+
+    let mut results = Vec::new();
+    for run in 0..args.runs {
+        let mut command = Command::new(&bin);
+        command
+            .args(["serve", "--config", config.to_str().ok_or("a UTF-8 path")?])
+            .env("RUST_LOG", "info,keyservice::request=off");
+        let server = spawn(command, "keyservice listening")?;
+        let measured = measure("keyservice", &server, &args, sessions.clone()).await;
+        eprintln!("run {}: keyservice {:.0} req/s", run + 1, measured.requests_per_second);
+        results.push(measured);
+        drop(server);
+        // A restart refuses requests dated in the last second it served.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if !args.no_baseline && matches!(args.scenario, Scenario::Get | Scenario::Mixed) {
+            let mut command = Command::new(std::env::current_exe()?);
+            command.args(["baseline", "--body-bytes", &args.key_bytes.to_string()]);
+            let baseline = spawn(command, "baseline listening")?;
+            let measured = measure("baseline", &baseline, &args, sessions.clone()).await;
+            eprintln!("run {}: baseline {:.0} req/s", run + 1, measured.requests_per_second);
+            results.push(measured);
+        }
+    }
+    report(&args, &results);
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() { 0.0 } else { values[values.len() / 2] }
+}
+
+fn report(args: &RunArgs, results: &[Measurement]) {
+    if args.json {
+        println!("{}", serde_json::json!({ "runs": results }));
+        return;
+    }
+    println!(
+        "{:<10} {:>6} {:>5} {:>9} {:>12} {:>8} {:>8} {:>9} {:>7} {:>10} {:>9}",
+        "target", "scen.", "conn", "users", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "errors", "cpu µs/req", "rss MiB"
+    );
+    for r in results {
+        println!(
+            "{:<10} {:>6} {:>5} {:>9} {:>12.0} {:>8} {:>8} {:>9} {:>7} {:>10.1} {:>9.1}",
+            r.target,
+            format!("{:?}", r.scenario).to_lowercase(),
+            r.connections,
+            r.users,
+            r.requests_per_second,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.errors,
+            r.server_cpu_us_per_request,
+            r.server_peak_rss_mib
+        );
+    }
+    let of = |target: &str, f: fn(&Measurement) -> f64| {
+        median(results.iter().filter(|r| r.target == target).map(f).collect())
+    };
+    let ks = of("keyservice", |r| r.requests_per_second);
+    println!(
+        "median keyservice: {ks:.0} req/s, p99 {:.0} µs, cpu {:.1} µs/req, peak rss {:.1} MiB",
+        of("keyservice", |r| r.p99_us as f64),
+        of("keyservice", |r| r.server_cpu_us_per_request),
+        of("keyservice", |r| r.server_peak_rss_mib)
+    );
+    let base = of("baseline", |r| r.requests_per_second);
+    if base > 0.0 {
+        println!(
+            "median baseline: {base:.0} req/s, cpu {:.1} µs/req; keyservice/baseline throughput {:.0} %",
+            of("baseline", |r| r.server_cpu_us_per_request),
+            100.0 * ks / base
+        );
+    }
+}
+
+async fn soak(args: SoakArgs) -> Result<(), Failure> {
+    let bin = server_bin(args.server_bin)?;
+    let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+    let config = write_config(dir.path())?;
+    let sessions = Arc::new(seed(dir.path(), &config, 1000, 32).await?);
+    let mut command = Command::new(&bin);
+    command
+        .args(["serve", "--config", config.to_str().ok_or("a UTF-8 path")?])
+        .env("RUST_LOG", "info,keyservice::request=off");
+    let server = spawn(command, "keyservice listening")?;
+    let warm =
+        load(server.addr, sessions.clone(), Scenario::Mixed, args.connections, Duration::from_secs(args.warmup), 32)
+            .await;
+    let (rss_warm, fds_warm) = (server.status_kib("VmRSS:"), server.open_fds());
+    let main =
+        load(server.addr, sessions, Scenario::Mixed, args.connections, Duration::from_secs(args.duration), 32).await;
+    let (rss_end, fds_end) = (server.status_kib("VmRSS:"), server.open_fds());
+    let growth = 100.0 * (rss_end as f64 - rss_warm as f64) / rss_warm.max(1) as f64;
+    println!(
+        "soak: {} s at {} connections, {} requests, {} errors; RSS {:.1} MiB after warm-up, {:.1} MiB at the end ({growth:+.1} %); open fds {fds_warm} → {fds_end}",
+        args.duration,
+        args.connections,
+        warm.requests + main.requests,
+        warm.errors + main.errors,
+        rss_warm as f64 / 1024.0,
+        rss_end as f64 / 1024.0,
+    );
+    let ok = warm.errors + main.errors == 0 && growth <= 10.0 && fds_end <= fds_warm + 8;
+    if ok { Ok(()) } else { Err("soak failed: errors, memory growth over 10 %, or leaking file descriptors".into()) }
+}
+
+/// A bare hyper 1 server answering every request with a body of `body_bytes`.
+async fn baseline(body_bytes: usize) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("baseline listening address={}", listener.local_addr()?);
+    let body = Bytes::from(vec![7u8; body_bytes]);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let body = body.clone();
+                async move {
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
