@@ -378,23 +378,27 @@ pub(crate) fn audit_failure<T>(
 }
 
 /// The client's `X-Request-Id` when it is 1 to 64 letters, digits, `-`, `_` or `.`;
-/// otherwise 16 random bytes in hex.
+/// otherwise a new one: a random prefix per process and a counter, 32 hex digits (unique
+/// across restarts and nodes without a system call per request).
 fn request_id(headers: &http::HeaderMap) -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let given = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|id| {
         !id.is_empty()
             && id.len() <= 64
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     });
-    match given {
-        Some(id) => id.to_owned(),
-        // Without randomness, a counter-free fallback still tells requests apart in logs.
-        None => keyservice_client::protocol::random_bytes::<16>().map(hex::encode).unwrap_or_else(|_| {
-            format!(
-                "t{}",
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-            )
-        }),
+    if let Some(id) = given {
+        return id.to_owned();
     }
+    let prefix = PREFIX.get_or_init(|| {
+        // Without OS randomness the start time still separates processes.
+        keyservice_client::protocol::random_bytes::<8>().map(u64::from_be_bytes).unwrap_or_else(|_| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        })
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// A fixed label for logs: never the raw path, which a client controls.
