@@ -242,7 +242,7 @@ fn write_config(dir: &Path) -> Result<PathBuf, Failure> {
     let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
     let text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\naudit_log_file = {}\nadmin_socket = {}\n\
-         session_ttl_secs = 2592000\nsession_idle_secs = 2592000\nmax_key_versions = 1000000\ninit_per_minute = 100000000\n\
+         session_ttl_secs = 2592000\nsession_idle_secs = 2592000\ninit_per_minute = 100000000\n\
          auth_failures_per_minute = 100000000\nmax_pending_inits = 100000000\nmax_connections = 4096\n\
          [namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n\
          connect_per_minute = 100000000\nconnect_users_per_window = 100000000\n",

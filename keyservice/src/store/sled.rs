@@ -511,9 +511,10 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             Ok(Reply::Done)
         }
         Op::PutKey { user, precondition, keep, created_at, seal } => {
-            let existing: Vec<sled::IVec> =
-                trees.keys.scan_prefix(record::user_prefix(&user)).keys().collect::<Result<_, _>>().map_err(backend)?;
-            let current = existing.last().map(|k| record::version_of_key(k)).transpose()?;
+            let current = match trees.keys.scan_prefix(record::user_prefix(&user)).keys().next_back() {
+                Some(key) => Some(record::version_of_key(&key.map_err(backend)?)?),
+                None => None,
+            };
             if !precondition.admits(current) {
                 return Ok(Reply::Put(PutOutcome::PreconditionFailed));
             }
@@ -521,10 +522,14 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             let sealed = seal(version)?;
             let mut batch = sled::Batch::default();
             batch.insert(record::key_version_key(&user, version), record::encode_key(created_at, &sealed));
-            // Versions are stored oldest first; with the new one there are existing + 1.
-            let excess = (existing.len() + 1).saturating_sub(usize::try_from(keep.max(1)).unwrap_or(usize::MAX));
-            for key in existing.iter().take(excess) {
-                batch.remove(key);
+            // Prune what falls out of the newest `keep`: only the range below the cutoff
+            // is read, which in steady state holds one version (reading every version
+            // on every PUT made a PUT's cost grow with the user's history).
+            if let Some(cutoff) = version.checked_sub(keep.max(1)).filter(|c| *c >= 1) {
+                let range = record::key_version_key(&user, 0)..=record::key_version_key(&user, cutoff);
+                for key in trees.keys.range(range).keys() {
+                    batch.remove(key.map_err(backend)?);
+                }
             }
             trees.keys.apply_batch(batch).map_err(backend)?;
             Ok(Reply::Put(PutOutcome::Stored { version }))
