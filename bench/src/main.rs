@@ -387,6 +387,14 @@ async fn load(
     total
 }
 
+/// The Authorization and Date headers of a request signed now with a fresh nonce.
+fn sign(method: &str, path: &str, body: &[u8], key_id: &str, secret: &str) -> Option<(String, String)> {
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let nonce = Nonce::random().ok()?;
+    let request = SignedRequest { method, path_and_query: path, body, date: &date };
+    Some((Authorization::sign(key_id, secret.as_bytes(), nonce, &request).to_string(), date))
+}
+
 /// One signed request; whether it got a 2xx.
 async fn exchange(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -397,19 +405,12 @@ async fn exchange(
     key_id: &str,
     secret: &str,
 ) -> bool {
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let Ok(nonce) = Nonce::random() else { return false };
-    let authorization = Authorization::sign(
-        key_id,
-        secret.as_bytes(),
-        nonce,
-        &SignedRequest { method, path_and_query: path, body: &body, date: &date },
-    );
+    let Some((authorization, date)) = sign(method, path, &body, key_id, secret) else { return false };
     let mut request = http::Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .header("authorization", authorization.to_string())
+        .header("authorization", authorization)
         .header("date", date);
     if !body.is_empty() {
         request = request.header("content-type", "application/json");
@@ -450,20 +451,13 @@ async fn flow(
     })
     .to_string()
     .into_bytes();
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let Ok(nonce) = Nonce::random() else { return false };
-    let authorization = Authorization::sign(
-        KEY_ID,
-        SECRET.as_bytes(),
-        nonce,
-        &SignedRequest { method: "POST", path_and_query: "/connect", body: &connect, date: &date },
-    );
+    let Some((authorization, date)) = sign("POST", "/connect", &connect, KEY_ID, SECRET) else { return false };
     let request = http::Request::builder()
         .method("POST")
         .uri("/connect")
         .header("host", addr.to_string())
         .header("content-type", "application/json")
-        .header("authorization", authorization.to_string())
+        .header("authorization", authorization)
         .header("date", date)
         .body(Full::new(Bytes::from(connect)));
     let Ok(request) = request else { return false };

@@ -55,6 +55,16 @@ async fn populate(addr: std::net::SocketAddr) -> Vec<(Device, Vec<u8>)> {
     out
 }
 
+/// A server's data with a few users' keys, the server stopped: (dir, config, devices).
+async fn populated_and_stopped() -> (tempfile::TempDir, std::path::PathBuf, Vec<(Device, Vec<u8>)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let devices = populate(server.addr).await;
+    stop(server);
+    (dir, config, devices)
+}
+
 async fn assert_keys(addr: std::net::SocketAddr, devices: &[(Device, Vec<u8>)]) {
     for (device, key) in devices {
         let device = Device { addr, ..device.clone() };
@@ -146,11 +156,7 @@ fn use_master_key(dir: &Path, key: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotating_offline_is_idempotent_and_the_old_key_stops_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &namespace_config());
-    let server = start(&config);
-    let devices = populate(server.addr).await;
-    stop(server);
+    let (dir, config, devices) = populated_and_stopped().await;
 
     let new_key = dir.path().join("new-master.key");
     let rotate = || {
@@ -243,11 +249,7 @@ fn a_missing_master_key_file_is_created_private() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_killed_at_any_moment_resumes_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &namespace_config());
-    let server = start(&config);
-    let devices = populate(server.addr).await;
-    stop(server);
+    let (dir, config, devices) = populated_and_stopped().await;
 
     // Kill the rotation at moments spread over its run: before it opens the store,
     // while it works, and after it has written.
