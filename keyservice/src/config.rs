@@ -680,6 +680,11 @@ mod tests {
         assert_eq!(field_of(parse("max_clock_skew_secs = 90000")), "max_clock_skew_secs");
         assert_eq!(field_of(parse("init_ttl_secs = 0")), "init_ttl_secs");
         assert_eq!(field_of(parse("max_header_bytes = 100")), "max_header_bytes");
+        assert_eq!(field_of(parse("metrics_listen = \"everywhere\"")), "metrics_listen");
+        assert_eq!(field_of(parse("trusted_proxies = [\"10.0.0.0/99\"]")), "trusted_proxies[0]");
+        assert_eq!(field_of(parse("cors_origins = [\"https://app.example.com/path\"]")), "cors_origins[0]");
+        assert_eq!(field_of(parse("init_per_minute = 0")), "init_per_minute");
+        assert_eq!(field_of(parse("shutdown_grace_secs = 0")), "shutdown_grace_secs");
         assert_eq!(field_of(parse(&ns(&format!("allow = []\n{good_cred}")))), "namespaces.shop.allow");
         assert_eq!(
             field_of(parse(&ns(&format!("allow = [\"10.0.0.0/33\"]\n{good_cred}")))),

@@ -31,8 +31,15 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls refused the certificate and key.
-    #[error("the certificate and key do not form a usable TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
+    #[error("{cert} and {key} do not form a usable TLS configuration: {source}")]
+    Config {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason (never key material).
+        source: rustls::Error,
+    },
 }
 
 /// The server's TLS configuration, swappable while serving.
@@ -83,11 +90,14 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     // The key's own parse errors can quote key bytes; report only the kind of failure.
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
         .map_err(|_| file_error(&files.key_file, "holds no readable PEM private key".into()))?;
+    let refused = |source| TlsError::Config { cert: files.cert_file.clone(), key: files.key_file.clone(), source };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(refused)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(certs, key)
+        .map_err(refused)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -140,3 +140,31 @@ async fn sighup_reloads_the_certificate_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(tls_connect(port, &next_ca, &[b"http/1.1"]).await.is_ok());
 }
+
+#[test]
+fn unusable_tls_files_stop_the_start_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server.key");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n").unwrap();
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        dir.path().join("missing.crt").display().to_string(),
+        key.display().to_string()
+    );
+    let config = binary::write_config(dir.path(), &extra);
+    let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("missing.crt"), "{err}");
+
+    let (files, _) = certificate(dir.path(), "ok");
+    std::fs::copy(&key, &files.key_file).unwrap();
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        files.cert_file.display().to_string(),
+        files.key_file.display().to_string()
+    );
+    let config = binary::write_config(dir.path(), &extra);
+    let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ok.key") && !err.contains("not base64"), "{err}");
+}
