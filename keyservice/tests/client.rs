@@ -253,3 +253,18 @@ async fn https_with_a_given_ca_bundle() {
     let untrusting = Client::builder(&https).ca_certificates_pem(other_ca.into_bytes()).build().unwrap();
     assert!(untrusting.init().await.unwrap_err().is_network());
 }
+
+#[tokio::test]
+async fn rate_limits_come_with_when_to_try_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.init_per_minute = std::num::NonZeroU32::new(1).unwrap();
+    let server = TestServer::start_sled(config).await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    client.init().await.unwrap();
+    let error = client.init().await.unwrap_err();
+    assert!(error.is_rate_limited(), "{error:?}");
+    assert_eq!(error.code(), Some("rate_limited"));
+    let wait = error.retry_after().expect("a Retry-After");
+    assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(60), "{wait:?}");
+}

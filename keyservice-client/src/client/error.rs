@@ -24,6 +24,8 @@ pub enum ErrorKind {
     PreconditionFailed,
     /// 413: the body was larger than the server accepts.
     TooLarge,
+    /// 429: a rate limit or budget; [`Error::retry_after`] says when to try again.
+    RateLimited,
     /// Another 4xx: the request was malformed.
     BadRequest,
     /// 5xx: the server failed.
@@ -44,12 +46,13 @@ pub struct Error {
     status: Option<StatusCode>,
     code: Option<String>,
     message: Option<String>,
+    retry_after: Option<std::time::Duration>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Self { kind, status: None, code: None, message: None, source: None }
+        Self { kind, status: None, code: None, message: None, retry_after: None, source: None }
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -67,19 +70,25 @@ impl Error {
     }
 
     /// The error for a non-success answer with this status and body.
-    pub(crate) fn from_response(status: StatusCode, body: &[u8]) -> Self {
+    pub(crate) fn from_response(status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Self {
         let kind = match status.as_u16() {
             401 => ErrorKind::Unauthorized,
             403 => ErrorKind::Forbidden,
             404 | 410 => ErrorKind::NotFound,
             412 => ErrorKind::PreconditionFailed,
             413 => ErrorKind::TooLarge,
+            429 => ErrorKind::RateLimited,
             400..=499 => ErrorKind::BadRequest,
             500..=599 => ErrorKind::Server,
             _ => ErrorKind::InvalidResponse,
         };
         let mut error = Self::new(kind);
         error.status = Some(status);
+        error.retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         if let Ok(body) = serde_json::from_slice::<ErrorBody>(body) {
             error.code = Some(body.error);
             error.message = Some(body.message);
@@ -138,6 +147,16 @@ impl Error {
         self.kind == ErrorKind::TooLarge
     }
 
+    /// 429: a rate limit or budget.
+    pub fn is_rate_limited(&self) -> bool {
+        self.kind == ErrorKind::RateLimited
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
+    }
+
     /// 5xx.
     pub fn is_server(&self) -> bool {
         self.kind == ErrorKind::Server
@@ -154,6 +173,7 @@ impl fmt::Display for Error {
             ErrorKind::NotFound => "not found",
             ErrorKind::PreconditionFailed => "precondition failed",
             ErrorKind::TooLarge => "too large",
+            ErrorKind::RateLimited => "rate limited",
             ErrorKind::BadRequest => "bad request",
             ErrorKind::Server => "server error",
             ErrorKind::InvalidResponse => "invalid response",
@@ -177,6 +197,7 @@ impl fmt::Debug for Error {
             .field("status", &self.status)
             .field("code", &self.code)
             .field("message", &self.message)
+            .field("retry_after", &self.retry_after)
             .field("source", &self.source)
             .finish()
     }
@@ -202,7 +223,7 @@ mod tests {
     #[test]
     fn statuses_map_to_kinds_and_keep_the_code() {
         let body = br#"{"error":"clock_skew","message":"The request date is too far from the server's clock."}"#;
-        let error = Error::from_response(StatusCode::UNAUTHORIZED, body);
+        let error = Error::from_response(StatusCode::UNAUTHORIZED, &http::HeaderMap::new(), body);
         assert!(error.is_unauthorized());
         assert_eq!(error.code(), Some("clock_skew"));
         assert_eq!(
@@ -215,10 +236,13 @@ mod tests {
             (410, ErrorKind::NotFound),
             (412, ErrorKind::PreconditionFailed),
             (413, ErrorKind::TooLarge),
+            (429, ErrorKind::RateLimited),
             (415, ErrorKind::BadRequest),
             (503, ErrorKind::Server),
         ] {
-            assert_eq!(Error::from_response(StatusCode::from_u16(status).unwrap(), b"not json").kind(), kind);
+            let error =
+                Error::from_response(StatusCode::from_u16(status).unwrap(), &http::HeaderMap::new(), b"not json");
+            assert_eq!(error.kind(), kind);
         }
     }
 }

@@ -253,7 +253,7 @@ impl Client {
             if response.status.is_success() {
                 return Ok(response);
             }
-            let error = Error::from_response(response.status, &response.body);
+            let error = Error::from_response(response.status, &response.headers, &response.body);
             let date_refused = matches!(error.code(), Some("clock_skew" | "stale_date"));
             if error.is_unauthorized() && date_refused && !corrected_clock && call.signer.is_some() {
                 // The request was refused before anything happened, so repeating it is
