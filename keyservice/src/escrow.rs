@@ -32,7 +32,7 @@ impl Session {
     /// Whether it may still be used at `now`: before its expiry, and not idle for longer
     /// than `idle_limit` seconds.
     pub fn is_live(&self, now: UnixTime, idle_limit: u64) -> bool {
-        self.expires_at > now && now.saturating_sub(self.last_used) <= idle_limit
+        is_live(self.expires_at, self.last_used, now, idle_limit)
     }
 }
 
@@ -271,7 +271,7 @@ impl Escrow {
             .user_sessions(user)
             .await?
             .into_iter()
-            .filter(|s| s.expires_at > now && now.saturating_sub(s.last_used) <= self.policy.session_idle_secs)
+            .filter(|s| is_live(s.expires_at, s.last_used, now, self.policy.session_idle_secs))
             .map(|s| s.expires_at)
             .collect();
         expiries.sort_unstable();
@@ -289,6 +289,11 @@ impl Escrow {
     pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<crate::crypto::vault::Rotation, Error> {
         Ok(self.vault.rotate(self.store.as_ref(), new).await?)
     }
+}
+
+/// Before its expiry, and not idle for longer than `idle_limit` seconds.
+fn is_live(expires_at: UnixTime, last_used: UnixTime, now: UnixTime, idle_limit: u64) -> bool {
+    expires_at > now && now.saturating_sub(last_used) <= idle_limit
 }
 
 fn seal_error(error: VaultError) -> StoreError {

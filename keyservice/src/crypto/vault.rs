@@ -133,7 +133,7 @@ const INDEX_KEY: &[u8] = b"system/index";
 const SYSTEM_KEY: &[u8] = b"system/seal";
 
 /// The name of a namespace's KEK in the keyring.
-pub fn kek_name(namespace: &Pseudonym) -> Vec<u8> {
+fn kek_name(namespace: &Pseudonym) -> Vec<u8> {
     [b"kek/".as_slice(), namespace].concat()
 }
 
@@ -324,11 +324,6 @@ impl Vault {
         Ok((content_type, Zeroizing::new(plain[2 + len..].to_vec())))
     }
 
-    /// The size of the key bytes inside a sealed key version, from its length alone.
-    pub fn sealed_key_len(sealed_len: usize, content_type: &str) -> usize {
-        sealed_len.saturating_sub(HEADER_LEN + TAG_LEN + 2 + content_type.len())
-    }
-
     /// Re-wraps every keyring entry (the index and system keys and every namespace's
     /// KEK) from the current master key to `new`, in one atomic write, and seals with
     /// `new` from then on. Records and user keys are not touched: they hang below.
@@ -360,11 +355,6 @@ impl Vault {
         store.keyring_replace(rewrapped).await?;
         *self.master.write().unwrap_or_else(PoisonError::into_inner) = new;
         Ok(Rotation { rewrapped: count, already_current })
-    }
-
-    /// The id of the master key the vault seals with now.
-    pub fn master_id(&self) -> [u8; 8] {
-        self.master.read().unwrap_or_else(PoisonError::into_inner).id
     }
 }
 

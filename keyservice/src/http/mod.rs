@@ -182,15 +182,16 @@ impl App {
             client: client_ip::client_ip(peer.ip(), request.headers(), &self.inner.trusted_proxies),
         };
         let method = request.method().clone();
+        // CORS works on the route name: only known routes have CORS rules, and unknown
+        // paths all come out as "other" without a copy of the path.
         let route = route_name(request.uri().path());
-        let path = request.uri().path().to_owned();
         let origin = request.headers().get(http::header::ORIGIN).cloned();
         let result = if metrics_listener {
             self.route_metrics(&request)
         } else if method == Method::OPTIONS {
-            self.inner.cors.preflight(&path, request.headers())
+            self.inner.cors.preflight(route, request.headers())
         } else {
-            match self.inner.cors.check(&path, origin.as_ref()) {
+            match self.inner.cors.check(route, origin.as_ref()) {
                 Ok(()) => self.route(request, &info).await,
                 Err(error) => Err(error),
             }
@@ -229,7 +230,7 @@ impl App {
         };
         let mut response = response::secure(response);
         if method != Method::OPTIONS {
-            self.inner.cors.decorate(&path, origin.as_ref(), &mut response);
+            self.inner.cors.decorate(route, origin.as_ref(), &mut response);
         }
         if let Ok(id) = http::HeaderValue::from_str(&info.id) {
             response.headers_mut().insert("x-request-id", id);
