@@ -25,7 +25,8 @@ use keyservice_client::protocol::ss1::{MAX_CLOCK_SKEW, MAX_KEY_ID_LEN};
 use keyservice_client::protocol::wire::MAX_NAMESPACE_LEN;
 use serde::Deserialize;
 
-use crate::limits::ConnectBudget;
+use crate::limits::{ClientPrefix, ConnectBudget};
+use crate::proxy::{ForwardedHeader, ProxyTrust};
 use crate::tls::TlsFiles;
 
 /// The shortest credential secret accepted, in bytes. `keyservice gen-secret` makes 43.
@@ -76,9 +77,15 @@ pub struct Config {
     /// Browser origins allowed to call `/init`, `/key` and `/session` (`cors_origins`,
     /// exact, e.g. `https://app.example.com`). Default: none.
     pub cors_origins: Vec<String>,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers are believed
-    /// (`trusted_proxies`, CIDRs). Default: none.
-    pub trusted_proxies: Vec<IpNet>,
+    /// Which peers are trusted proxies, which header they write and how many of them
+    /// sit in front (`trusted_proxies`, CIDRs; `forwarded_header`, `x-forwarded-for` or
+    /// `forwarded`, required with `trusted_proxies`; `trusted_hops`, default 1). Default:
+    /// none; every peer is the client.
+    pub proxies: ProxyTrust,
+    /// The prefix lengths that count as one client for per-client budgets
+    /// (`client_prefix_v4`, default 24; `client_prefix_v6`, default 64): one party
+    /// rotating addresses inside its network cannot multiply its budget.
+    pub client_prefix: ClientPrefix,
     /// The admin socket (mode 0600) through which `keyservice backup` and
     /// `keyservice rotate-master-key` reach a running server. Default
     /// `./keyservice-admin.sock`.
@@ -137,8 +144,9 @@ pub struct Namespace {
     pub allow: Vec<IpNet>,
     /// Credentials that sign for it; several at once allow rotation.
     pub credentials: Vec<Credential>,
-    /// Its `/connect` budget (`connect_per_minute`, default 600;
-    /// `connect_users_per_window`, default 10,000; `connect_window_secs`, default 3,600).
+    /// Its budgets (`connect_per_minute`, default 600; `connect_users_per_window`,
+    /// default 10,000; `connect_window_secs`, default 3,600; `erase_per_minute`, default
+    /// 600).
     pub connect_budget: ConnectBudget,
 }
 
@@ -148,6 +156,7 @@ pub fn default_connect_budget() -> ConnectBudget {
         calls_per_minute: NonZeroU32::new(600).expect("600 is not zero"),
         users_per_window: 10_000,
         window: Duration::from_secs(3600),
+        erase_per_minute: NonZeroU32::new(600).expect("600 is not zero"),
     }
 }
 
@@ -209,7 +218,8 @@ impl Default for Config {
             erasure_ledger_file: PathBuf::from("./keyservice-erasures.jsonl"),
             max_key_versions: 10,
             admin_socket: PathBuf::from("./keyservice-admin.sock"),
-            trusted_proxies: Vec::new(),
+            proxies: ProxyTrust::default(),
+            client_prefix: ClientPrefix::default(),
             cors_origins: Vec::new(),
             audit_log_file: PathBuf::from("./keyservice-audit.jsonl"),
             init_per_minute: NonZeroU32::new(60).expect("60 is not zero"),
@@ -310,6 +320,10 @@ struct FileConfig {
     admin_socket: Option<PathBuf>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    forwarded_header: Option<ForwardedHeader>,
+    trusted_hops: Option<usize>,
+    client_prefix_v4: Option<u8>,
+    client_prefix_v6: Option<u8>,
     #[serde(default)]
     cors_origins: Vec<String>,
     audit_log_file: Option<PathBuf>,
@@ -350,6 +364,7 @@ struct FileNamespace {
     connect_per_minute: Option<u32>,
     connect_users_per_window: Option<u32>,
     connect_window_secs: Option<u64>,
+    erase_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -414,7 +429,11 @@ impl FileConfig {
             master_key_file: self.master_key_file.unwrap_or(defaults.master_key_file),
             erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
             admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
-            trusted_proxies: networks(&self.trusted_proxies, "trusted_proxies")?,
+            proxies: proxy_trust(&self.trusted_proxies, self.forwarded_header, self.trusted_hops)?,
+            client_prefix: ClientPrefix {
+                v4: prefix_len(self.client_prefix_v4, "client_prefix_v4", ClientPrefix::default().v4, 8, 32)?,
+                v6: prefix_len(self.client_prefix_v6, "client_prefix_v6", ClientPrefix::default().v6, 32, 128)?,
+            },
             cors_origins: origins(self.cors_origins)?,
             audit_log_file: self.audit_log_file.unwrap_or(defaults.audit_log_file),
             init_per_minute: per_minute(self.init_per_minute, "init_per_minute", defaults.init_per_minute)?,
@@ -480,6 +499,42 @@ impl FileConfig {
             )?,
             tls: self.tls.map(|tls| TlsFiles { cert_file: tls.cert_file, key_file: tls.key_file }),
         })
+    }
+}
+
+fn proxy_trust(
+    trusted: &[String],
+    header: Option<ForwardedHeader>,
+    hops: Option<usize>,
+) -> Result<ProxyTrust, ConfigError> {
+    let trusted = networks(trusted, "trusted_proxies")?;
+    if trusted.is_empty() {
+        if header.is_some() || hops.is_some() {
+            return Err(invalid(
+                if header.is_some() { "forwarded_header" } else { "trusted_hops" },
+                "has no effect without trusted_proxies; list the proxies' networks or remove it",
+            ));
+        }
+        return Ok(ProxyTrust::default());
+    }
+    let Some(header) = header else {
+        return Err(invalid(
+            "forwarded_header",
+            "must name the one header the trusted proxies write: \"x-forwarded-for\" or \"forwarded\"",
+        ));
+    };
+    let hops = hops.unwrap_or(1);
+    if !(1..=16).contains(&hops) {
+        return Err(invalid("trusted_hops", "must be between 1 and 16"));
+    }
+    Ok(ProxyTrust { trusted, header: Some(header), hops })
+}
+
+fn prefix_len(value: Option<u8>, field: &str, default: u8, min: u8, max: u8) -> Result<u8, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(_) => Err(invalid(field, format!("must be a prefix length between {min} and {max}"))),
     }
 }
 
@@ -568,6 +623,11 @@ impl FileNamespace {
                 None => defaults.users_per_window,
             },
             window: seconds(self.connect_window_secs, &format!("{field}.connect_window_secs"), defaults.window, DAY)?,
+            erase_per_minute: per_minute(
+                self.erase_per_minute,
+                &format!("{field}.erase_per_minute"),
+                defaults.erase_per_minute,
+            )?,
         };
         Ok(Namespace { allow, credentials, connect_budget })
     }
@@ -682,6 +742,14 @@ mod tests {
         assert_eq!(field_of(parse("max_header_bytes = 100")), "max_header_bytes");
         assert_eq!(field_of(parse("metrics_listen = \"everywhere\"")), "metrics_listen");
         assert_eq!(field_of(parse("trusted_proxies = [\"10.0.0.0/99\"]")), "trusted_proxies[0]");
+        assert_eq!(field_of(parse("trusted_proxies = [\"10.0.0.0/8\"]")), "forwarded_header");
+        assert_eq!(field_of(parse("forwarded_header = \"forwarded\"")), "forwarded_header");
+        assert_eq!(
+            field_of(parse("trusted_proxies = [\"10.0.0.1\"]\nforwarded_header = \"forwarded\"\ntrusted_hops = 0")),
+            "trusted_hops"
+        );
+        assert_eq!(field_of(parse("client_prefix_v4 = 33")), "client_prefix_v4");
+        assert_eq!(field_of(parse("client_prefix_v6 = 8")), "client_prefix_v6");
         assert_eq!(field_of(parse("cors_origins = [\"https://app.example.com/path\"]")), "cors_origins[0]");
         assert_eq!(field_of(parse("init_per_minute = 0")), "init_per_minute");
         assert_eq!(field_of(parse("shutdown_grace_secs = 0")), "shutdown_grace_secs");

@@ -64,7 +64,10 @@ pub enum RequestError {
     /// A cross-origin request this server does not allow.
     #[error("this cross-origin request is not allowed: the route is not for browsers, or the origin is not configured")]
     CorsNotAllowed,
-    /// The caller's IP is not in the namespace's allowlist.
+    /// A trusted proxy's forwarding header names no usable client.
+    #[error("the request came through a trusted proxy whose forwarding header names no usable client address")]
+    UnusableForwardedChain,
+    /// The caller's address is not in the namespace's allowlist.
     #[error("this address may not connect for the namespace")]
     IpNotAllowed,
     /// The credential does not belong to the namespace in the body.
@@ -151,6 +154,7 @@ impl Error {
                 R::BadPrecondition => (StatusCode::BAD_REQUEST, "bad_precondition"),
                 R::ConflictingPreconditions => (StatusCode::BAD_REQUEST, "conflicting_preconditions"),
                 R::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
+                R::UnusableForwardedChain => (StatusCode::BAD_REQUEST, "unusable_forwarded_chain"),
                 R::CorsNotAllowed => (StatusCode::FORBIDDEN, "cors_not_allowed"),
                 R::WrongNamespace => (StatusCode::FORBIDDEN, "wrong_namespace"),
                 R::UnknownInitToken => (StatusCode::NOT_FOUND, "unknown_init_token"),

@@ -65,7 +65,8 @@ pub struct Escrow {
 
 impl Escrow {
     /// Opens the escrow over `store` with `master`, then re-applies every erasure in the
-    /// ledger (so a restored older backup cannot serve an erased user).
+    /// ledger after the store's mark (so a restored older backup, which carries an older
+    /// mark, cannot serve an erased user), and moves the mark to the ledger's end.
     ///
     /// # Errors
     ///
@@ -78,14 +79,20 @@ impl Escrow {
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
         let escrow = Self { store, vault, ledger, policy };
+        let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
+        let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
-        for (user, _) in escrow.ledger.entries().map_err(|e| Error::Ledger(e.to_string()))? {
-            let erased = escrow.store.erase_user(&user).await?;
+        for (user, _) in &erasures {
+            let erased = escrow.store.erase_user(user).await?;
             reapplied += u64::from(erased.versions + erased.sessions > 0);
         }
         if reapplied > 0 {
             tracing::warn!(users = reapplied, "re-applied erasures from the ledger to records that had come back");
         }
+        if Some(end) != mark {
+            escrow.store.set_ledger_mark(end.encode()).await?;
+        }
+        tracing::debug!(lines = erasures.len(), "erasure ledger applied since the store's mark");
         Ok(escrow)
     }
 
@@ -94,21 +101,31 @@ impl Escrow {
         &self.store
     }
 
+    /// A namespace, pseudonymised.
+    pub fn namespace(&self, namespace: &str) -> crate::store::Pseudonym {
+        self.vault.namespace(namespace)
+    }
+
     /// The user of a namespace, pseudonymised.
     pub fn user(&self, namespace: &str, user_id: &str) -> UserKey {
         self.vault.user(namespace, user_id)
     }
 
-    /// Stores a pending init token until `expires_at`.
+    /// Stores a pending init token until `expires_at`; returns its id.
     ///
     /// # Errors
     ///
     /// Storage failures.
-    pub async fn add_init(&self, token: &Secret, expires_at: UnixTime) -> Result<(), Error> {
+    pub async fn add_init(&self, token: &Secret, expires_at: UnixTime) -> Result<crate::store::Pseudonym, Error> {
         let id = self.vault.init_id(&crate::crypto::init_digest(token));
         let sealed = self.vault.seal_init(&id, token)?;
         self.store.add_pending_init(id, InitRecord { sealed, expires_at }).await?;
-        Ok(())
+        Ok(id)
+    }
+
+    /// The store's id of the pending init with this SHA-512 digest.
+    pub fn init_id(&self, digest: &[u8; 64]) -> crate::store::Pseudonym {
+        self.vault.init_id(digest)
     }
 
     /// Redeems the pending init with this SHA-512 digest for a session of `user`.

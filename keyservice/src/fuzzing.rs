@@ -43,7 +43,15 @@ pub fn request_headers(data: &[u8]) {
     for name in ["forwarded", "x-forwarded-for", "if-match", "if-none-match", "x-request-id"] {
         headers.insert(HeaderName::from_static(name), value.clone());
     }
-    let trusted = ["127.0.0.0/8".parse().expect("a valid network")];
-    let _ = crate::http::client_ip_of([127, 0, 0, 1].into(), &headers, &trusted);
+    for header in [crate::proxy::ForwardedHeader::XForwardedFor, crate::proxy::ForwardedHeader::Forwarded] {
+        for hops in 1..=3 {
+            let trust = crate::proxy::ProxyTrust {
+                trusted: vec!["127.0.0.0/8".parse().expect("a valid network")],
+                header: Some(header),
+                hops,
+            };
+            let _ = trust.client_ip([127, 0, 0, 1].into(), &headers);
+        }
+    }
     let _ = crate::http::precondition_of(&headers);
 }

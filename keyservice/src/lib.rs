@@ -8,6 +8,7 @@
 //! - `auth`: ss1 verification against the clock, a secret and the replay memory.
 //! - `escrow`: every operation on inits, sessions and keys, sealed and pseudonymised.
 //! - `ledger`: the erasure ledger that survives restores.
+//! - `proxy`: which client address to believe behind trusted proxies.
 //! - `store`: the [`Store`] trait and its backends (memory, sled).
 //! - `crypto`: tokens, digests, the master key and the vault that seals data at rest.
 //! - `error`: the crate's errors and their HTTP statuses.
@@ -27,6 +28,7 @@ mod http;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod store;
 mod time;

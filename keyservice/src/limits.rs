@@ -1,22 +1,29 @@
-//! Abuse limits: per-client-address budgets for `/init` and for failed
-//! authentications, a global cap on pending init tokens, and per-namespace connect
-//! budgets against a compromised Real Service harvesting keys user after user.
+//! Abuse limits: per-client budgets for `/init` and for failed authentications and
+//! refusals, a global cap on pending init tokens that degrades fairly, and per-namespace
+//! connect and erase budgets against a compromised Real Service harvesting keys user
+//! after user or flooding the erasure ledger.
+//!
+//! A client is a network, not an address: by default a /24 for IPv4 and a /64 for
+//! IPv6 ([`ClientPrefix`]), so one party rotating addresses inside its own network (one
+//! IPv6 customer holds 2^64) still has one budget.
 //!
 //! Rate limits use GCRA (the `governor` crate): a budget of N per minute allows a burst
 //! of N and refills one every 60/N seconds. Per-address state is forgotten once a client
 //! has been quiet long enough to be back at a full budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::store::Pseudonym;
+use ipnet::IpNet;
+
+use crate::store::{Pseudonym, UnixTime};
 
 /// Why a request was refused by a limit, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +70,7 @@ impl Refusal {
     }
 }
 
-/// A namespace's connect budget, as configured.
+/// A namespace's budgets, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectBudget {
     /// `/connect` calls per minute.
@@ -72,12 +79,51 @@ pub struct ConnectBudget {
     pub users_per_window: u32,
     /// The window for distinct users.
     pub window: Duration,
+    /// `/erase` calls per minute: each adds a line to the erasure ledger.
+    pub erase_per_minute: NonZeroU32,
+}
+
+/// How many bits of an address name one client for the per-client budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientPrefix {
+    /// IPv4 prefix length. Default 24.
+    pub v4: u8,
+    /// IPv6 prefix length. Default 64 (one customer's network).
+    pub v6: u8,
+}
+
+impl Default for ClientPrefix {
+    fn default() -> Self {
+        Self { v4: 24, v6: 64 }
+    }
+}
+
+impl ClientPrefix {
+    /// The network `ip` is counted in.
+    pub fn of(&self, ip: IpAddr) -> IpNet {
+        let ip = ip.to_canonical();
+        let len = if ip.is_ipv4() { self.v4 } else { self.v6 };
+        // The lengths are validated to fit their family.
+        IpNet::new(ip, len).map(|net| net.trunc()).unwrap_or_else(|_| IpNet::from(ip))
+    }
 }
 
 struct NamespaceBudget {
     budget: ConnectBudget,
     calls: DefaultDirectRateLimiter,
+    erasures: DefaultDirectRateLimiter,
     users: Mutex<UserWindow>,
+}
+
+impl NamespaceBudget {
+    fn new(budget: ConnectBudget) -> Self {
+        Self {
+            budget,
+            calls: RateLimiter::direct(Quota::per_minute(budget.calls_per_minute)),
+            erasures: RateLimiter::direct(Quota::per_minute(budget.erase_per_minute)),
+            users: Mutex::new(UserWindow { started: Instant::now(), users: HashSet::new() }),
+        }
+    }
 }
 
 struct UserWindow {
@@ -85,82 +131,201 @@ struct UserWindow {
     users: HashSet<Pseudonym>,
 }
 
+/// The per-client and global budgets of one server.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// `/init` calls per minute from one client network.
+    pub init_per_minute: NonZeroU32,
+    /// Failed authentications or refusals per minute from one client network.
+    pub auth_failures_per_minute: NonZeroU32,
+    /// Most init tokens pending at once.
+    pub max_pending_inits: u64,
+    /// What counts as one client.
+    pub client_prefix: ClientPrefix,
+}
+
+/// Pending init tokens by the client network that asked for them, so that a full cap
+/// takes its room from the network holding the most rather than refusing everyone.
+#[derive(Default)]
+struct PendingByClient {
+    /// Network → its pending inits, oldest first, with their expiry.
+    by_network: HashMap<IpNet, VecDeque<(Pseudonym, UnixTime)>>,
+    /// Init → the network that holds it.
+    owner: HashMap<Pseudonym, IpNet>,
+}
+
+impl PendingByClient {
+    fn remove(&mut self, id: &Pseudonym) {
+        let Some(network) = self.owner.remove(id) else { return };
+        if let Some(queue) = self.by_network.get_mut(&network) {
+            queue.retain(|(held, _)| held != id);
+            if queue.is_empty() {
+                self.by_network.remove(&network);
+            }
+        }
+    }
+
+    /// The oldest init of the network holding the most, unless that is `asking` itself
+    /// (ties go to the network whose oldest init is oldest).
+    fn eviction_candidate(&self, asking: &IpNet) -> Option<Pseudonym> {
+        let asking_holds = self.by_network.get(asking).map_or(0, VecDeque::len);
+        let (network, queue) = self
+            .by_network
+            .iter()
+            .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then_with(|| b.front().map(|e| e.1).cmp(&a.front().map(|e| e.1))))?;
+        if network == asking || queue.len() <= asking_holds {
+            return None;
+        }
+        queue.front().map(|(id, _)| *id)
+    }
+
+    fn forget_expired(&mut self, now: UnixTime) {
+        let owner = &mut self.owner;
+        self.by_network.retain(|_, queue| {
+            queue.retain(|(id, expires)| {
+                let live = *expires > now;
+                if !live {
+                    owner.remove(id);
+                }
+                live
+            });
+            !queue.is_empty()
+        });
+    }
+}
+
+/// What `/init` may do once admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitAdmission {
+    /// The network the new init counts against.
+    pub network: IpNet,
+    /// A pending init to delete first, to make room under a full cap.
+    pub evict: Option<Pseudonym>,
+}
+
 /// The limits of one server.
 pub struct Limiter {
-    init: DefaultKeyedRateLimiter<IpAddr>,
-    auth_failures: DefaultKeyedRateLimiter<IpAddr>,
-    /// Addresses that spent their failed-authentication budget, until when.
-    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    budgets: Budgets,
+    init: DefaultKeyedRateLimiter<IpNet>,
+    auth_failures: DefaultKeyedRateLimiter<IpNet>,
+    /// Networks that spent their failed-authentication budget, until when.
+    blocked: Mutex<HashMap<IpNet, Instant>>,
     pending_inits: AtomicU64,
-    max_pending_inits: u64,
-    namespaces: HashMap<String, NamespaceBudget>,
+    pending_by_client: Mutex<PendingByClient>,
+    namespaces: RwLock<HashMap<String, Arc<NamespaceBudget>>>,
 }
 
 fn retry_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its map consistent, so a poisoned lock is usable.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Limiter {
     /// Limits with these budgets.
-    pub fn new(
-        init_per_minute: NonZeroU32,
-        auth_failures_per_minute: NonZeroU32,
-        max_pending_inits: u64,
-        namespaces: impl IntoIterator<Item = (String, ConnectBudget)>,
-    ) -> Self {
-        Self {
-            init: RateLimiter::keyed(Quota::per_minute(init_per_minute)),
-            auth_failures: RateLimiter::keyed(Quota::per_minute(auth_failures_per_minute)),
+    pub fn new(budgets: Budgets, namespaces: impl IntoIterator<Item = (String, ConnectBudget)>) -> Self {
+        let limiter = Self {
+            budgets,
+            init: RateLimiter::keyed(Quota::per_minute(budgets.init_per_minute)),
+            auth_failures: RateLimiter::keyed(Quota::per_minute(budgets.auth_failures_per_minute)),
             blocked: Mutex::default(),
             pending_inits: AtomicU64::new(0),
-            max_pending_inits,
-            namespaces: namespaces
-                .into_iter()
-                .map(|(name, budget)| {
-                    let calls = RateLimiter::direct(Quota::per_minute(budget.calls_per_minute));
-                    let users = Mutex::new(UserWindow { started: Instant::now(), users: HashSet::new() });
-                    (name, NamespaceBudget { budget, calls, users })
-                })
-                .collect(),
-        }
+            pending_by_client: Mutex::default(),
+            namespaces: RwLock::default(),
+        };
+        limiter.set_namespaces(namespaces);
+        limiter
     }
 
-    /// Admits one `/init` from `client`, if its budget and the pending cap allow.
+    /// Replaces the namespaces' budgets (after a reload): a namespace whose budget did
+    /// not change keeps its state, a changed one starts afresh, a removed one is gone.
+    pub fn set_namespaces(&self, namespaces: impl IntoIterator<Item = (String, ConnectBudget)>) {
+        let mut current = self.namespaces.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = namespaces
+            .into_iter()
+            .map(|(name, budget)| {
+                let kept = current.get(&name).filter(|old| old.budget == budget).cloned();
+                (name, kept.unwrap_or_else(|| Arc::new(NamespaceBudget::new(budget))))
+            })
+            .collect();
+        *current = next;
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<NamespaceBudget>> {
+        self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// The network `client` is counted in.
+    pub fn network_of(&self, client: IpAddr) -> IpNet {
+        self.budgets.client_prefix.of(client)
+    }
+
+    /// Admits one `/init` from `client`, if its network's budget allows. When the
+    /// pending cap is reached, room is made by evicting the oldest pending init of the
+    /// network holding the most, unless that is the asking network.
     ///
     /// # Errors
     ///
     /// [`Refusal::RateLimited`] or [`Refusal::PendingInitsFull`].
-    pub fn admit_init(&self, client: IpAddr) -> Result<(), Refusal> {
-        if self.pending_inits.load(Ordering::Relaxed) >= self.max_pending_inits {
-            return Err(Refusal::PendingInitsFull { retry_after: 60 });
-        }
-        self.init.check_key(&client).map_err(|not_until| Refusal::RateLimited {
+    pub fn admit_init(&self, client: IpAddr) -> Result<InitAdmission, Refusal> {
+        let network = self.network_of(client);
+        self.init.check_key(&network).map_err(|not_until| Refusal::RateLimited {
             limit: "init",
             retry_after: retry_seconds(not_until.wait_time_from(DefaultClock::default().now())),
         })?;
-        self.pending_inits.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let mut evict = None;
+        if self.pending_inits.load(Ordering::Relaxed) >= self.budgets.max_pending_inits {
+            let mut pending = lock(&self.pending_by_client);
+            let candidate = pending.eviction_candidate(&network).ok_or(Refusal::PendingInitsFull { retry_after: 60 })?;
+            pending.remove(&candidate);
+            evict = Some(candidate);
+        } else {
+            self.pending_inits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(InitAdmission { network, evict })
+    }
+
+    /// The admitted init was stored as `id`, pending until `expires_at`.
+    pub fn init_issued(&self, admission: &InitAdmission, id: Pseudonym, expires_at: UnixTime) {
+        let mut pending = lock(&self.pending_by_client);
+        pending.by_network.entry(admission.network).or_default().push_back((id, expires_at));
+        pending.owner.insert(id, admission.network);
+    }
+
+    /// The admitted init could not be stored.
+    pub fn init_failed(&self, admission: &InitAdmission) {
+        if admission.evict.is_none() {
+            self.init_consumed(None);
+        }
     }
 
     /// One pending init was redeemed (or found expired).
-    pub fn init_consumed(&self) {
+    pub fn init_consumed(&self, id: Option<&Pseudonym>) {
         let _ = self.pending_inits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        if let Some(id) = id {
+            lock(&self.pending_by_client).remove(id);
+        }
     }
 
-    /// The true number of pending inits, from the store (after a sweep).
-    pub fn set_pending_inits(&self, count: u64) {
+    /// The true number of pending inits, from the store (after a sweep at `now`).
+    pub fn set_pending_inits(&self, count: u64, now: UnixTime) {
         self.pending_inits.store(count, Ordering::Relaxed);
+        lock(&self.pending_by_client).forget_expired(now);
     }
 
-    /// Refuses a signed request from `client` while it is over its failed-authentication
-    /// budget.
+    /// Refuses a signed request from `client` (a network, see [`Limiter::network_of`],
+    /// or a single address) while it is over its failed-authentication budget.
     ///
     /// # Errors
     ///
     /// [`Refusal::RateLimited`].
-    pub fn admit_signed(&self, client: IpAddr) -> Result<(), Refusal> {
-        let blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match blocked.get(&client) {
+    pub fn admit_signed(&self, client: IpNet) -> Result<(), Refusal> {
+        let network = client;
+        let blocked = lock(&self.blocked);
+        match blocked.get(&network) {
             Some(until) if *until > Instant::now() => Err(Refusal::RateLimited {
                 limit: "auth_failures",
                 retry_after: retry_seconds(until.duration_since(Instant::now())),
@@ -169,12 +334,12 @@ impl Limiter {
         }
     }
 
-    /// Counts a failed authentication from `client`.
-    pub fn auth_failed(&self, client: IpAddr) {
-        if let Err(not_until) = self.auth_failures.check_key(&client) {
+    /// Counts a failed authentication, or a refused caller, from `client`.
+    pub fn auth_failed(&self, client: IpNet) {
+        let network = client;
+        if let Err(not_until) = self.auth_failures.check_key(&network) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut blocked = self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            blocked.insert(client, Instant::now() + wait);
+            lock(&self.blocked).insert(network, Instant::now() + wait);
         }
     }
 
@@ -185,14 +350,14 @@ impl Limiter {
     /// [`Refusal::RateLimited`] beyond the calls per minute, [`Refusal::ConnectBudget`]
     /// for a new user beyond the distinct users of the window.
     pub fn admit_connect(&self, namespace: &str, user: &Pseudonym) -> Result<(), Refusal> {
-        let Some(budget) = self.namespaces.get(namespace) else {
+        let Some(budget) = self.namespace(namespace) else {
             return Ok(());
         };
         budget.calls.check().map_err(|not_until| Refusal::RateLimited {
             limit: "connect_calls",
             retry_after: retry_seconds(not_until.wait_time_from(DefaultClock::default().now())),
         })?;
-        let mut window = budget.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut window = lock(&budget.users);
         let now = Instant::now();
         if now.duration_since(window.started) >= budget.budget.window {
             window.started = now;
@@ -209,12 +374,27 @@ impl Limiter {
         Ok(())
     }
 
-    /// Forgets per-address state of clients back at a full budget.
+    /// Admits one `/erase` in `namespace`.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::RateLimited`] beyond the namespace's erasures per minute.
+    pub fn admit_erase(&self, namespace: &str) -> Result<(), Refusal> {
+        let Some(budget) = self.namespace(namespace) else {
+            return Ok(());
+        };
+        budget.erasures.check().map_err(|not_until| Refusal::RateLimited {
+            limit: "erase_calls",
+            retry_after: retry_seconds(not_until.wait_time_from(DefaultClock::default().now())),
+        })
+    }
+
+    /// Forgets per-network state of clients back at a full budget.
     pub fn forget_quiet_clients(&self) {
         self.init.retain_recent();
         self.auth_failures.retain_recent();
         let now = Instant::now();
-        self.blocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, until| *until > now);
+        lock(&self.blocked).retain(|_, until| *until > now);
     }
 }
 
@@ -230,45 +410,111 @@ mod tests {
         IpAddr::from([192, 0, 2, last])
     }
 
-    #[test]
-    fn init_budgets_are_per_address_and_the_cap_is_global() {
-        let limiter = Limiter::new(n(2), n(5), 3, []);
-        assert!(limiter.admit_init(ip(1)).is_ok());
-        assert!(limiter.admit_init(ip(1)).is_ok());
-        let refused = limiter.admit_init(ip(1)).unwrap_err();
-        assert_eq!(refused.limit(), "init");
-        assert!(refused.retry_after() >= 1);
-        assert!(limiter.admit_init(ip(2)).is_ok(), "another address has its own budget");
-        assert_eq!(limiter.admit_init(ip(3)).unwrap_err().limit(), "pending_inits");
-        limiter.init_consumed();
-        assert!(limiter.admit_init(ip(3)).is_ok());
+    fn budgets(init: u32, auth: u32, pending: u64) -> Budgets {
+        Budgets {
+            init_per_minute: n(init),
+            auth_failures_per_minute: n(auth),
+            max_pending_inits: pending,
+            client_prefix: ClientPrefix::default(),
+        }
+    }
+
+    fn budget(calls: u32, users: u32, window: u64) -> ConnectBudget {
+        ConnectBudget {
+            calls_per_minute: n(calls),
+            users_per_window: users,
+            window: Duration::from_secs(window),
+            erase_per_minute: n(2),
+        }
+    }
+
+    /// Admits and records an init as the server does; returns its evicted one.
+    fn issue(limiter: &Limiter, client: IpAddr, id: u8) -> Result<Option<Pseudonym>, Refusal> {
+        let admission = limiter.admit_init(client)?;
+        limiter.init_issued(&admission, [id; 32], u64::MAX);
+        Ok(admission.evict)
     }
 
     #[test]
-    fn failed_authentications_block_an_address_after_its_budget() {
-        let limiter = Limiter::new(n(10), n(2), 100, []);
-        for _ in 0..2 {
-            limiter.auth_failed(ip(1));
-            assert!(limiter.admit_signed(ip(1)).is_ok());
+    fn init_budgets_are_per_network() {
+        let limiter = Limiter::new(budgets(2, 5, 100), []);
+        assert!(limiter.admit_init(ip(1)).is_ok());
+        assert!(limiter.admit_init(ip(2)).is_ok(), "same /24, same budget");
+        let refused = limiter.admit_init(ip(3)).unwrap_err();
+        assert_eq!(refused.limit(), "init");
+        assert!(refused.retry_after() >= 1);
+        assert!(limiter.admit_init(IpAddr::from([198, 51, 100, 1])).is_ok(), "another network");
+        // One IPv6 /64 is one client, however many addresses it rotates through.
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, last]);
+        assert!(limiter.admit_init(v6(1)).is_ok());
+        assert!(limiter.admit_init(v6(2)).is_ok());
+        assert_eq!(limiter.admit_init(v6(3)).unwrap_err().limit(), "init");
+        assert!(limiter.admit_init(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1])).is_ok(), "another /64");
+    }
+
+    #[test]
+    fn a_full_pending_cap_takes_room_from_the_network_holding_the_most() {
+        let limiter = Limiter::new(budgets(100, 5, 3), []);
+        let attacker = IpAddr::from([203, 0, 113, 1]);
+        for id in 1..=3 {
+            assert_eq!(issue(&limiter, attacker, id), Ok(None));
         }
-        limiter.auth_failed(ip(1));
-        assert_eq!(limiter.admit_signed(ip(1)).unwrap_err().limit(), "auth_failures");
-        assert!(limiter.admit_signed(ip(2)).is_ok());
+        // The attacker holds every place: it cannot take one more from itself...
+        assert_eq!(issue(&limiter, attacker, 4).unwrap_err().limit(), "pending_inits");
+        // ...but anyone else gets one, from the attacker's oldest.
+        assert_eq!(issue(&limiter, ip(1), 10), Ok(Some([1; 32])));
+        assert_eq!(issue(&limiter, IpAddr::from([198, 51, 100, 1]), 11), Ok(Some([2; 32])));
+        // Now the attacker holds 1, like the others: ties go to the oldest holder.
+        assert_eq!(issue(&limiter, IpAddr::from([198, 51, 101, 1]), 12), Ok(Some([3; 32])));
+        // A redeemed init frees a place for anyone.
+        limiter.init_consumed(Some(&[10; 32]));
+        assert_eq!(issue(&limiter, ip(1), 13), Ok(None));
+    }
+
+    #[test]
+    fn failed_authentications_block_a_network_after_its_budget() {
+        let limiter = Limiter::new(budgets(10, 2, 100), []);
+        let net = |ip: IpAddr| limiter.network_of(ip);
+        for _ in 0..2 {
+            limiter.auth_failed(net(ip(1)));
+            assert!(limiter.admit_signed(net(ip(1))).is_ok());
+        }
+        limiter.auth_failed(net(ip(1)));
+        assert_eq!(limiter.admit_signed(net(ip(1))).unwrap_err().limit(), "auth_failures");
+        assert_eq!(limiter.admit_signed(net(ip(2))).unwrap_err().limit(), "auth_failures", "same /24");
+        assert!(limiter.admit_signed(IpNet::from(ip(2))).is_ok(), "a single address is its own key");
+        assert!(limiter.admit_signed(net(IpAddr::from([198, 51, 100, 1]))).is_ok());
     }
 
     #[test]
     fn connect_budgets_count_calls_and_distinct_users() {
-        let budget = ConnectBudget { calls_per_minute: n(100), users_per_window: 2, window: Duration::from_secs(3600) };
-        let limiter = Limiter::new(n(10), n(10), 100, [("shop".to_owned(), budget)]);
+        let limiter = Limiter::new(budgets(10, 10, 100), [("shop".to_owned(), budget(100, 2, 3600))]);
         assert!(limiter.admit_connect("shop", &[1; 32]).is_ok());
         assert!(limiter.admit_connect("shop", &[2; 32]).is_ok());
         assert!(limiter.admit_connect("shop", &[1; 32]).is_ok(), "a known user again is fine");
         assert_eq!(limiter.admit_connect("shop", &[3; 32]).unwrap_err().limit(), "connect_users");
         assert!(limiter.admit_connect("other", &[3; 32]).is_ok(), "unknown namespaces are not limited here");
 
-        let calls = ConnectBudget { calls_per_minute: n(1), users_per_window: 100, window: Duration::from_secs(60) };
-        let limiter = Limiter::new(n(10), n(10), 100, [("shop".to_owned(), calls)]);
+        let limiter = Limiter::new(budgets(10, 10, 100), [("shop".to_owned(), budget(1, 100, 60))]);
         assert!(limiter.admit_connect("shop", &[1; 32]).is_ok());
         assert_eq!(limiter.admit_connect("shop", &[1; 32]).unwrap_err().limit(), "connect_calls");
+    }
+
+    #[test]
+    fn erasures_have_a_budget_per_namespace() {
+        let limiter = Limiter::new(budgets(10, 10, 100), [("shop".to_owned(), budget(100, 100, 60))]);
+        assert!(limiter.admit_erase("shop").is_ok());
+        assert!(limiter.admit_erase("shop").is_ok());
+        assert_eq!(limiter.admit_erase("shop").unwrap_err().limit(), "erase_calls");
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_budgets_and_drops_removed_ones() {
+        let limiter = Limiter::new(budgets(10, 10, 100), [("shop".to_owned(), budget(1, 100, 60))]);
+        assert!(limiter.admit_connect("shop", &[1; 32]).is_ok());
+        limiter.set_namespaces([("shop".to_owned(), budget(1, 100, 60))]);
+        assert_eq!(limiter.admit_connect("shop", &[1; 32]).unwrap_err().limit(), "connect_calls", "state kept");
+        limiter.set_namespaces([("shop".to_owned(), budget(2, 100, 60))]);
+        assert!(limiter.admit_connect("shop", &[1; 32]).is_ok(), "a changed budget starts afresh");
     }
 }

@@ -14,25 +14,32 @@ async fn server_with(configure: impl FnOnce(&mut keyservice::Config)) -> (TestSe
     (TestServer::start_sled(config).await, dir)
 }
 
-fn from(client: &str) -> Vec<(&'static str, String)> {
-    vec![("x-forwarded-for", client.to_owned())]
+fn ip(text: &str) -> Option<std::net::IpAddr> {
+    Some(text.parse().unwrap())
 }
 
 #[tokio::test]
-async fn init_has_a_budget_per_client_address() {
+async fn init_has_a_budget_per_client_network_through_an_appending_proxy() {
     let (server, _dir) = server_with(|config| {
         config.init_per_minute = NonZeroU32::new(3).unwrap();
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.proxies = loopback_proxy();
     })
     .await;
-    for _ in 0..3 {
-        assert_eq!(send(server.addr, "POST", "/init", &from("198.51.100.1"), b"").await.status, 200);
+    let proxy = proxy::start(server.addr, proxy::Mode::AppendXff).await;
+    // The client rotates the forwarded value it sends, and its address in its /24: the
+    // proxy appends its real address, which is what counts.
+    for n in 0..3 {
+        let forged = vec![("x-forwarded-for", format!("198.51.100.{n}"))];
+        let source = ip(&format!("127.0.7.{}", n + 1));
+        assert_eq!(send_from(source, proxy.addr, "POST", "/init", &forged, b"").await.status, 200);
     }
-    let refused = send(server.addr, "POST", "/init", &from("198.51.100.1"), b"").await;
+    let forged = vec![("x-forwarded-for", "198.51.100.99".to_owned())];
+    let refused = send_from(ip("127.0.7.200"), proxy.addr, "POST", "/init", &forged, b"").await;
     refused.expect(429, "rate_limited");
     let retry: u64 = refused.header("retry-after").parse().unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
-    assert_eq!(send(server.addr, "POST", "/init", &from("198.51.100.2"), b"").await.status, 200, "another client");
+    let other = send_from(ip("127.0.8.1"), proxy.addr, "POST", "/init", &[], b"").await;
+    assert_eq!(other.status, 200, "another network has its own budget");
     let metrics = String::from_utf8_lossy(&send(server.addr, "GET", "/metrics", &[], b"").await.body).into_owned();
     assert!(metrics.contains("keyservice_rate_limited_total{limit=\"init\"} 1"), "{metrics}");
 }
@@ -51,23 +58,34 @@ async fn pending_inits_are_capped_without_evicting_live_ones() {
 }
 
 #[tokio::test]
-async fn failed_authentications_block_that_client_for_a_while() {
+async fn failed_authentications_block_that_client_network_for_a_while() {
     let (server, _dir) = server_with(|config| {
         config.auth_failures_per_minute = NonZeroU32::new(2).unwrap();
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.proxies = loopback_proxy();
+        // An allowlisted address is judged alone; the devices here are not allowlisted.
+        config.namespaces.get_mut(NAMESPACE).unwrap().allow = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
-    let device = device(server.addr, "u").await;
-    let attacker = from("203.0.113.66");
-    for _ in 0..3 {
-        signed(server.addr, device.session_token.expose(), "guess", "GET", "/key", b"", &attacker)
-            .await
-            .expect(401, "bad_signature");
+    let proxy = proxy::start(server.addr, proxy::Mode::AppendXff).await;
+    let device = device(proxy.addr, "u").await;
+    let signed_from = |source: &str, secret: &str| {
+        let headers = signed_headers(
+            device.session_token.expose(),
+            secret,
+            "GET",
+            "/key",
+            b"",
+            &http_date(0),
+        );
+        let source = ip(source);
+        let addr = proxy.addr;
+        async move { send_from(source, addr, "GET", "/key", &headers, b"").await }
+    };
+    for n in 0..3 {
+        signed_from(&format!("127.0.9.{n}"), "guess").await.expect(401, "bad_signature");
     }
-    // Now even a correctly signed request from that address waits.
-    let blocked =
-        signed(server.addr, device.session_token.expose(), device.init_token.expose(), "GET", "/key", b"", &attacker)
-            .await;
+    // Now even a correctly signed request from that network waits.
+    let blocked = signed_from("127.0.9.77", device.init_token.expose()).await;
     blocked.expect(429, "rate_limited");
     assert!(blocked.headers.contains_key("retry-after"));
     // Everyone else is unaffected.

@@ -188,7 +188,7 @@ async fn proxy_headers_count_only_from_trusted_proxies() {
         .await
         .expect(403, "ip_not_allowed");
 
-    let (server, _dir) = server_with(|config| config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let (server, _dir) = server_with(|config| config.proxies = loopback_proxy()).await;
     let token = init(server.addr).await;
     let reply = signed(server.addr, FAR_KEY_ID, FAR_SECRET, "POST", "/connect", &body(&token), &json()).await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));

@@ -18,6 +18,10 @@ use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{self, Authorization, SignedRequest};
 
 pub use self::replay::{Replay, ReplayGuard};
+
+/// Seconds added to the replay retention beyond the window and the request timeouts,
+/// for the store lookups between a request's last date check and its acceptance.
+const ACCEPTANCE_MARGIN: u64 = 30;
 use crate::store::{Store, StoreError, UnixTime};
 
 /// Why a request's signature was refused. Each maps to a 401 with its own code; none
@@ -36,6 +40,9 @@ pub enum AuthError {
     /// No session has the claimed token.
     #[error("no session has this token; connect again")]
     UnknownSession,
+    /// The session's namespace is no longer configured.
+    #[error("the session's namespace is no longer configured")]
+    NamespaceRemoved,
     /// The session has expired, or was idle for too long.
     #[error("the session has expired or was idle for too long; connect again")]
     SessionExpired,
@@ -74,6 +81,7 @@ impl AuthError {
             Self::UnknownKeyId => "unknown_key_id",
             Self::UnknownSession => "unknown_session",
             Self::SessionExpired => "session_expired",
+            Self::NamespaceRemoved => "namespace_removed",
             Self::BadSignature => "bad_signature",
             Self::MissingDate => "missing_date",
             Self::BadDate => "bad_date",
@@ -122,13 +130,18 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator allowing `max_skew` between request dates and the clock.
+    /// `delay` is the longest a request can take between its first check and its
+    /// acceptance (the header and body timeouts): replay entries are kept that much
+    /// longer than the window, so no entry is gone while a request it guards against
+    /// can still be accepted.
     ///
     /// # Errors
     ///
     /// Fails when the replay memory cannot be loaded from the store.
-    pub async fn open(store: Arc<dyn Store>, max_skew: Duration) -> Result<Self, StoreError> {
+    pub async fn open(store: Arc<dyn Store>, max_skew: Duration, delay: Duration) -> Result<Self, StoreError> {
         let max_skew = max_skew.as_secs();
-        let replay = ReplayGuard::open(store, max_skew, crate::time::now()).await?;
+        let retention = max_skew + delay.as_secs() + ACCEPTANCE_MARGIN;
+        let replay = ReplayGuard::open(store, max_skew, retention, crate::time::now()).await?;
         Ok(Self { max_skew, replay })
     }
 
@@ -147,10 +160,20 @@ impl Authenticator {
         let date_header = headers.get(DATE).or_else(|| headers.get(ss1::X_DATE)).ok_or(AuthError::MissingDate)?;
         let date_text = date_header.to_str().map_err(|_| AuthError::BadDate)?;
         let date = crate::time::parse_http_date(date_text).ok_or(AuthError::BadDate)?;
-        if date.abs_diff(now) > self.max_skew {
+        self.recheck(Claim { authorization, date_text: date_text.to_owned(), date }, now)
+    }
+
+    /// Checks the claim's date against the clock again, at the moment the request is
+    /// accepted (after its body arrived and its signer was looked up).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::ClockSkew`].
+    pub fn recheck(&self, claim: Claim, now: UnixTime) -> Result<Claim, AuthError> {
+        if claim.date.abs_diff(now) > self.max_skew {
             return Err(AuthError::ClockSkew);
         }
-        Ok(Claim { authorization, date_text: date_text.to_owned(), date })
+        Ok(claim)
     }
 
     /// Checks the claim's MAC over the request with `secret`, then records its nonce.

@@ -5,7 +5,9 @@
 //! ([`crate::crypto::replay_fingerprint`]) in a bucket of its claimed date, 16 seconds a
 //! bucket. A request dated `d` can only be accepted while the server clock is within
 //! `d ± window`, so its bucket is dropped once the clock passes the bucket's last second
-//! plus the window. Each entry costs its 8-byte fingerprint plus the hash table's control
+//! plus the retention: the window plus the longest a request may take to arrive and be
+//! accepted (header and body timeouts and a margin), so an entry outlives every request
+//! it must refuse, however slowly that request is sent. Each entry costs its 8-byte fingerprint plus the hash table's control
 //! byte and slack: 10 to 21 bytes, about 16 on average. At 20,000 requests per second
 //! and the default 5-minute window that is about 6.3 million entries, ~100 MB; at 1,000
 //! per second, ~5 MB. Only requests whose MAC verified are remembered, so nobody without
@@ -52,8 +54,9 @@ pub enum Replay {
 /// The replay memory of one server process.
 pub struct ReplayGuard {
     store: Arc<dyn Store>,
-    /// The skew window in seconds.
-    window: u64,
+    /// How long after its date a request's entry is kept, in seconds: the skew window
+    /// plus the longest a request can take to be accepted.
+    retention: u64,
     /// Requests dated at or before this were possibly accepted by an earlier run.
     startup_floor: UnixTime,
     /// The floor currently stored; requests dated up to it are covered.
@@ -78,10 +81,11 @@ impl ReplayGuard {
     /// # Errors
     ///
     /// Fails when the store cannot be read or written.
-    pub async fn open(store: Arc<dyn Store>, window: u64, now: UnixTime) -> Result<Self, StoreError> {
+    pub async fn open(store: Arc<dyn Store>, window: u64, retention: u64, now: UnixTime) -> Result<Self, StoreError> {
         let startup_floor = store.replay_floor().await?;
+        let retention = retention.max(window);
         let guard = Self {
-            window,
+            retention,
             startup_floor,
             reserved: AtomicU64::new(startup_floor),
             latest_accepted: AtomicU64::new(startup_floor),
@@ -89,7 +93,7 @@ impl ReplayGuard {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             store,
         };
-        for (fingerprint, date) in guard.store.remembered_nonces(now.saturating_sub(window)).await? {
+        for (fingerprint, date) in guard.store.remembered_nonces(now.saturating_sub(retention)).await? {
             guard.remember_in_memory(fingerprint, date, now);
         }
         guard.reserve(now).await?;
@@ -149,7 +153,7 @@ impl ReplayGuard {
 
     /// Remembered nonces older than this can be deleted from the store.
     pub fn forget_before(&self, now: UnixTime) -> UnixTime {
-        now.saturating_sub(self.window + BUCKET_SECS)
+        now.saturating_sub(self.retention + BUCKET_SECS)
     }
 
     fn remember_in_memory(&self, fingerprint: u64, date: UnixTime, now: UnixTime) -> bool {
@@ -160,7 +164,7 @@ impl ReplayGuard {
         // all or nothing), so a poisoned lock is still usable.
         let mut shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         while let Some((&bucket, _)) = shard.buckets.first_key_value() {
-            if (bucket + 1) * BUCKET_SECS + self.window > now {
+            if (bucket + 1) * BUCKET_SECS + self.retention > now {
                 break;
             }
             shard.buckets.pop_first();
@@ -221,7 +225,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_nonce_is_accepted_once() {
-        let guard = ReplayGuard::open(Arc::new(MemoryStore::new()), WINDOW, NOW).await.unwrap();
+        let guard = ReplayGuard::open(Arc::new(MemoryStore::new()), WINDOW, WINDOW, NOW).await.unwrap();
         assert_eq!(guard.accept(7, NOW, NOW).await.unwrap(), Ok(()));
         assert_eq!(guard.accept(7, NOW, NOW + 10).await.unwrap(), Err(Replay::Seen));
         assert_eq!(guard.accept(8, NOW, NOW).await.unwrap(), Ok(()));
@@ -229,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_is_released_after_the_window() {
-        let guard = ReplayGuard::open(Arc::new(MemoryStore::new()), WINDOW, NOW).await.unwrap();
+        let guard = ReplayGuard::open(Arc::new(MemoryStore::new()), WINDOW, WINDOW, NOW).await.unwrap();
         for fp in 0..1000u64 {
             guard.accept(fp << 32 | fp, NOW, NOW).await.unwrap().unwrap();
         }
@@ -242,16 +246,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn entries_outlive_the_window_by_the_retention() {
+        let retention = WINDOW + 70;
+        let guard = ReplayGuard::open(Arc::new(MemoryStore::new()), WINDOW, retention, NOW).await.unwrap();
+        guard.accept(7, NOW, NOW).await.unwrap().unwrap();
+        // Traffic well past the window, within the retention, must not evict it.
+        let late = NOW + WINDOW + BUCKET_SECS + 30;
+        for shard in 0..SHARDS as u64 {
+            guard.accept((shard << 32) | 0xbeef, late, late).await.unwrap().unwrap();
+        }
+        assert_eq!(guard.accept(7, NOW, late).await.unwrap(), Err(Replay::Seen));
+        assert_eq!(guard.forget_before(late), late - retention - BUCKET_SECS);
+    }
+
+    #[tokio::test]
     async fn a_restart_refuses_what_the_last_run_could_have_accepted() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let guard = ReplayGuard::open(store.clone(), WINDOW, NOW).await.unwrap();
+        let guard = ReplayGuard::open(store.clone(), WINDOW, WINDOW, NOW).await.unwrap();
         guard.accept(1, NOW, NOW).await.unwrap().unwrap();
         guard.accept(2, NOW + 1, NOW).await.unwrap().unwrap();
         // A client clock 4 minutes fast: remembered durably, not folded into the floor.
         guard.accept(3, NOW + 240, NOW).await.unwrap().unwrap();
         drop(guard);
 
-        let restarted = ReplayGuard::open(store, WINDOW, NOW + 5).await.unwrap();
+        let restarted = ReplayGuard::open(store, WINDOW, WINDOW, NOW + 5).await.unwrap();
         assert_eq!(restarted.accept(1, NOW, NOW + 5).await.unwrap(), Err(Replay::Stale));
         assert_eq!(restarted.accept(2, NOW + 1, NOW + 5).await.unwrap(), Err(Replay::Stale));
         assert_eq!(restarted.accept(3, NOW + 240, NOW + 5).await.unwrap(), Err(Replay::Seen));
@@ -263,14 +281,14 @@ mod tests {
     #[tokio::test]
     async fn a_graceful_stop_leaves_the_floor_at_the_latest_accepted_date() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let guard = ReplayGuard::open(store.clone(), WINDOW, NOW).await.unwrap();
+        let guard = ReplayGuard::open(store.clone(), WINDOW, WINDOW, NOW).await.unwrap();
         guard.accept(1, NOW - 3, NOW).await.unwrap().unwrap();
         guard.accept(2, NOW - 1, NOW).await.unwrap().unwrap();
         assert_eq!(store.replay_floor().await.unwrap(), NOW + FUTURE_TOLERANCE + RESERVE_AHEAD);
         guard.close().await.unwrap();
         assert_eq!(store.replay_floor().await.unwrap(), NOW - 1);
 
-        let restarted = ReplayGuard::open(store, WINDOW, NOW + 1).await.unwrap();
+        let restarted = ReplayGuard::open(store, WINDOW, WINDOW, NOW + 1).await.unwrap();
         assert_eq!(restarted.accept(2, NOW - 1, NOW + 1).await.unwrap(), Err(Replay::Stale));
         assert_eq!(restarted.accept(5, NOW, NOW + 1).await.unwrap(), Ok(()));
     }

@@ -45,7 +45,7 @@ pub async fn handle<B: RequestBody>(
     };
     let redeemed = audit_failure(app, info, "connect", subject, redeemed)?;
     if redeemed != Redeemed::UnknownInit {
-        app.inner.limiter.init_consumed();
+        app.inner.limiter.init_consumed(Some(&escrow.init_id(&digest)));
     }
     match redeemed {
         Redeemed::Session => {

@@ -4,7 +4,6 @@
 //! This layer knows the [`Store`] trait, never a storage engine.
 
 mod body;
-mod client_ip;
 mod connect;
 mod cors;
 mod health;
@@ -15,9 +14,9 @@ mod session;
 mod signed;
 mod subject;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,9 +31,9 @@ use crate::crypto::master::MasterKey;
 use crate::error::{Error, RequestError};
 use crate::escrow::{Escrow, Policy};
 use crate::ledger::ErasureLedger;
-use crate::limits::Limiter;
+use crate::limits::{Budgets, Limiter};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Pseudonym, Store, StoreError};
 
 pub use self::body::RequestBody;
 
@@ -52,15 +51,40 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditLog,
     /// `/metrics` is served on its own listener, not this one.
     metrics_listen_separately: bool,
-    trusted_proxies: Vec<ipnet::IpNet>,
+    proxies: crate::proxy::ProxyTrust,
     cors: cors::Cors,
-    namespaces: HashMap<String, Namespace>,
-    /// Credential key id → (namespace, secret), for `/connect`.
-    credentials: HashMap<String, (String, Secret)>,
+    /// The namespaces, replaced whole by [`App::reload_namespaces`].
+    tenants: RwLock<Arc<Tenants>>,
     init_ttl: Duration,
     session_ttl: Duration,
     max_key_bytes: usize,
     body_read_timeout: Duration,
+}
+
+/// The configured namespaces, as one snapshot: a request sees either the old set or the
+/// new one, never a mix.
+pub(crate) struct Tenants {
+    pub(crate) namespaces: HashMap<String, Namespace>,
+    /// Credential key id → (namespace, secret), for `/connect`.
+    pub(crate) credentials: HashMap<String, (String, Secret)>,
+    /// The namespaces' pseudonyms: a session whose namespace is not here is refused.
+    pub(crate) pseudonyms: HashSet<Pseudonym>,
+}
+
+impl Tenants {
+    fn new(namespaces: &BTreeMap<String, Namespace>, escrow: &Escrow) -> Self {
+        let credentials = namespaces
+            .iter()
+            .flat_map(|(name, ns)| {
+                ns.credentials.iter().map(move |c| (c.key_id.clone(), (name.clone(), c.secret.clone())))
+            })
+            .collect();
+        Self {
+            pseudonyms: namespaces.keys().map(|name| escrow.namespace(name)).collect(),
+            namespaces: namespaces.clone().into_iter().collect(),
+            credentials,
+        }
+    }
 }
 
 /// A path the server serves and the methods it takes there.
@@ -111,22 +135,21 @@ impl App {
         let policy =
             Policy { max_key_versions: config.max_key_versions, session_idle_secs: config.session_idle.as_secs() };
         let escrow = Escrow::open(store.clone(), master, ledger, policy).await?;
-        let auth = Authenticator::open(store, config.max_clock_skew).await?;
+        let auth =
+            Authenticator::open(store, config.max_clock_skew, config.header_read_timeout + config.body_read_timeout)
+                .await?;
         let audit = AuditLog::open(&config.audit_log_file, config.audit_fail_closed).map_err(Error::Audit)?;
         let limiter = Limiter::new(
-            config.init_per_minute,
-            config.auth_failures_per_minute,
-            config.max_pending_inits,
+            Budgets {
+                init_per_minute: config.init_per_minute,
+                auth_failures_per_minute: config.auth_failures_per_minute,
+                max_pending_inits: config.max_pending_inits,
+                client_prefix: config.client_prefix,
+            },
             config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)),
         );
-        limiter.set_pending_inits(escrow.store().counts().await?.pending_inits);
-        let credentials = config
-            .namespaces
-            .iter()
-            .flat_map(|(name, ns)| {
-                ns.credentials.iter().map(move |c| (c.key_id.clone(), (name.clone(), c.secret.clone())))
-            })
-            .collect();
+        limiter.set_pending_inits(escrow.store().counts().await?.pending_inits, crate::time::now());
+        let tenants = RwLock::new(Arc::new(Tenants::new(&config.namespaces, &escrow)));
         Ok(Self {
             inner: Arc::new(Inner {
                 escrow,
@@ -135,16 +158,40 @@ impl App {
                 limiter,
                 audit,
                 metrics_listen_separately: config.metrics_listen.is_some(),
-                trusted_proxies: config.trusted_proxies.clone(),
+                proxies: config.proxies.clone(),
                 cors: cors::Cors::new(config.cors_origins.clone()),
-                namespaces: config.namespaces.clone().into_iter().collect(),
-                credentials,
+                tenants,
                 init_ttl: config.init_ttl,
                 session_ttl: config.session_ttl,
                 max_key_bytes: config.max_key_bytes,
                 body_read_timeout: config.body_read_timeout,
             }),
         })
+    }
+
+    /// The namespaces as they are now.
+    pub(crate) fn tenants(&self) -> Arc<Tenants> {
+        self.inner.tenants.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// What failed authentications from `client` count against: its own address when
+    /// some namespace allows it (a Real Service, which a neighbour in its network must
+    /// not be able to lock out), else its network.
+    pub(crate) fn failure_key(&self, client: IpAddr) -> ipnet::IpNet {
+        if self.tenants().namespaces.values().any(|ns| ns.allows(client)) {
+            ipnet::IpNet::from(client.to_canonical())
+        } else {
+            self.inner.limiter.network_of(client)
+        }
+    }
+
+    /// Replaces the namespaces (credentials, allowlists, budgets) with those of
+    /// `config`, at once: requests already past authentication finish under the old
+    /// set. A removed namespace's sessions and a removed credential stop working.
+    pub fn reload_namespaces(&self, config: &Config) {
+        let tenants = Arc::new(Tenants::new(&config.namespaces, &self.inner.escrow));
+        self.inner.limiter.set_namespaces(config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)));
+        *self.inner.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tenants;
     }
 
     /// Finishes serving: records the replay floor and flushes the store. Call once no
@@ -177,17 +224,20 @@ impl App {
         metrics_listener: bool,
     ) -> Response<Full<Bytes>> {
         let started = std::time::Instant::now();
-        let info = RequestInfo {
-            id: request_id(request.headers()),
-            client: client_ip::client_ip(peer.ip(), request.headers(), &self.inner.trusted_proxies),
-        };
+        let client = self.inner.proxies.client_ip(peer.ip(), request.headers());
+        // An unusable chain from a trusted proxy names nobody: the request is refused
+        // below, and logged under the proxy's address.
+        let info = RequestInfo { id: request_id(request.headers()), client: client.unwrap_or(peer.ip().to_canonical()) };
         let method = request.method().clone();
         // CORS works on the route name: only known routes have CORS rules, and unknown
         // paths all come out as "other" without a copy of the path.
         let route = route_name(request.uri().path());
         let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let probe = matches!(route, "/healthz" | "/readyz" | "/metrics");
         let result = if metrics_listener {
-            self.route_metrics(&request)
+            self.route_metrics(&request).await
+        } else if client.is_err() && !probe {
+            Err(RequestError::UnusableForwardedChain.into())
         } else if method == Method::OPTIONS {
             self.inner.cors.preflight(route, request.headers())
         } else {
@@ -206,14 +256,19 @@ impl App {
                 let denial = match &error {
                     Error::Auth(auth) => {
                         self.inner.metrics.auth_failure(auth.code());
-                        self.inner.limiter.auth_failed(info.client);
+                        self.inner.limiter.auth_failed(self.failure_key(info.client));
                         Some("auth_failure")
                     }
                     Error::Limit(refusal) => {
                         self.inner.metrics.rate_limited(refusal.limit());
                         None
                     }
-                    Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => Some("access_denied"),
+                    Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => {
+                        // A refused caller spends the same budget as a bad signature, so
+                        // hammering costs the caller a 429, not the server a write.
+                        self.inner.limiter.auth_failed(self.failure_key(info.client));
+                        Some("access_denied")
+                    }
                     _ => None,
                 };
                 if let Some(event) = denial {
@@ -242,10 +297,11 @@ impl App {
         response
     }
 
-    fn route_metrics<B>(&self, request: &Request<B>) -> Result<Response<Full<Bytes>>, Error> {
+    async fn route_metrics<B>(&self, request: &Request<B>) -> Result<Response<Full<Bytes>>, Error> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => health::metrics(self, true),
             (&Method::GET, "/healthz") => Ok(health::healthz()),
+            (&Method::GET, "/readyz") => Ok(health::readyz(self).await),
             _ => Err(RequestError::NotFound.into()),
         }
     }
@@ -288,7 +344,7 @@ impl App {
             match self.inner.escrow.store().counts().await {
                 Ok(counts) => {
                     self.inner.metrics.set_counts(counts.pending_inits, counts.sessions, counts.key_versions);
-                    self.inner.limiter.set_pending_inits(counts.pending_inits);
+                    self.inner.limiter.set_pending_inits(counts.pending_inits, now);
                 }
                 Err(error) => tracing::warn!(%error, "counting stored records failed"),
             }
@@ -308,11 +364,6 @@ impl App {
 /// For the fuzzing entry points.
 pub(crate) fn describe_json_error(error: &serde_json::Error) -> String {
     signed::describe_json_error(error)
-}
-
-/// For the fuzzing entry points.
-pub(crate) fn client_ip_of(peer: IpAddr, headers: &http::HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    client_ip::client_ip(peer, headers, trusted)
 }
 
 /// For the fuzzing entry points.

@@ -87,21 +87,27 @@ pub async fn real_service<B: RequestBody>(
 ) -> Result<FromRealService, Error> {
     let inner = &app.inner;
     let ip = client;
-    inner.limiter.admit_signed(ip)?;
-    if !inner.namespaces.values().any(|ns| ns.allows(ip)) {
+    inner.limiter.admit_signed(app.failure_key(ip))?;
+    let tenants = app.tenants();
+    if !tenants.namespaces.values().any(|ns| ns.allows(ip)) {
         return Err(RequestError::IpNotAllowed.into());
     }
-    let now = crate::time::now();
     let (parts, body) = request.into_parts();
-    let claim = inner.auth.claim(&parts.headers, now)?;
-    let (namespace, secret) = inner.credentials.get(claim.key_id()).ok_or(AuthError::UnknownKeyId)?;
-    if !inner.namespaces.get(namespace).is_some_and(|ns| ns.allows(ip)) {
+    // A cheap look at the header before the body is read; the date is checked again
+    // once the request has fully arrived.
+    let claim = inner.auth.claim(&parts.headers, crate::time::now())?;
+    let (namespace, secret) = tenants.credentials.get(claim.key_id()).ok_or(AuthError::UnknownKeyId)?;
+    if !tenants.namespaces.get(namespace).is_some_and(|ns| ns.allows(ip)) {
         return Err(RequestError::IpNotAllowed.into());
     }
     if !is_json(&parts.headers) {
         return Err(RequestError::UnsupportedMediaType.into());
     }
     let body = body::read(body, &parts.headers, MAX_CONNECT_BODY, inner.body_read_timeout).await?;
+    // Freshness is judged when the request is accepted, not when it began to arrive: a
+    // body held back until the date's replay entry is gone must find the date stale.
+    let now = crate::time::now();
+    let claim = inner.auth.recheck(claim, now)?;
     let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
     let signed = inner.auth.verify(claim, secret, parts.method.as_str(), path, &body, now).await?;
     Ok(FromRealService { namespace: namespace.clone(), body, signed })
@@ -127,7 +133,7 @@ pub struct FromDevice {
 /// `body_too_large`, the [`AuthError`]s (`unknown_session`, `session_expired`, …).
 pub async fn device<B: RequestBody>(app: &App, request: Request<B>, client: IpAddr) -> Result<FromDevice, Error> {
     let inner = &app.inner;
-    inner.limiter.admit_signed(client)?;
+    inner.limiter.admit_signed(app.failure_key(client))?;
     let (parts, body) = request.into_parts();
     let body = body::read(body, &parts.headers, inner.max_key_bytes, inner.body_read_timeout).await?;
     let now = crate::time::now();
@@ -136,6 +142,12 @@ pub async fn device<B: RequestBody>(app: &App, request: Request<B>, client: IpAd
     if !inner.escrow.is_live(&session, now) {
         return Err(AuthError::SessionExpired.into());
     }
+    if !app.tenants().pseudonyms.contains(&session.user.namespace) {
+        return Err(AuthError::NamespaceRemoved.into());
+    }
+    // The session lookup awaited the store: judge freshness at acceptance.
+    let now = crate::time::now();
+    let claim = inner.auth.recheck(claim, now)?;
     let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
     let signed = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
     inner.escrow.touch(signed.key_id(), &session, now).await?;

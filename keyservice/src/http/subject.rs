@@ -19,6 +19,11 @@ pub async fn erase<B: RequestBody>(
 ) -> Result<Response<Full<Bytes>>, Error> {
     let (namespace, user) = subject(app, request, info).await?;
     let subject = AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None };
+    if let Err(refusal) = app.inner.limiter.admit_erase(&namespace) {
+        tracing::warn!(request_id = %info.id, namespace = %namespace, "namespace exceeded its erase budget");
+        let _ = app.audit(info, "erase", "denied", AuditSubject { reason: Some(refusal.limit()), ..subject });
+        return Err(refusal.into());
+    }
     app.audit(info, "erase", "allowed", subject)?;
     let receipt = app.inner.escrow.erase(&user, crate::time::now()).await;
     let receipt = audit_failure(app, info, "erase", subject, receipt)?;

@@ -26,6 +26,7 @@ struct Inner {
     sessions: HashMap<Pseudonym, SessionRecord>,
     keys: HashMap<UserKey, BTreeMap<u64, KeyRecord>>,
     replay_floor: UnixTime,
+    ledger_mark: Option<Vec<u8>>,
     nonces: HashMap<u64, UnixTime>,
 }
 
@@ -183,6 +184,19 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        Ok(self.lock().inits.remove(id).is_some())
+    }
+
+    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().ledger_mark.clone())
+    }
+
+    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError> {
+        self.lock().ledger_mark = Some(mark);
+        Ok(())
+    }
+
     async fn replay_floor(&self) -> Result<UnixTime, StoreError> {
         Ok(self.lock().replay_floor)
     }
@@ -241,6 +255,9 @@ impl Store for MemoryStore {
             push("nonce", fingerprint.to_be_bytes().to_vec(), date.to_be_bytes().to_vec());
         }
         push("meta", b"replay_floor".to_vec(), inner.replay_floor.to_be_bytes().to_vec());
+        if let Some(mark) = &inner.ledger_mark {
+            push("meta", b"ledger_mark".to_vec(), mark.clone());
+        }
         Ok(out)
     }
 

@@ -290,6 +290,17 @@ pub trait Store: Send + Sync + 'static {
         forget_nonces_before: UnixTime,
     ) -> Result<Swept, StoreError>;
 
+    /// Deletes one pending init (to make room under a full cap); whether it existed.
+    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError>;
+
+    /// How much of the erasure ledger this store has had applied, as last recorded by
+    /// [`Store::set_ledger_mark`]; `None` when never. It travels with the data (and with
+    /// its backups), so a restored older copy re-applies only the erasures after it.
+    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Durably records how much of the erasure ledger has been applied.
+    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError>;
+
     /// The replay floor: no request dated at or before it may be accepted, because one
     /// accepted before a restart could be dated so. 0 when never set.
     async fn replay_floor(&self) -> Result<UnixTime, StoreError>;

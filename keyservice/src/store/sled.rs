@@ -13,6 +13,7 @@
 //! | `key`          | [`record::key_version_key`]              | [`record::encode_key`]         |
 //! | `nonce`        | replay fingerprint, u64 big-endian       | request date, u64 big-endian   |
 //! | `meta`         | `replay_floor`                           | u64 big-endian                 |
+//! | `meta`         | `ledger_mark`                            | erasure-ledger lines applied   |
 //!
 //! **Writes** go through one committer thread. It takes every write that is waiting,
 //! applies them in order, makes them durable with one flush, and only then answers each:
@@ -55,6 +56,7 @@ use super::{
 /// Most writes one flush covers; more wait for the next.
 const MAX_BATCH: usize = 1024;
 const REPLAY_FLOOR_KEY: &[u8] = b"replay_floor";
+const LEDGER_MARK_KEY: &[u8] = b"ledger_mark";
 
 /// A [`Store`] in a sled database on local disk.
 pub struct SledStore {
@@ -92,6 +94,7 @@ enum Op {
     Erase(UserKey),
     Remove(Vec<(Which, sled::IVec)>),
     SetFloor(UnixTime),
+    SetLedgerMark(Vec<u8>),
     RememberNonce(u64, UnixTime),
     Snapshot,
     Import(Vec<SnapshotEntry>),
@@ -365,6 +368,21 @@ impl Store for SledStore {
         }
     }
 
+    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        match self.submit(Op::Remove(vec![(Which::Init, sled::IVec::from(&id[..]))])).await? {
+            Reply::Removed(swept) => Ok(swept.inits > 0),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trees.meta.get(LEDGER_MARK_KEY).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError> {
+        self.submit(Op::SetLedgerMark(mark)).await.map(|_| ())
+    }
+
     async fn replay_floor(&self) -> Result<UnixTime, StoreError> {
         match self.trees.meta.get(REPLAY_FLOOR_KEY).map_err(backend)? {
             Some(bytes) => decode_u64(&bytes, "replay floor"),
@@ -593,6 +611,10 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
                 }
             }
             Ok(Reply::Removed(swept))
+        }
+        Op::SetLedgerMark(mark) => {
+            trees.meta.insert(LEDGER_MARK_KEY, mark).map_err(backend)?;
+            Ok(Reply::Done)
         }
         Op::SetFloor(floor) => {
             trees.meta.insert(REPLAY_FLOOR_KEY, &floor.to_be_bytes()).map_err(backend)?;

@@ -2,6 +2,8 @@
 //! a small HTTP client that signs with ss1.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +60,15 @@ pub fn config(data_dir: &Path) -> Config {
         },
     );
     config
+}
+
+/// Trust for one appending proxy on 127.0.0.1 that writes `X-Forwarded-For`.
+pub fn loopback_proxy() -> keyservice::proxy::ProxyTrust {
+    keyservice::proxy::ProxyTrust {
+        trusted: vec!["127.0.0.1/32".parse().unwrap()],
+        header: Some(keyservice::proxy::ForwardedHeader::XForwardedFor),
+        hops: 1,
+    }
 }
 
 /// A running server; stopped (gracefully) by [`TestServer::stop`] or on drop.
@@ -160,7 +171,27 @@ impl Reply {
 
 /// Sends one request on a fresh connection.
 pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Reply {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    send_from(None, addr, method, path, headers, body).await
+}
+
+/// Sends one request on a fresh connection from the loopback address `source` (any of
+/// 127.0.0.0/8 works on Linux), or the system's choice.
+pub async fn send_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> Reply {
+    let stream = match source {
+        None => TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection);
     let mut request = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(path);
