@@ -98,11 +98,7 @@ impl AuditLog {
     /// When the file cannot be opened, or its last line is not an audit line.
     pub fn open(path: &Path, fail_closed: bool) -> Result<Self, AuditError> {
         let io = |source| AuditError { path: path.to_path_buf(), source };
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path).map_err(io)?;
+        let file = open_append(path).map_err(io)?;
         let (mut next_seq, mut prev) = (0, [0u8; 32]);
         if let Some(line) = last_line(path).map_err(io)? {
             let bad = || io(std::io::Error::other("its last line is not an audit line; run `keyservice audit verify`"));
@@ -150,6 +146,22 @@ impl AuditLog {
         }
     }
 
+    /// Opens the file at the log's path again (after an external rotation moved it
+    /// away); the chain continues where it was, so the new file's first line names the
+    /// old file's last hash.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened; the old one stays in use.
+    pub fn reopen(&self) -> Result<(), AuditError> {
+        let file = open_append(&self.path).map_err(|source| AuditError { path: self.path.clone(), source })?;
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // What was written to the old file is made durable before it is let go.
+        let _ = writer.file.sync_data();
+        writer.file = file;
+        Ok(())
+    }
+
     /// Whether the last write succeeded.
     pub fn is_writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
@@ -167,6 +179,14 @@ impl AuditLog {
             AuditError { path: self.path.clone(), source }
         })
     }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// The last non-empty line of a regular file, read from its end (audit lines are far

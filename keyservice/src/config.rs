@@ -107,9 +107,16 @@ pub struct Config {
     /// Most connections served at once; more wait in the kernel's backlog
     /// (`max_connections`). Default 1,024.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (`header_read_timeout_secs`).
-    /// Default 10 seconds.
+    /// Most connections at once from one client network (`max_connections_per_client`;
+    /// trusted proxies are exempt). Default 128.
+    pub max_connections_per_client: usize,
+    /// Time a connection has from its accept to send its first request's headers (TLS
+    /// handshake and HTTP/2 preface included), and a request from its first byte to
+    /// send its headers (`header_read_timeout_secs`). Default 10 seconds.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight
+    /// (`keep_alive_timeout_secs`). Default 60 seconds.
+    pub keep_alive_timeout: Duration,
     /// Time a client has to send a request's body (`body_read_timeout_secs`). Default 30
     /// seconds.
     pub body_read_timeout: Duration,
@@ -235,7 +242,9 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(5 * 60),
             max_key_bytes: 64 * 1024,
             max_connections: 1024,
+            max_connections_per_client: 128,
             header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             sweep_interval: Duration::from_secs(60),
@@ -341,7 +350,9 @@ struct FileConfig {
     max_clock_skew_secs: Option<u64>,
     max_key_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     header_read_timeout_secs: Option<u64>,
+    keep_alive_timeout_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     max_header_bytes: Option<usize>,
     sweep_interval_secs: Option<u64>,
@@ -471,6 +482,19 @@ impl FileConfig {
             )?,
             max_key_bytes: count(self.max_key_bytes, "max_key_bytes", defaults.max_key_bytes, 1, 16 * 1024 * 1024)?,
             max_connections: count(self.max_connections, "max_connections", defaults.max_connections, 1, 1_000_000)?,
+            max_connections_per_client: count(
+                self.max_connections_per_client,
+                "max_connections_per_client",
+                defaults.max_connections_per_client,
+                1,
+                1_000_000,
+            )?,
+            keep_alive_timeout: seconds(
+                self.keep_alive_timeout_secs,
+                "keep_alive_timeout_secs",
+                defaults.keep_alive_timeout,
+                Duration::from_secs(3600),
+            )?,
             header_read_timeout: seconds(
                 self.header_read_timeout_secs,
                 "header_read_timeout_secs",

@@ -148,8 +148,10 @@ pub struct Budgets {
 /// takes its room from the network holding the most rather than refusing everyone.
 #[derive(Default)]
 struct PendingByClient {
-    /// Network → its pending inits, oldest first, with their expiry.
-    by_network: HashMap<IpNet, VecDeque<(Pseudonym, UnixTime)>>,
+    /// Network → its pending inits, oldest first, with their expiry and issue number.
+    by_network: HashMap<IpNet, VecDeque<(Pseudonym, UnixTime, u64)>>,
+    /// Inits issued so far: orders them across networks.
+    issued: u64,
     /// Init → the network that holds it.
     owner: HashMap<Pseudonym, IpNet>,
 }
@@ -158,7 +160,7 @@ impl PendingByClient {
     fn remove(&mut self, id: &Pseudonym) {
         let Some(network) = self.owner.remove(id) else { return };
         if let Some(queue) = self.by_network.get_mut(&network) {
-            queue.retain(|(held, _)| held != id);
+            queue.retain(|(held, _, _)| held != id);
             if queue.is_empty() {
                 self.by_network.remove(&network);
             }
@@ -172,17 +174,17 @@ impl PendingByClient {
         let (network, queue) = self
             .by_network
             .iter()
-            .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then_with(|| b.front().map(|e| e.1).cmp(&a.front().map(|e| e.1))))?;
+            .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then_with(|| b.front().map(|e| e.2).cmp(&a.front().map(|e| e.2))))?;
         if network == asking || queue.len() <= asking_holds {
             return None;
         }
-        queue.front().map(|(id, _)| *id)
+        queue.front().map(|(id, _, _)| *id)
     }
 
     fn forget_expired(&mut self, now: UnixTime) {
         let owner = &mut self.owner;
         self.by_network.retain(|_, queue| {
-            queue.retain(|(id, expires)| {
+            queue.retain(|(id, expires, _)| {
                 let live = *expires > now;
                 if !live {
                     owner.remove(id);
@@ -291,7 +293,9 @@ impl Limiter {
     /// The admitted init was stored as `id`, pending until `expires_at`.
     pub fn init_issued(&self, admission: &InitAdmission, id: Pseudonym, expires_at: UnixTime) {
         let mut pending = lock(&self.pending_by_client);
-        pending.by_network.entry(admission.network).or_default().push_back((id, expires_at));
+        pending.issued += 1;
+        let number = pending.issued;
+        pending.by_network.entry(admission.network).or_default().push_back((id, expires_at, number));
         pending.owner.insert(id, admission.network);
     }
 

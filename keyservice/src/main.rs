@@ -252,7 +252,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    // TLS files are part of the configuration: a missing or unusable one is a config
+    // error (exit 2), found before anything is opened.
+    let tls = match &config.tls {
+        Some(files) => match keyservice::tls::Tls::load(files.clone()) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let config_path = if args.dev { None } else { args.config.clone() };
+    let result = runtime.block_on(run(config, config_path, tls));
     drop(dev_dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,7 +276,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    tls: Option<Arc<keyservice::tls::Tls>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let master = load_master_key(&config)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
     let store: Arc<dyn Store> = Arc::new(
@@ -297,18 +314,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 .await
                 .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
             tracing::info!(address = %metrics.local_addr()?, "metrics listening");
-            Some(tokio::spawn(keyservice::server::serve_metrics(metrics, app.clone())))
+            Some(tokio::spawn(keyservice::server::serve_metrics(metrics, app.clone(), Limits::from(&config))))
         }
         None => None,
     };
-    let tls = match &config.tls {
-        Some(files) => {
-            let tls = Arc::new(keyservice::tls::Tls::load(files.clone())?);
-            tokio::spawn(reload_on_sighup(tls.clone()));
-            Some(tls)
-        }
-        None => None,
-    };
+    tokio::spawn(reload_on_sighup(tls.clone(), config_path, app.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
     let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown_signal()).await;
@@ -350,24 +360,40 @@ fn hex_id(master: &MasterKey) -> String {
     master.id().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reloads the TLS certificate and key on every SIGHUP; a failed reload keeps the
-/// previous ones.
-async fn reload_on_sighup(tls: Arc<keyservice::tls::Tls>) {
+/// On every SIGHUP: reloads the TLS certificate and key, reopens the audit log, and
+/// re-reads the config file's namespaces (credentials, allowlists, budgets). Each part
+/// is validated before it replaces anything, so a failed reload keeps what was there.
+/// Every other setting needs a restart.
+async fn reload_on_sighup(tls: Option<Arc<keyservice::tls::Tls>>, config_path: Option<PathBuf>, app: App) {
     #[cfg(unix)]
     {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot watch SIGHUP; TLS files will not be reloaded");
+            tracing::warn!("cannot watch SIGHUP; nothing will be reloaded without a restart");
             return;
         };
         while hangups.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                Err(error) => tracing::error!(%error, "reloading TLS failed; keeping the previous certificate"),
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                    Err(error) => tracing::error!(%error, "reloading TLS failed; keeping the previous certificate"),
+                }
+            }
+            match app.reopen_audit() {
+                Ok(()) => tracing::info!("audit log reopened"),
+                Err(error) => tracing::error!(%error, "reopening the audit log failed; still writing the old file"),
+            }
+            let Some(path) = &config_path else { continue };
+            match Config::load(path) {
+                Ok(config) => {
+                    app.reload_namespaces(&config);
+                    tracing::info!(namespaces = config.namespaces.len(), "namespaces reloaded");
+                }
+                Err(error) => tracing::error!(%error, "reloading the config failed; keeping the previous namespaces"),
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = tls;
+    let _ = (tls, config_path, app);
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -2,6 +2,8 @@
 //!
 //! Labels are fixed route names, status codes, error codes and limit names: never a
 //! path, a user or a token, so cardinality stays bounded and nothing personal leaks.
+//! Namespace names tell an outsider who the customers are: families labelled with them
+//! are served only on the separate metrics listener (`metrics_listen`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,19 +34,25 @@ struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NamespaceLabel {
+struct NamespaceBudgetLabels {
     namespace: String,
+    budget: &'static str,
 }
 
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Families labelled by namespace: they tell who the customers are, so they are
+    /// served only on the separate metrics listener.
+    by_namespace: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     auth_failures: Family<ReasonLabel, Counter>,
     rate_limited: Family<LimitLabel, Counter>,
-    connect_budget: Family<NamespaceLabel, Counter>,
+    connect_budget: Counter,
+    namespace_budget: Family<NamespaceBudgetLabels, Counter>,
+    connections_refused: Family<ReasonLabel, Counter>,
     pending_inits: Gauge,
     sessions: Gauge,
     stored_keys: Gauge,
@@ -63,15 +71,28 @@ impl Metrics {
         let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let auth_failures = Family::default();
         let rate_limited = Family::default();
-        let connect_budget = Family::default();
+        let connect_budget = Counter::default();
+        let namespace_budget = Family::default();
+        let mut by_namespace = Registry::with_prefix("keyservice");
+        by_namespace.register(
+            "namespace_budget_exceeded",
+            "Requests refused because a namespace exceeded a budget (connect, erase), by namespace",
+            namespace_budget.clone(),
+        );
+        let connections_refused = Family::default();
         let (pending_inits, sessions, stored_keys) = (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("requests", "HTTP requests by route and status", requests.clone());
         registry.register("request_duration_seconds", "Time to answer a request, by route", latency.clone());
         registry.register("auth_failures", "Refused signatures, by reason", auth_failures.clone());
         registry.register("rate_limited", "Requests refused by a rate limit or cap, by limit", rate_limited.clone());
         registry.register(
+            "connections_refused",
+            "Connections closed at accept, by reason (per_client cap, accept_failed)",
+            connections_refused.clone(),
+        );
+        registry.register(
             "connect_budget_exceeded",
-            "Connects refused because a namespace exceeded its budget",
+            "Connects refused because a namespace exceeded its budget (per namespace: on the metrics listener only)",
             connect_budget.clone(),
         );
         registry.register(
@@ -83,6 +104,9 @@ impl Metrics {
         registry.register("stored_keys", "Key versions stored (at the last sweep)", stored_keys.clone());
         Self {
             registry,
+            by_namespace,
+            namespace_budget,
+            connections_refused,
             requests,
             latency,
             auth_failures,
@@ -110,9 +134,17 @@ impl Metrics {
         self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
-    /// Counts a connect refused by a namespace's budget.
-    pub fn connect_budget_exceeded(&self, namespace: &str) {
-        self.connect_budget.get_or_create(&NamespaceLabel { namespace: namespace.to_owned() }).inc();
+    /// Counts a request refused by a namespace's budget (`connect` or `erase`).
+    pub fn namespace_budget_exceeded(&self, namespace: &str, budget: &'static str) {
+        if budget == "connect" {
+            self.connect_budget.inc();
+        }
+        self.namespace_budget.get_or_create(&NamespaceBudgetLabels { namespace: namespace.to_owned(), budget }).inc();
+    }
+
+    /// Counts a connection closed at accept.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Sets the stored-record gauges.
@@ -123,12 +155,18 @@ impl Metrics {
         self.stored_keys.set(clamp(stored_keys));
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition; with `namespaces`, also the families labelled
+    /// by namespace.
+    pub fn encode(&self, namespaces: bool) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
             .expect("encoding into a String cannot fail");
+        if namespaces {
+            prometheus_client::encoding::text::encode_registry(&mut out, &self.by_namespace)
+                .expect("encoding into a String cannot fail");
+        }
+        prometheus_client::encoding::text::encode_eof(&mut out).expect("encoding into a String cannot fail");
         out
     }
 }
@@ -150,15 +188,33 @@ mod tests {
         metrics.auth_failure("bad_signature");
         metrics.rate_limited("init");
         metrics.set_counts(1, 2, 3);
-        let text = metrics.encode();
+        metrics.namespace_budget_exceeded("acme", "connect");
+        metrics.connection_refused("per_client");
+        let text = metrics.encode(false);
         for needle in [
             "keyservice_requests_total{route=\"/key\",status=\"200\"} 1",
             "keyservice_request_duration_seconds_count{route=\"/key\"} 1",
             "keyservice_auth_failures_total{reason=\"bad_signature\"} 1",
             "keyservice_rate_limited_total{limit=\"init\"} 1",
             "keyservice_stored_keys 3",
+            "keyservice_connect_budget_exceeded_total 1",
+            "keyservice_connections_refused_total{reason=\"per_client\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn namespace_names_appear_only_when_asked_for() {
+        let metrics = Metrics::new();
+        metrics.namespace_budget_exceeded("acme-customer", "erase");
+        assert!(!metrics.encode(false).contains("acme-customer"));
+        let private = metrics.encode(true);
+        assert!(
+            private.contains("keyservice_namespace_budget_exceeded_total{namespace=\"acme-customer\",budget=\"erase\"} 1"),
+            "{private}"
+        );
+        assert_eq!(private.matches("# EOF").count(), 1);
     }
 }

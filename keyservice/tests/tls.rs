@@ -142,7 +142,7 @@ async fn sighup_reloads_the_certificate_without_a_restart() {
 }
 
 #[test]
-fn unusable_tls_files_stop_the_start_with_their_name() {
+fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("server.key");
     std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n").unwrap();
@@ -153,7 +153,7 @@ fn unusable_tls_files_stop_the_start_with_their_name() {
     );
     let config = binary::write_config(dir.path(), &extra);
     let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "a TLS file is configuration: {err}");
     assert!(err.contains("missing.crt"), "{err}");
 
     let (files, _) = certificate(dir.path(), "ok");
@@ -165,6 +165,6 @@ fn unusable_tls_files_stop_the_start_with_their_name() {
     );
     let config = binary::write_config(dir.path(), &extra);
     let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "a TLS file is configuration: {err}");
     assert!(err.contains("ok.key") && !err.contains("not base64"), "{err}");
 }

@@ -29,7 +29,7 @@ pub async fn handle<B: RequestBody>(
         // Either ceiling (calls per minute, distinct users per window) may mean a
         // compromised Real Service harvesting keys: warn, count and record it.
         tracing::warn!(request_id = %info.id, namespace = %request.namespace, limit = refusal.limit(), "namespace exceeded its connect budget");
-        app.inner.metrics.connect_budget_exceeded(&request.namespace);
+        app.inner.metrics.namespace_budget_exceeded(&request.namespace, "connect");
         let _ = app.audit(
             info,
             "connect_budget_exceeded",

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::store::{Pseudonym, Store, StoreError};
 
 pub use self::body::RequestBody;
+pub(crate) use self::response::early_answer_headers;
 
 /// The request handler, shared by every connection: cheap to clone.
 #[derive(Clone)]
@@ -192,6 +193,12 @@ impl App {
         let tenants = Arc::new(Tenants::new(&config.namespaces, &self.inner.escrow));
         self.inner.limiter.set_namespaces(config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)));
         *self.inner.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tenants;
+    }
+
+    /// Counts a connection closed at accept (`per_client`: over the per-client cap;
+    /// `accept_failed`: the system refused, e.g. out of file descriptors).
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.inner.metrics.connection_refused(reason);
     }
 
     /// Finishes serving: records the replay floor and flushes the store. Call once no
@@ -404,6 +411,15 @@ impl App {
             reason: subject.reason,
         };
         Ok(self.inner.audit.record(&event)?)
+    }
+
+    /// Opens the audit log's file again (after an external rotation moved it away).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened; the old one stays in use.
+    pub fn reopen_audit(&self) -> Result<(), crate::audit::AuditError> {
+        self.inner.audit.reopen()
     }
 
     /// Flushes the audit log to disk.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY, RETRY_AFTER,
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderName, HeaderValue, REFERRER_POLICY, RETRY_AFTER,
     X_CONTENT_TYPE_OPTIONS,
 };
 use http::{Response, StatusCode};
@@ -50,11 +50,38 @@ pub fn error(error: &Error, status: StatusCode, code: &'static str) -> Response<
 /// The headers every response carries: nothing is cached, sniffed, framed or referred.
 pub fn secure(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let headers = response.headers_mut();
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
+}
+
+/// The headers every answer carries.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (CACHE_CONTROL, "no-store"),
+    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+    (REFERRER_POLICY, "no-referrer"),
+];
+
+/// [`SECURITY_HEADERS`] (and HSTS when `tls`) as raw header lines, for the answers
+/// hyper writes itself before a request reaches the app.
+pub fn early_answer_headers(tls: bool) -> &'static [u8] {
+    static PLAIN: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| header_lines(false));
+    static TLS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| header_lines(true));
+    if tls { &TLS } else { &PLAIN }
+}
+
+fn header_lines(tls: bool) -> Vec<u8> {
+    let mut lines = Vec::new();
+    let hsts = tls.then_some((http::header::STRICT_TRANSPORT_SECURITY, crate::server::HSTS));
+    for (name, value) in SECURITY_HEADERS.into_iter().chain(hsts) {
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
 }
 
 /// `"N"`: the ETag of key version N.

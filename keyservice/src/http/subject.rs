@@ -21,6 +21,7 @@ pub async fn erase<B: RequestBody>(
     let subject = AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None };
     if let Err(refusal) = app.inner.limiter.admit_erase(&namespace) {
         tracing::warn!(request_id = %info.id, namespace = %namespace, "namespace exceeded its erase budget");
+        app.inner.metrics.namespace_budget_exceeded(&namespace, "erase");
         let _ = app.audit(info, "erase", "denied", AuditSubject { reason: Some(refusal.limit()), ..subject });
         return Err(refusal.into());
     }
