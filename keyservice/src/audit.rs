@@ -49,6 +49,69 @@ pub struct Event<'a> {
     /// A code saying why (an error code, a limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// On a summary line: how many more events like it (same client network, event and
+    /// reason) were refused in its window without a line of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
+}
+
+/// Refusals of unauthenticated callers cost them nothing, so each one must not cost a
+/// line: per client network, event and reason, the first refusal of a window gets its
+/// line, the rest are counted, and the count is written as one summary line when the
+/// window ends ([`DenialDigest::due`]). Past [`DenialDigest::MAX_KEYS`] distinct keys in
+/// a window, all further refusals share one key, so the map stays bounded.
+pub struct DenialDigest {
+    window: std::time::Duration,
+    open: Mutex<std::collections::HashMap<DenialKey, (std::time::Instant, u64)>>,
+}
+
+/// Who was refused, for what.
+pub type DenialKey = (ipnet::IpNet, &'static str, &'static str);
+
+impl DenialDigest {
+    /// Most distinct keys tracked at once.
+    pub const MAX_KEYS: usize = 10_000;
+
+    /// A digest whose windows last `window`.
+    pub fn new(window: std::time::Duration) -> Self {
+        Self { window, open: Mutex::default() }
+    }
+
+    /// Whether this refusal gets a line of its own: true for the first of its window.
+    pub fn admit(&self, key: DenialKey) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if open.len() >= Self::MAX_KEYS && !open.contains_key(&key) {
+            (ipnet::IpNet::V4(ipnet::Ipv4Net::default()), "denials_overflow", "many_clients")
+        } else {
+            key
+        };
+        match open.get_mut(&key) {
+            Some((_, suppressed)) => {
+                *suppressed += 1;
+                false
+            }
+            None => {
+                open.insert(key, (std::time::Instant::now(), 0));
+                true
+            }
+        }
+    }
+
+    /// The windows that have ended (with `all`, every window), with how many refusals
+    /// each counted without a line; they are forgotten.
+    pub fn due(&self, all: bool) -> Vec<(DenialKey, u64)> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        open.retain(|key, (started, suppressed)| {
+            let ended = all || now.duration_since(*started) >= self.window;
+            if ended && *suppressed > 0 {
+                out.push((*key, *suppressed));
+            }
+            !ended
+        });
+        out
+    }
 }
 
 /// The audit line could not be written.
@@ -264,7 +327,26 @@ mod tests {
             namespace: Some("shop"),
             user: Some("ab".repeat(32)),
             reason: None,
+            repeated: None,
         }
+    }
+
+    #[test]
+    fn repeated_denials_get_one_line_and_a_count() {
+        let digest = DenialDigest::new(std::time::Duration::from_millis(50));
+        let key = ("192.0.2.0/24".parse().unwrap(), "access_denied", "ip_not_allowed");
+        let other = ("198.51.100.0/24".parse().unwrap(), "access_denied", "ip_not_allowed");
+        assert!(digest.admit(key));
+        for _ in 0..99 {
+            assert!(!digest.admit(key));
+        }
+        assert!(digest.admit(other));
+        assert!(digest.due(false).is_empty(), "the window is still open");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(digest.due(false), vec![(key, 99)], "the quiet key has nothing to report");
+        assert!(digest.admit(key), "a new window starts with a line");
+        assert!(!digest.admit(key));
+        assert_eq!(digest.due(true), vec![(key, 1)], "a stop reports open windows too");
     }
 
     fn write_log(path: &Path, n: usize) {

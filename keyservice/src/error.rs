@@ -134,6 +134,9 @@ impl Error {
                     (StatusCode::SERVICE_UNAVAILABLE, "too_many_pending_inits")
                 }
             },
+            Self::Auth(AuthError::Store(store)) | Self::Store(store) if store.is_transient() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
             Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
@@ -172,6 +175,9 @@ impl Error {
         match self.status_and_code().0 {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "The server could not complete the request; it has been logged.".to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Store(_) | Self::Auth(AuthError::Store(_))) => {
+                "The store cannot make changes durable right now, so this one was not acknowledged and may or may not have been applied; retry later (a PUT with If-Match or If-None-Match is safe to retry).".to_owned()
             }
             _ if matches!(self, Self::Audit(_)) => {
                 "The server cannot record this request in its audit trail, so it did not carry it out.".to_owned()

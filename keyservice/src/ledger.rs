@@ -70,7 +70,10 @@ impl ErasureLedger {
             if line.trim().is_empty() {
                 continue;
             }
-            out.push(parse_line(&line).ok_or_else(|| error(&self.path, format!("line {} is not a ledger entry", number + 1)))?);
+            out.push(
+                parse_line(&line)
+                    .ok_or_else(|| error(&self.path, format!("line {} is not a ledger entry", number + 1)))?,
+            );
         }
         Ok(out)
     }

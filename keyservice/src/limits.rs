@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -171,10 +171,9 @@ impl PendingByClient {
     /// (ties go to the network whose oldest init is oldest).
     fn eviction_candidate(&self, asking: &IpNet) -> Option<Pseudonym> {
         let asking_holds = self.by_network.get(asking).map_or(0, VecDeque::len);
-        let (network, queue) = self
-            .by_network
-            .iter()
-            .max_by(|(_, a), (_, b)| a.len().cmp(&b.len()).then_with(|| b.front().map(|e| e.2).cmp(&a.front().map(|e| e.2))))?;
+        let (network, queue) = self.by_network.iter().max_by(|(_, a), (_, b)| {
+            a.len().cmp(&b.len()).then_with(|| b.front().map(|e| e.2).cmp(&a.front().map(|e| e.2)))
+        })?;
         if network == asking || queue.len() <= asking_holds {
             return None;
         }
@@ -281,7 +280,8 @@ impl Limiter {
         let mut evict = None;
         if self.pending_inits.load(Ordering::Relaxed) >= self.budgets.max_pending_inits {
             let mut pending = lock(&self.pending_by_client);
-            let candidate = pending.eviction_candidate(&network).ok_or(Refusal::PendingInitsFull { retry_after: 60 })?;
+            let candidate =
+                pending.eviction_candidate(&network).ok_or(Refusal::PendingInitsFull { retry_after: 60 })?;
             pending.remove(&candidate);
             evict = Some(candidate);
         } else {

@@ -212,7 +212,8 @@ mod tests {
         assert!(!metrics.encode(false).contains("acme-customer"));
         let private = metrics.encode(true);
         assert!(
-            private.contains("keyservice_namespace_budget_exceeded_total{namespace=\"acme-customer\",budget=\"erase\"} 1"),
+            private
+                .contains("keyservice_namespace_budget_exceeded_total{namespace=\"acme-customer\",budget=\"erase\"} 1"),
             "{private}"
         );
         assert_eq!(private.matches("# EOF").count(), 1);

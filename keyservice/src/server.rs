@@ -165,7 +165,7 @@ pub async fn run_tls(
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             loop {
                 ticker.tick().await;
-                app.sync_audit();
+                app.tick_audit();
             }
         }
     });
@@ -193,7 +193,10 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Each connection's `guard::Watch` times the headers (from the accept, and from
+        // the first byte after an idle keep-alive); hyper's own timer would also cut
+        // every idle keep-alive at the header timeout.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
@@ -246,7 +249,8 @@ async fn accept_loop(
         };
         let accepted = tokio::time::Instant::now();
         let ip = peer.ip().to_canonical();
-        let network = (!limits.trusted_proxies.iter().any(|net| net.contains(&ip))).then(|| limits.client_prefix.of(ip));
+        let network =
+            (!limits.trusted_proxies.iter().any(|net| net.contains(&ip))).then(|| limits.client_prefix.of(ip));
         let Some(slot) = per_client.admit(network, limits.max_connections_per_client) else {
             app.connection_refused("per_client");
             drop(stream);

@@ -69,14 +69,7 @@ async fn failed_authentications_block_that_client_network_for_a_while() {
     let proxy = proxy::start(server.addr, proxy::Mode::AppendXff).await;
     let device = device(proxy.addr, "u").await;
     let signed_from = |source: &str, secret: &str| {
-        let headers = signed_headers(
-            device.session_token.expose(),
-            secret,
-            "GET",
-            "/key",
-            b"",
-            &http_date(0),
-        );
+        let headers = signed_headers(device.session_token.expose(), secret, "GET", "/key", b"", &http_date(0));
         let source = ip(source);
         let addr = proxy.addr;
         async move { send_from(source, addr, "GET", "/key", &headers, b"").await }

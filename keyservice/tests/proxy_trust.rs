@@ -30,7 +30,13 @@ async fn behind(header: ForwardedHeader, hops: usize) -> (TestServer, tempfile::
 }
 
 /// A signed /connect for a fresh init, from `source` through `addr`, with `extra` headers.
-async fn connect_from(server: &TestServer, addr: std::net::SocketAddr, source: &str, secret: &str, extra: &[(&'static str, String)]) -> Reply {
+async fn connect_from(
+    server: &TestServer,
+    addr: std::net::SocketAddr,
+    source: &str,
+    secret: &str,
+    extra: &[(&'static str, String)],
+) -> Reply {
     // The device asks for its init directly, from an address no proxy is trusted at.
     let reply = send_from(ip("127.0.0.2"), server.addr, "POST", "/init", &[], b"").await;
     let token = reply.json::<keyservice_client::protocol::wire::InitResponse>().init_token;
@@ -64,12 +70,14 @@ async fn a_forged_address_is_never_believed(header: ForwardedHeader, mode: Mode)
     let real = connect_from(&server, proxy.addr, REAL_SERVICE, SECRET, &[]).await;
     assert_eq!(real.status, 200, "{}", String::from_utf8_lossy(&real.body));
     server.stop().await;
-    // The audit trail names the address the proxy saw, never the forged one.
+    // The audit trail names the address the proxy saw (or, on a summary of repeated
+    // refusals, its network), never the forged one.
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     let denied: Vec<&str> = audit.lines().filter(|l| l.contains("\"outcome\":\"denied\"")).collect();
     assert!(!denied.is_empty());
     for line in denied {
-        assert!(line.contains(&format!("\"clientIp\":\"{ATTACKER}\"")), "{line}");
+        let network = "\"clientIp\":\"127.0.5.0/24\"";
+        assert!(line.contains(&format!("\"clientIp\":\"{ATTACKER}\"")) || line.contains(network), "{line}");
     }
 }
 

@@ -168,3 +168,36 @@ fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     assert_eq!(code, 2, "a TLS file is configuration: {err}");
     assert!(err.contains("ok.key") && !err.contains("not base64"), "{err}");
 }
+
+#[tokio::test]
+async fn an_idle_tls_connection_is_closed_before_and_after_its_handshake() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = certificate(dir.path(), "server");
+    let mut config = config(dir.path());
+    config.tls = Some(files);
+    config.header_read_timeout = Duration::from_secs(1);
+    let server = TestServer::start_sled(config).await;
+    let port = server.addr.port();
+    // No handshake at all.
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed without a handshake");
+    // A finished handshake, either ALPN, then nothing.
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let mut stream = tls_connect(port, &ca, &[alpn]).await.unwrap();
+        let started = std::time::Instant::now();
+        // The server may speak first (HTTP/2 SETTINGS); read until it hangs up.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "closed after the handshake ({})", String::from_utf8_lossy(alpn));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

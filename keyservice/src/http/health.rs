@@ -14,7 +14,8 @@ pub fn healthz() -> Response<Full<Bytes>> {
 }
 
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let store = app.inner.escrow.store().replay_floor().await.is_ok();
+    let store =
+        app.inner.escrow.store().health().await.is_ok() && app.inner.escrow.store().replay_floor().await.is_ok();
     let audit = app.inner.audit.is_writable();
     let status = if store && audit { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     response::json(

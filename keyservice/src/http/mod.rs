@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) limiter: Limiter,
     pub(crate) audit: AuditLog,
+    /// One audit line per window for repeated refusals.
+    denials: crate::audit::DenialDigest,
     /// `/metrics` is served on its own listener, not this one.
     metrics_listen_separately: bool,
     proxies: crate::proxy::ProxyTrust,
@@ -120,6 +122,9 @@ pub struct RequestInfo {
     pub client: IpAddr,
 }
 
+/// How long repeated refusals of one client network share one audit line.
+const DENIAL_WINDOW: Duration = Duration::from_secs(60);
+
 /// Largest `/connect` body accepted, in bytes.
 const MAX_CONNECT_BODY: usize = 4096;
 
@@ -158,6 +163,7 @@ impl App {
                 metrics: Metrics::new(),
                 limiter,
                 audit,
+                denials: crate::audit::DenialDigest::new(DENIAL_WINDOW),
                 metrics_listen_separately: config.metrics_listen.is_some(),
                 proxies: config.proxies.clone(),
                 cors: cors::Cors::new(config.cors_origins.clone()),
@@ -209,6 +215,7 @@ impl App {
     /// Fails when the store cannot be written.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.inner.auth.close().await?;
+        self.audit_denial_summaries(true);
         self.sync_audit();
         self.inner.escrow.store().flush().await
     }
@@ -234,7 +241,8 @@ impl App {
         let client = self.inner.proxies.client_ip(peer.ip(), request.headers());
         // An unusable chain from a trusted proxy names nobody: the request is refused
         // below, and logged under the proxy's address.
-        let info = RequestInfo { id: request_id(request.headers()), client: client.unwrap_or(peer.ip().to_canonical()) };
+        let info =
+            RequestInfo { id: request_id(request.headers()), client: client.unwrap_or(peer.ip().to_canonical()) };
         let method = request.method().clone();
         // CORS works on the route name: only known routes have CORS rules, and unknown
         // paths all come out as "other" without a copy of the path.
@@ -278,7 +286,9 @@ impl App {
                     }
                     _ => None,
                 };
-                if let Some(event) = denial {
+                if let Some(event) = denial
+                    && self.inner.denials.admit((self.inner.limiter.network_of(info.client), event, code))
+                {
                     // Best effort: the request is refused whether or not this is written.
                     let _ = self.audit(
                         &info,
@@ -409,8 +419,28 @@ impl App {
             namespace: subject.namespace,
             user: subject.user.map(|u| hex::encode(u.user)),
             reason: subject.reason,
+            repeated: None,
         };
         Ok(self.inner.audit.record(&event)?)
+    }
+
+    /// Writes a summary line for each refusal window that ended with refusals it
+    /// counted without a line.
+    fn audit_denial_summaries(&self, all: bool) {
+        for ((network, event, reason), repeated) in self.inner.denials.due(all) {
+            let event = crate::audit::Event {
+                time: crate::time::rfc3339(crate::time::now()),
+                event,
+                outcome: "denied",
+                request_id: "summary",
+                client_ip: network.to_string(),
+                namespace: None,
+                user: None,
+                reason: Some(reason),
+                repeated: Some(repeated),
+            };
+            let _ = self.inner.audit.record(&event);
+        }
     }
 
     /// Opens the audit log's file again (after an external rotation moved it away).
@@ -420,6 +450,13 @@ impl App {
     /// When the file cannot be opened; the old one stays in use.
     pub fn reopen_audit(&self) -> Result<(), crate::audit::AuditError> {
         self.inner.audit.reopen()
+    }
+
+    /// Writes the summaries of ended refusal windows, then flushes the audit log to
+    /// disk; the server calls it every second.
+    pub fn tick_audit(&self) {
+        self.audit_denial_summaries(false);
+        self.sync_audit();
     }
 
     /// Flushes the audit log to disk.

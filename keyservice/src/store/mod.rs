@@ -203,6 +203,18 @@ pub enum StoreError {
     /// store refuses further writes until it is reopened.
     #[error("the store refuses writes after a failed flush")]
     Poisoned,
+    /// The write could not be made durable for a reason that passes (the process is out
+    /// of file descriptors, say): it is not acknowledged, may or may not land, and a
+    /// later write is tried afresh.
+    #[error("the store is temporarily unable to make writes durable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether a later attempt may succeed without an operator (503, not 500).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 /// Persistence of sealed records under pseudonymous keys, and of replay protection.
@@ -322,6 +334,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored entry, as one consistent snapshot (no write lands halfway through
     /// it). Sealed values stay sealed.
     async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError>;
+
+    /// Whether the store can take writes: `Err` once it refuses them for good (a failed
+    /// flush), until it is reopened. `/readyz` turns red on it.
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Makes everything written so far durable; for shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

@@ -39,7 +39,8 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -61,6 +62,8 @@ const LEDGER_MARK_KEY: &[u8] = b"ledger_mark";
 /// A [`Store`] in a sled database on local disk.
 pub struct SledStore {
     trees: Trees,
+    /// Set by the committer when a flush failed for good.
+    poisoned: Arc<AtomicBool>,
     /// `None` only while dropping, so the committer sees the channel close.
     jobs: Option<mpsc::Sender<Job>>,
     committer: Option<JoinHandle<()>>,
@@ -177,19 +180,22 @@ impl SledStore {
             db_file: File::open(dir.join("db")).map_err(backend)?,
             dir: dir.to_path_buf(),
             synced_blobs: HashSet::new(),
+            blob_dir_unsynced: false,
             db,
         };
-        durability.sync().map_err(backend)?;
+        durability.sync().map_err(SyncFailure::into_store_error)?;
         // The files sled just created exist for sure only once their directory is synced.
         File::open(dir).and_then(|d| d.sync_all()).map_err(backend)?;
 
         let (jobs, queue) = mpsc::channel();
         let committer_trees = trees.clone();
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let committer_poisoned = poisoned.clone();
         let committer = std::thread::Builder::new()
             .name("keyservice-committer".into())
-            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability))
+            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &committer_poisoned))
             .map_err(backend)?;
-        Ok(Self { trees, jobs: Some(jobs), committer: Some(committer) })
+        Ok(Self { trees, poisoned, jobs: Some(jobs), committer: Some(committer) })
     }
 
     async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
@@ -431,12 +437,16 @@ impl Store for SledStore {
         }
     }
 
+    async fn health(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) { Err(StoreError::Poisoned) } else { Ok(()) }
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         self.submit(Op::Flush).await.map(|_| ())
     }
 }
 
-fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability) {
+fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, shared: &AtomicBool) {
     let mut poisoned = false;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -452,14 +462,31 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
             let result = if poisoned { Err(StoreError::Poisoned) } else { apply(trees, op) };
             answers.push((reply, result));
         }
-        if !poisoned && let Err(error) = durability.sync() {
-            // What was applied may or may not be on disk; none of it may be acknowledged,
-            // and nothing written later could be promised durable either.
-            tracing::error!(%error, "flushing the store failed; refusing further writes");
-            poisoned = true;
+        let mut unavailable = None;
+        if !poisoned {
+            match durability.sync() {
+                Ok(()) => {}
+                Err(SyncFailure::Transient(error)) => {
+                    // Nothing was found undurable, only unchecked: refuse this batch and
+                    // check everything again with the next one.
+                    tracing::warn!(%error, "making writes durable failed for now; refusing this batch");
+                    unavailable = Some(error);
+                }
+                Err(SyncFailure::Fatal(error)) => {
+                    // What was applied may or may not be on disk; none of it may be
+                    // acknowledged, and nothing written later could be promised durable.
+                    tracing::error!(%error, "flushing the store failed; refusing further writes");
+                    poisoned = true;
+                    shared.store(true, Ordering::Release);
+                }
+            }
         }
         for (reply, result) in answers {
-            let result = if poisoned { Err(StoreError::Poisoned) } else { result };
+            let result = match (&unavailable, poisoned) {
+                (_, true) => Err(StoreError::Poisoned),
+                (Some(error), false) => Err(StoreError::Unavailable(error.to_string().into())),
+                (None, false) => result,
+            };
             // The caller may have gone away (its connection closed); nothing to tell then.
             let _ = reply.send(result);
         }
@@ -704,35 +731,68 @@ struct Durability {
     dir: PathBuf,
     /// Blob files already fsynced; blob files are written once and never changed.
     synced_blobs: HashSet<OsString>,
+    /// A blob file was synced since the blob directory last was.
+    blob_dir_unsynced: bool,
+}
+
+/// Why a flush failed.
+enum SyncFailure {
+    /// Nothing was found undurable, only left unchecked (a file could not be opened for
+    /// want of descriptors or memory): the next flush checks everything again.
+    Transient(std::io::Error),
+    /// An fsync or sled's own flush failed: what the page cache held is in doubt.
+    Fatal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SyncFailure {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Self::Transient(error) => StoreError::Unavailable(error.into()),
+            Self::Fatal(error) => StoreError::Backend(error),
+        }
+    }
+}
+
+/// Opening a file or directory failed for a reason that passes.
+fn transient_open(error: std::io::Error) -> SyncFailure {
+    // EMFILE, ENFILE and ENOMEM on Linux; EINTR and EAGAIN anywhere.
+    const PASSING: [i32; 3] = [24, 23, 12];
+    let passing = error.raw_os_error().is_some_and(|code| PASSING.contains(&code))
+        || matches!(error.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock);
+    if passing { SyncFailure::Transient(error) } else { SyncFailure::Fatal(error.into()) }
 }
 
 impl Durability {
-    fn sync(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.db.flush()?;
+    fn sync(&mut self) -> Result<(), SyncFailure> {
+        self.db.flush().map_err(|e| SyncFailure::Fatal(e.into()))?;
         self.sync_new_blobs()?;
-        self.db_file.sync_data()?;
+        self.db_file.sync_data().map_err(|e| SyncFailure::Fatal(e.into()))?;
         Ok(())
     }
 
-    fn sync_new_blobs(&mut self) -> std::io::Result<()> {
+    fn sync_new_blobs(&mut self) -> Result<(), SyncFailure> {
+        let fatal = |e: std::io::Error| SyncFailure::Fatal(e.into());
         let blob_dir = self.dir.join("blobs");
         let entries = match std::fs::read_dir(&blob_dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error),
+            Err(error) => return Err(transient_open(error)),
         };
         let mut present = HashSet::new();
-        let mut new_files = false;
         for entry in entries {
-            let name = entry?.file_name();
+            let name = entry.map_err(transient_open)?.file_name();
             if !self.synced_blobs.contains(&name) {
-                File::open(blob_dir.join(&name))?.sync_all()?;
-                new_files = true;
+                File::open(blob_dir.join(&name)).map_err(transient_open)?.sync_all().map_err(fatal)?;
+                // Recorded at once: a later failure in this pass must not make it look
+                // unsynced, nor may an unsynced one look synced.
+                self.synced_blobs.insert(name.clone());
+                self.blob_dir_unsynced = true;
             }
             present.insert(name);
         }
-        if new_files {
-            File::open(&blob_dir)?.sync_all()?;
+        if self.blob_dir_unsynced {
+            File::open(&blob_dir).map_err(transient_open)?.sync_all().map_err(fatal)?;
+            self.blob_dir_unsynced = false;
         }
         // Forget blobs sled has since collected, so the set stays as small as the dir.
         self.synced_blobs = present;

@@ -35,7 +35,19 @@ impl Drop for Serving {
 
 /// Starts the binary with `args` and waits for its "listening" log line.
 pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
-    let mut child = Command::new(BIN)
+    serve_command(Command::new(BIN), args, envs)
+}
+
+/// Starts the binary with `args` under `sh`, after the shell commands `setup` (such as
+/// `ulimit -n 64` or `umask 022`).
+pub fn serve_after(setup: &str, args: &[&str], envs: &[(&str, &str)]) -> Serving {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!("{setup} && exec \"$0\" \"$@\"")).arg(BIN);
+    serve_command(command, args, envs)
+}
+
+fn serve_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> Serving {
+    let mut child = command
         .args(args)
         .envs(envs.iter().copied())
         .env("RUST_LOG", "info")

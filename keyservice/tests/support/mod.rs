@@ -159,6 +159,11 @@ impl Reply {
     }
 
     #[track_caller]
+    pub fn expect_status(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", String::from_utf8_lossy(&self.body));
+    }
+
+    #[track_caller]
     pub fn expect(&self, status: u16, code: &str) {
         assert_eq!(
             (self.status.as_u16(), self.error().as_str()),

@@ -54,7 +54,8 @@ pub async fn start(upstream: SocketAddr, mode: Mode) -> Proxy {
             let Ok((stream, peer)) = listener.accept().await else { continue };
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| forward(upstream, peer, mode, request));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
