@@ -101,6 +101,10 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Everything this process creates (data, backups, logs, ledger, sockets) is for its
+    // own user only, whatever umask it was started with.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     match cli.command {
         Command::GenSecret => match keyservice::new_token() {

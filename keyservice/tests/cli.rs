@@ -124,3 +124,105 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Every path under `path` (itself included) with group or other permission bits.
+fn loose_permissions(path: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut loose = Vec::new();
+    let metadata = std::fs::symlink_metadata(path).unwrap();
+    if metadata.permissions().mode() & 0o077 != 0 {
+        loose.push(format!("{} {:o}", path.display(), metadata.permissions().mode()));
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            loose.extend(loose_permissions(&entry.unwrap().path()));
+        }
+    }
+    loose
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_server_creates_is_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    // A data directory left world-readable (by hand, or by an older version).
+    let old = dir.path().join("data");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("stray"), "x").unwrap();
+    std::process::Command::new("chmod").args(["-R", "go+rX", old.to_str().unwrap()]).status().unwrap();
+    let namespace = format!(
+        "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
+    );
+    let config = write_config(dir.path(), &namespace);
+    let server = binary::serve_after("umask 022", &["serve", "--config", config.to_str().unwrap()], &[]);
+    let device = device(server.addr, "private-user").await;
+    assert_eq!(device.put(&vec![7u8; 60_000], &[]).await.status, 201);
+    for name in ["data", "master.key", "audit.jsonl", "erasures.jsonl", "admin.sock"] {
+        let loose = loose_permissions(&dir.path().join(name));
+        assert!(loose.is_empty(), "{name}: {loose:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_namespaces_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_secret = "other-secret-0123456789abcdef0123456789";
+    let new_secret = "shop-new-secret-0123456789abcdef01234567";
+    let namespaces = |shop_credentials: &str, with_other: bool| {
+        let mut text = format!(
+            "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {shop_credentials} ]\n"
+        );
+        if with_other {
+            text.push_str(&format!(
+                "[namespaces.other]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"other-1\", secret = \"{other_secret}\" }} ]\n"
+            ));
+        }
+        text
+    };
+    let old_credential = format!("{{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }}");
+    let new_credential = format!("{{ key_id = \"rs-2\", secret = \"{new_secret}\" }}");
+    let config = write_config(dir.path(), &namespaces(&old_credential, true));
+    let server = serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let hangup = || {
+        Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+    };
+    let connect_as = |key_id: &'static str, secret: &'static str, namespace: &'static str, user: &'static str| {
+        let addr = server.addr;
+        async move {
+            let token = init(addr).await;
+            let body = connect_body(namespace, user, &token);
+            let reply =
+                signed(addr, key_id, secret, "POST", "/connect", &body, &[("content-type", "application/json".into())])
+                    .await;
+            (reply, token)
+        }
+    };
+    let (reply, token) = connect_as("other-1", other_secret, "other", "olga").await;
+    assert_eq!(reply.status, 200);
+    let olga = Device {
+        addr: server.addr,
+        session_token: reply.json::<keyservice_client::protocol::wire::ConnectResponse>().session_token,
+        init_token: token,
+    };
+    assert_eq!(olga.put(b"olga's key", &[]).await.status, 201);
+
+    // A broken file changes nothing.
+    std::fs::write(&config, "this is not toml [").unwrap();
+    hangup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(olga.get("/key").await.status, 200, "the old namespaces stay");
+    assert!(server.logs.lock().unwrap().iter().any(|l| l.contains("keeping the previous namespaces")));
+
+    // `other` removed, `shop`'s credential rotated.
+    write_config(dir.path(), &namespaces(&new_credential, false));
+    hangup();
+    let started = Instant::now();
+    while !server.logs.lock().unwrap().iter().any(|l| l.contains("namespaces reloaded")) {
+        assert!(started.elapsed() < Duration::from_secs(5), "no reload logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    olga.get("/key").await.expect(401, "namespace_removed");
+    let (reply, _) = connect_as(KEY_ID, SECRET, NAMESPACE, "alice").await;
+    reply.expect(401, "unknown_key_id");
+    let (reply, _) = connect_as("rs-2", new_secret, NAMESPACE, "alice").await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+}

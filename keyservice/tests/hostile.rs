@@ -310,3 +310,40 @@ async fn running_out_of_file_descriptors_passes() {
     assert!(metrics.contains("keyservice_connections_refused_total{reason=\"accept_failed\"}"), "{metrics}");
     println!("PUT while out of descriptors: {status}");
 }
+
+#[tokio::test]
+async fn a_start_reapplies_only_the_erasures_after_the_stores_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let erase = |addr: SocketAddr, user: &'static str| async move {
+        let body = serde_json::json!({ "namespace": NAMESPACE, "userId": user }).to_string();
+        signed(addr, KEY_ID, SECRET, "POST", "/erase", body.as_bytes(), &[("content-type", "application/json".into())])
+            .await
+            .expect_status(200);
+    };
+    let server = TestServer::start_sled(config.clone()).await;
+    for user in ["gone-1", "gone-2", "gone-3"] {
+        erase(server.addr, user).await;
+    }
+    server.stop().await;
+    // This start applies the three and marks the ledger's end in the store.
+    TestServer::start_sled(config.clone()).await.stop().await;
+
+    // The first line rots; a start that read the whole ledger would refuse it.
+    let ledger = std::fs::read_to_string(&config.erasure_ledger_file).unwrap();
+    let first = ledger.lines().next().unwrap().len();
+    let rotted = format!("{}{}", "x".repeat(first), &ledger[first..]);
+    std::fs::write(&config.erasure_ledger_file, &rotted).unwrap();
+    let server = TestServer::start_sled(config.clone()).await;
+    erase(server.addr, "gone-4").await;
+    assert_eq!(send(server.addr, "GET", "/readyz", &[], b"").await.status, 200);
+    server.stop().await;
+
+    // A store with no mark (a new data directory) does read the whole ledger.
+    let mut fresh = config.clone();
+    fresh.data_dir = dir.path().join("fresh-data");
+    let store: std::sync::Arc<dyn keyservice::Store> = std::sync::Arc::new(keyservice::SledStore::open(&fresh.data_dir).unwrap());
+    let master = keyservice::MasterKey::load_or_create(&fresh.master_key_file).unwrap();
+    let refused = keyservice::App::new(&fresh, store, &master).await.err().expect("the rotten line is read");
+    assert!(refused.to_string().contains("line 1"), "{refused}");
+}

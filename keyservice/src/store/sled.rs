@@ -163,7 +163,7 @@ impl SledStore {
     /// Fails when the directory cannot be created, sled cannot open it (another process
     /// holds it, or it is damaged), or the database file cannot be opened for fsync.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(backend)?;
+        create_private_dir(dir).map_err(backend)?;
         let db = sled::Config::new().path(dir).open().map_err(backend)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(backend);
         let trees = Trees {
@@ -798,6 +798,39 @@ impl Durability {
         self.synced_blobs = present;
         Ok(())
     }
+}
+
+/// Creates `dir` (mode 0700) if needed, and takes group and other access away from it
+/// and everything in it, so a data directory made under a loose umask (or by an older
+/// version) is private too. Files sled creates later are then out of reach as well.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    make_private(dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::symlink_metadata(path)?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    if metadata.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            make_private(&entry?.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
