@@ -168,9 +168,8 @@ async fn sighup_reloads_namespaces_all_or_nothing() {
     let other_secret = "other-secret-0123456789abcdef0123456789";
     let new_secret = "shop-new-secret-0123456789abcdef01234567";
     let namespaces = |shop_credentials: &str, with_other: bool| {
-        let mut text = format!(
-            "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {shop_credentials} ]\n"
-        );
+        let mut text =
+            format!("[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {shop_credentials} ]\n");
         if with_other {
             text.push_str(&format!(
                 "[namespaces.other]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"other-1\", secret = \"{other_secret}\" }} ]\n"

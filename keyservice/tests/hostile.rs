@@ -342,7 +342,8 @@ async fn a_start_reapplies_only_the_erasures_after_the_stores_mark() {
     // A store with no mark (a new data directory) does read the whole ledger.
     let mut fresh = config.clone();
     fresh.data_dir = dir.path().join("fresh-data");
-    let store: std::sync::Arc<dyn keyservice::Store> = std::sync::Arc::new(keyservice::SledStore::open(&fresh.data_dir).unwrap());
+    let store: std::sync::Arc<dyn keyservice::Store> =
+        std::sync::Arc::new(keyservice::SledStore::open(&fresh.data_dir).unwrap());
     let master = keyservice::MasterKey::load_or_create(&fresh.master_key_file).unwrap();
     let refused = keyservice::App::new(&fresh, store, &master).await.err().expect("the rotten line is read");
     assert!(refused.to_string().contains("line 1"), "{refused}");

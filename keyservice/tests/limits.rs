@@ -107,3 +107,28 @@ async fn a_namespace_cannot_harvest_user_after_user() {
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"connect_budget_exceeded\""), "{audit}");
 }
+
+#[tokio::test]
+async fn a_full_pending_cap_is_taken_from_the_network_holding_the_most() {
+    let (server, _dir) = server_with(|config| config.max_pending_inits = 3).await;
+    let init_from = |source: &str| {
+        let source = ip(source);
+        let addr = server.addr;
+        async move { send_from(source, addr, "POST", "/init", &[], b"").await }
+    };
+    // One network rotating its addresses takes every place.
+    let mut hoarded = Vec::new();
+    for n in 1..=3 {
+        let reply = init_from(&format!("127.0.7.{n}")).await;
+        assert_eq!(reply.status, 200);
+        hoarded.push(reply.json::<keyservice_client::protocol::wire::InitResponse>().init_token);
+    }
+    init_from("127.0.7.9").await.expect(503, "too_many_pending_inits");
+    // Anyone else still gets a token, at the hoarder's expense (its oldest first).
+    let fair = init_from("127.0.8.1").await;
+    assert_eq!(fair.status, 200);
+    let token = fair.json::<keyservice_client::protocol::wire::InitResponse>().init_token;
+    connect_raw(server.addr, &connect_body(NAMESPACE, "u1", &hoarded[0])).await.expect(404, "unknown_init_token");
+    assert_eq!(connect_raw(server.addr, &connect_body(NAMESPACE, "u2", &hoarded[1])).await.status, 200);
+    assert_eq!(connect_raw(server.addr, &connect_body(NAMESPACE, "u3", &token)).await.status, 200);
+}

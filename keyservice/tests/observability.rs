@@ -68,7 +68,18 @@ async fn metrics_can_live_on_their_own_listener() {
     let mut config = server.config.clone();
     config.audit_log_file = config.audit_log_file.with_extension("metrics.jsonl");
     let app = keyservice::App::new(&config, server.store.clone(), &master).await.unwrap();
-    tokio::spawn(keyservice::server::serve_metrics(listener, app, keyservice::Limits::from(&config)));
+    let limits =
+        keyservice::Limits { header_read_timeout: Duration::from_secs(1), ..keyservice::Limits::from(&config) };
+    tokio::spawn(keyservice::server::serve_metrics(listener, app, limits));
+    // Silent sockets beyond its small cap are closed by their deadline, not kept forever.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(metrics_addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let ready = tokio::time::timeout(Duration::from_secs(6), send(metrics_addr, "GET", "/healthz", &[], b"")).await;
+    assert_eq!(ready.expect("served once the idle sockets were closed").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     let metrics = send(metrics_addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(metrics.status, 200);
     assert_eq!(send(metrics_addr, "GET", "/healthz", &[], b"").await.status, 200);
