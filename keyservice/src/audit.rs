@@ -217,8 +217,19 @@ impl AuditLog {
     ///
     /// When the file cannot be opened; the old one stays in use.
     pub fn reopen(&self) -> Result<(), AuditError> {
-        let file = open_append(&self.path).map_err(|source| AuditError { path: self.path.clone(), source })?;
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let same = |a: std::fs::Metadata, b: std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+            if let (Ok(current), Ok(at_path)) = (writer.file.metadata(), std::fs::metadata(&self.path))
+                && same(current, at_path)
+            {
+                // Not moved away: nothing to reopen.
+                return Ok(());
+            }
+        }
+        let file = open_append(&self.path).map_err(|source| AuditError { path: self.path.clone(), source })?;
         // What was written to the old file is made durable before it is let go.
         let _ = writer.file.sync_data();
         writer.file = file;
@@ -244,12 +255,25 @@ impl AuditLog {
     }
 }
 
+/// Opens the log for appending (created 0600), locked against a second writer: two
+/// processes appending to one chain would break it.
 fn open_append(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    if std::fs::metadata(path)?.is_file() {
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|error| {
+            if error == rustix::io::Errno::WOULDBLOCK {
+                std::io::Error::other("another process is writing this audit log; give each server its own")
+            } else {
+                std::io::Error::from(error)
+            }
+        })?;
+    }
+    Ok(file)
 }
 
 /// The last non-empty line of a regular file, read from its end (audit lines are far
@@ -364,6 +388,18 @@ mod tests {
         write_log(&path, 3);
         write_log(&path, 2);
         assert_eq!(verify(&path), Ok(5));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = AuditLog::open(&path, true).unwrap();
+        let error = AuditLog::open(&path, true).err().expect("refused");
+        assert!(error.to_string().contains("another process is writing this audit log"), "{error}");
+        drop(first);
+        assert!(AuditLog::open(&path, true).is_ok());
     }
 
     #[test]

@@ -45,11 +45,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The master key file (64 hex digits, mode 0600), created on first start when
     /// absent; `KEYSERVICE_MASTER_KEY` overrides it. Keep it off the data directory's
-    /// disk and out of its backups. Default `./keyservice-master.key`.
+    /// disk and out of its backups. Default: beside the data directory,
+    /// `<data_dir>.master.key`.
     pub master_key_file: PathBuf,
     /// The erasure ledger, re-applied at every start; keep it outside the data
     /// directory so restoring a backup cannot undo an erasure. Default
-    /// `./keyservice-erasures.jsonl`.
+    /// `<data_dir>.erasures.jsonl`.
     pub erasure_ledger_file: PathBuf,
     /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
     /// Default 10.
@@ -63,7 +64,7 @@ pub struct Config {
     /// live tokens (`max_pending_inits`). Default 100,000.
     pub max_pending_inits: u64,
     /// The audit trail (`audit_log_file`): one hash-chained JSON line per security
-    /// event. Default `./keyservice-audit.jsonl`.
+    /// event. Default `<data_dir>.audit.jsonl`.
     pub audit_log_file: PathBuf,
     /// Whether a request fails (503) when its audit line cannot be written
     /// (`audit_fail_closed`). Default true.
@@ -88,7 +89,7 @@ pub struct Config {
     pub client_prefix: ClientPrefix,
     /// The admin socket (mode 0600) through which `keyservice backup` and
     /// `keyservice rotate-master-key` reach a running server. Default
-    /// `./keyservice-admin.sock`.
+    /// `<data_dir>.admin.sock`.
     pub admin_socket: PathBuf,
     /// The Real Services allowed to `/connect`, by namespace name. Default: none.
     pub namespaces: BTreeMap<String, Namespace>,
@@ -216,19 +217,31 @@ pub enum ConfigError {
     },
 }
 
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./keyservice-data";
+
+/// `<data_dir><suffix>`: a file beside the data directory, named after it, so two
+/// servers with different data directories never share one.
+fn beside(data_dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    data_dir.with_file_name(name)
+}
+
 impl Default for Config {
     fn default() -> Self {
+        let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("./keyservice-data"),
-            master_key_file: PathBuf::from("./keyservice-master.key"),
-            erasure_ledger_file: PathBuf::from("./keyservice-erasures.jsonl"),
+            master_key_file: beside(&data_dir, ".master.key"),
+            erasure_ledger_file: beside(&data_dir, ".erasures.jsonl"),
             max_key_versions: 10,
-            admin_socket: PathBuf::from("./keyservice-admin.sock"),
+            admin_socket: beside(&data_dir, ".admin.sock"),
             proxies: ProxyTrust::default(),
             client_prefix: ClientPrefix::default(),
             cors_origins: Vec::new(),
-            audit_log_file: PathBuf::from("./keyservice-audit.jsonl"),
+            audit_log_file: beside(&data_dir, ".audit.jsonl"),
+            data_dir,
             init_per_minute: NonZeroU32::new(60).expect("60 is not zero"),
             auth_failures_per_minute: NonZeroU32::new(20).expect("20 is not zero"),
             max_pending_inits: 100_000,
@@ -262,9 +275,36 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first field that is wrong.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_data_dir(path, None)
+    }
+
+    /// [`Config::load`], with `data_dir` (when given) in place of the file's: the files
+    /// kept beside the data directory by default follow it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first field that is wrong.
+    pub fn load_with_data_dir(path: &Path, data_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Self::from_toml(&text, |name| std::env::var(name).ok())
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe_toml_error(&text, &e)))?;
+        if data_dir.is_some() {
+            file.data_dir = data_dir;
+        }
+        file.validate(&|name: &str| std::env::var(name).ok())
+    }
+
+    /// The built-in defaults, with the data (and the files beside it) in `data_dir`.
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            master_key_file: beside(&data_dir, ".master.key"),
+            erasure_ledger_file: beside(&data_dir, ".erasures.jsonl"),
+            admin_socket: beside(&data_dir, ".admin.sock"),
+            audit_log_file: beside(&data_dir, ".audit.jsonl"),
+            data_dir,
+            ..Self::default()
+        }
     }
 
     /// Parses and validates TOML text; `env` looks up `secret_env` variables.
@@ -292,19 +332,9 @@ impl Config {
             credentials: vec![Credential { key_id: DEV_KEY_ID.to_owned(), secret: secret.clone() }],
             connect_budget: default_connect_budget(),
         };
-        let sibling = |suffix: &str| {
-            let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
-            name.push(suffix);
-            data_dir.with_file_name(name)
-        };
         let config = Self {
-            master_key_file: sibling(".master.key"),
-            erasure_ledger_file: sibling(".erasures.jsonl"),
-            admin_socket: sibling(".admin.sock"),
-            audit_log_file: sibling(".audit.jsonl"),
-            data_dir,
             namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]),
-            ..Self::default()
+            ..Self::for_data_dir(data_dir)
         };
         Ok((config, secret))
     }
@@ -411,7 +441,7 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl FileConfig {
     fn validate(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let defaults = Config::default();
+        let defaults = Config::for_data_dir(self.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
         let listen = match self.listen {
             Some(text) => text.parse().map_err(|_| {
                 invalid("listen", "must be an IP address and port, such as 127.0.0.1:8080 or [::]:8443")
@@ -668,6 +698,20 @@ impl FileCredential {
                 ("secret_env", Secret::new(value))
             }
             (None, None, Some(path)) => {
+                #[cfg(unix)]
+                if let Ok(metadata) = std::fs::metadata(path) {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = metadata.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(invalid(
+                            format!("{field}.secret_file"),
+                            format!(
+                                "{} has mode {mode:o}: a secret file must be readable by its owner only (chmod 600)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     invalid(format!("{field}.secret_file"), format!("cannot read {}: {e}", path.display()))
                 })?;
@@ -829,6 +873,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+        let text = format!(
+            "[namespaces.shop]\nallow = [\"::1\"]\ncredentials = [{{ key_id = \"k\", secret_file = {:?} }}]",
+            path.display().to_string()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let refused = parse(&text).unwrap_err().to_string();
+            assert!(
+                refused.contains("secret_file") && refused.contains("644") && !refused.contains(SECRET),
+                "{refused}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let config = parse(&format!(
             "[namespaces.shop]\nallow = [\"::1\"]\ncredentials = [{{ key_id = \"k\", secret_file = {:?} }}]",
             path.display().to_string()
@@ -842,12 +901,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("rs-1");
         std::fs::write(&secret, SECRET).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let text = include_str!("../../deploy/keyservice.toml")
             .replace("/etc/keyservice/secrets/rs-1", secret.to_str().unwrap());
         let config = parse(&text).unwrap();
         assert!(config.tls.is_some());
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.namespaces["my_cool_website"].connect_budget.users_per_window, 10_000);
+    }
+
+    #[test]
+    fn files_default_to_beside_the_data_directory() {
+        let config = parse("data_dir = \"/srv/ks/one\"\naudit_log_file = \"/var/log/ks.jsonl\"").unwrap();
+        assert_eq!(config.master_key_file, PathBuf::from("/srv/ks/one.master.key"));
+        assert_eq!(config.erasure_ledger_file, PathBuf::from("/srv/ks/one.erasures.jsonl"));
+        assert_eq!(config.admin_socket, PathBuf::from("/srv/ks/one.admin.sock"));
+        assert_eq!(config.audit_log_file, PathBuf::from("/var/log/ks.jsonl"), "a configured path stays");
+        let two = Config::for_data_dir(PathBuf::from("/srv/ks/two"));
+        assert_ne!(two.master_key_file, config.master_key_file);
+        assert_eq!(Config::default().master_key_file, PathBuf::from("./keyservice-data.master.key"));
     }
 
     #[test]

@@ -131,23 +131,27 @@ fn main() -> ExitCode {
         Command::Backup { out, store } => operate(store.config, store.data_dir, |config| async move {
             let request = admin::AdminRequest::Backup { out: absolute(&out) };
             match admin::request(&config.admin_socket, &request).await {
-                Some(outcome) => outcome,
-                None => admin::backup_offline(&config, &out).await,
+                Some(outcome) => Ok(outcome?),
+                None => {
+                    existing_store(&config)?;
+                    Ok(admin::backup_offline(&config, &out).await?)
+                }
             }
         }),
-        Command::Restore { from, data_dir, config } => operate(config, None, |config| async move {
-            let master = load_master_key(&config).map_err(|e| e.to_string())?;
-            admin::restore(&from, &data_dir, &master).await
+        Command::Restore { from, data_dir, config } => operate(config, Some(data_dir.clone()), |config| async move {
+            let master = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
+            Ok(admin::restore(&from, &data_dir, &master).await?)
         }),
         Command::RotateMasterKey { new_key_file, store } => {
             operate(store.config, store.data_dir, |config| async move {
                 let request = admin::AdminRequest::RotateMasterKey { new_key_file: absolute(&new_key_file) };
                 match admin::request(&config.admin_socket, &request).await {
-                    Some(outcome) => outcome,
+                    Some(outcome) => Ok(outcome?),
                     None => {
-                        let current = load_master_key(&config).map_err(|e| e.to_string())?;
+                        existing_store(&config)?;
+                        let current = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
                         let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
-                        admin::rotate_offline(&config, &current, &new, &new_key_file).await
+                        Ok(admin::rotate_offline(&config, &current, &new, &new_key_file).await?)
                     }
                 }
             })
@@ -155,21 +159,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Why an operator command failed: a usage or configuration problem (exit 2), or the
+/// command itself (exit 1).
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// Refuses to work on a store that does not exist, rather than creating an empty one.
+fn existing_store(config: &Config) -> Result<(), Failure> {
+    if SledStore::exists(&config.data_dir) {
+        return Ok(());
+    }
+    Err(Failure::Usage(format!(
+        "there is no store in {} (and no server answers on {}); name it with --config or --data-dir",
+        config.data_dir.display(),
+        config.admin_socket.display()
+    )))
+}
+
 /// Runs an operator command on the config from `config_path` (or the defaults), with
 /// `data_dir` overriding it: prints its message, exit 0; or its error, exit 1; a config
-/// error exits 2.
+/// or usage error exits 2.
 fn operate<F, Fut>(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, command: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
-    Fut: std::future::Future<Output = admin::Outcome>,
+    Fut: std::future::Future<Output = Result<String, Failure>>,
 {
-    let config = match config_path.as_deref().map(Config::load).unwrap_or_else(|| Ok(Config::default())) {
-        Ok(mut config) => {
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            config
-        }
+    let config = match load_config(config_path.as_deref(), data_dir) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);
@@ -187,9 +211,23 @@ where
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Err(message) => {
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file (or the built-in defaults), with `data_dir` in place of its own.
+fn load_config(path: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<Config, keyservice::ConfigError> {
+    match path {
+        Some(path) => Config::load_with_data_dir(path, data_dir),
+        None => {
+            Ok(Config::for_data_dir(data_dir.unwrap_or_else(|| PathBuf::from(keyservice::config::DEFAULT_DATA_DIR))))
         }
     }
 }
@@ -225,11 +263,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     } else {
-        let loaded = match &args.config {
-            Some(path) => Config::load(path),
-            None => Ok(Config::default()),
-        };
-        match loaded {
+        match load_config(args.config.as_deref(), args.data_dir.clone()) {
             Ok(config) => config,
             Err(error) => {
                 eprintln!("error: {error}");
@@ -241,8 +275,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
+    // An existing store is never given a new master key: that would only fail later,
+    // and leave a stray key behind.
+    if SledStore::exists(&config.data_dir)
+        && std::env::var_os(MASTER_KEY_ENV).is_none()
+        && !config.master_key_file.exists()
+    {
+        eprintln!(
+            "error: the store in {} exists but its master key file {} does not; set master_key_file (or {MASTER_KEY_ENV}) to the key it was sealed under",
+            config.data_dir.display(),
+            config.master_key_file.display()
+        );
+        return ExitCode::from(2);
     }
     init_logging(config.log_format);
     if config.namespaces.is_empty() {
@@ -285,12 +329,17 @@ async fn run(
     config_path: Option<PathBuf>,
     tls: Option<Arc<keyservice::tls::Tls>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let master = load_master_key(&config)?;
+    let master = load_master_key(&config, true)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&config.data_dir)
-            .map_err(|e| format!("cannot open the store in {}: {e}", config.data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        let held = cause.contains("lock");
+        format!(
+            "cannot open the store in {}: {e}{cause}{}",
+            config.data_dir.display(),
+            if held { " (another keyservice process is using this data directory)" } else { "" }
+        )
+    })?);
     let app = App::new(&config, store, &master).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -352,11 +401,13 @@ fn init_logging(format: keyservice::config::LogFormat) {
     }
 }
 
-/// The master key from `KEYSERVICE_MASTER_KEY`, else from (or into) the configured file.
-fn load_master_key(config: &Config) -> Result<MasterKey, keyservice::crypto::master::MasterKeyError> {
+/// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
+/// when absent only if `create`).
+fn load_master_key(config: &Config, create: bool) -> Result<MasterKey, keyservice::crypto::master::MasterKeyError> {
     match std::env::var(MASTER_KEY_ENV) {
         Ok(hex) => MasterKey::from_hex(&hex, MASTER_KEY_ENV),
-        Err(_) => MasterKey::load_or_create(&config.master_key_file),
+        Err(_) if create => MasterKey::load_or_create(&config.master_key_file),
+        Err(_) => MasterKey::load(&config.master_key_file),
     }
 }
 

@@ -225,3 +225,71 @@ async fn sighup_reloads_namespaces_all_or_nothing() {
     let (reply, _) = connect_as("rs-2", new_secret, NAMESPACE, "alice").await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
 }
+
+/// Runs the binary in `cwd`: (exit code, stdout, stderr).
+fn run_in(cwd: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary::BIN).args(args).current_dir(cwd).output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn operator_commands_refuse_a_store_that_does_not_exist() {
+    let cwd = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_in(cwd.path(), &["backup", "--out", "b.backup"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("there is no store in ./keyservice-data"), "{err}");
+    let (code, _, err) =
+        run_in(cwd.path(), &["rotate-master-key", "--new-key-file", "new.key", "--data-dir", "nowhere"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("there is no store in nowhere"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing was created: {left:?}");
+}
+
+#[test]
+fn two_servers_in_one_directory_keep_their_own_files_and_one_store_has_one_server() {
+    let cwd = tempfile::tempdir().unwrap();
+    let start = |data_dir: &str| {
+        let mut child = Command::new(binary::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+            .current_dir(cwd.path())
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("keyservice listening") || line.contains("error") {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        (child, seen)
+    };
+    let (mut one, log_one) = start("one");
+    let (mut two, log_two) = start("two");
+    assert!(log_one.contains("listening") && log_two.contains("listening"), "{log_one}\n{log_two}");
+    for name in ["one.master.key", "one.audit.jsonl", "one.erasures.jsonl", "two.master.key", "two.audit.jsonl"] {
+        assert!(cwd.path().join(name).exists(), "{name}");
+    }
+    assert_ne!(
+        std::fs::read(cwd.path().join("one.master.key")).unwrap(),
+        std::fs::read(cwd.path().join("two.master.key")).unwrap()
+    );
+    // A second server on a store already served is refused, saying why.
+    let (code, _, err) = run_in(cwd.path(), &["serve", "--listen", "127.0.0.1:0", "--data-dir", "one"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another") && err.contains("one"), "{err}");
+    let _ = (one.kill(), two.kill(), one.wait(), two.wait());
+
+    // A store whose master key went missing is never given a new one.
+    std::fs::remove_file(cwd.path().join("one.master.key")).unwrap();
+    let (code, _, err) = run_in(cwd.path(), &["serve", "--listen", "127.0.0.1:0", "--data-dir", "one"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("one.master.key") && !cwd.path().join("one.master.key").exists(), "{err}");
+}

@@ -124,6 +124,15 @@ async fn a_restore_with_another_master_key_fails_clearly() {
 
     let elsewhere = tempfile::tempdir().unwrap();
     let other_config = write_config(elsewhere.path(), &namespace_config());
+    // Without any master key there, the restore refuses rather than make one up.
+    let (code, _, err) = restore(
+        backup.to_str().unwrap(),
+        elsewhere.path().join("data").to_str().unwrap(),
+        other_config.to_str().unwrap(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist") && !elsewhere.path().join("master.key").exists(), "{err}");
+    keyservice::MasterKey::load_or_create(&elsewhere.path().join("master.key")).unwrap();
     let (code, _, err) = restore(
         backup.to_str().unwrap(),
         elsewhere.path().join("data").to_str().unwrap(),

@@ -113,6 +113,19 @@ impl MasterKey {
         }
     }
 
+    /// Reads the key file like [`MasterKey::load_or_create`], but never creates it.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError`], also when the file does not exist.
+    pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "the master key file does not exist");
+            return Err(MasterKeyError::Io { path: path.to_path_buf(), source });
+        }
+        Self::load_or_create(path)
+    }
+
     /// The key's 8-byte id: a keyed hash, safe to store and show.
     pub fn id(&self) -> [u8; 8] {
         self.id

@@ -156,6 +156,11 @@ impl SledStore {
         self.submit(Op::Import(entries)).await.map(|_| ())
     }
 
+    /// Whether `dir` holds a store (sled's database file).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("db").is_file()
+    }
+
     /// Opens (or creates) the store in `dir`.
     ///
     /// # Errors
