@@ -128,12 +128,41 @@ pub struct AuditLog {
     writer: Mutex<Writer>,
     fail_closed: bool,
     writable: AtomicBool,
+    /// Rotate once the file reaches this many bytes (0: never).
+    max_bytes: u64,
 }
 
 struct Writer {
     file: File,
+    /// Bytes in the current file.
+    bytes: u64,
     next_seq: u64,
     prev: [u8; 32],
+    /// The sequence number the head file last recorded.
+    head_seq: Option<u64>,
+}
+
+/// The head file beside a log: the last line known synced, so that lines cut off the
+/// end can be told from lines never written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Where the head of the log at `path` is kept.
+pub fn head_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".head");
+    path.with_file_name(name)
+}
+
+/// The name a full log is moved to: its path and the sequence number of the first line
+/// of the file that follows it, zero-padded so that names sort in chain order.
+fn rotated_path(path: &Path, next_seq: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{next_seq:020}"));
+    path.with_file_name(name)
 }
 
 #[derive(Deserialize)]
@@ -160,20 +189,38 @@ impl AuditLog {
     ///
     /// When the file cannot be opened, or its last line is not an audit line.
     pub fn open(path: &Path, fail_closed: bool) -> Result<Self, AuditError> {
+        Self::open_rotating(path, fail_closed, 0)
+    }
+
+    /// [`AuditLog::open`], moving the file aside (to `<path>.<next seq>`) whenever it
+    /// reaches `max_bytes` (0: never); the chain continues into the next file. A log
+    /// that is empty (just rotated away by another tool) continues the chain its head
+    /// file records.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened, or its last line is not an audit line.
+    pub fn open_rotating(path: &Path, fail_closed: bool, max_bytes: u64) -> Result<Self, AuditError> {
         let io = |source| AuditError { path: path.to_path_buf(), source };
         let file = open_append(path).map_err(io)?;
+        let bytes = file.metadata().map_err(io)?.len();
         let (mut next_seq, mut prev) = (0, [0u8; 32]);
+        let bad = || io(std::io::Error::other("its last line is not an audit line; run `keyservice audit verify`"));
         if let Some(line) = last_line(path).map_err(io)? {
-            let bad = || io(std::io::Error::other("its last line is not an audit line; run `keyservice audit verify`"));
             let parsed: Line<'_> = serde_json::from_str(&line).map_err(|_| bad())?;
             hex::decode_to_slice(&parsed.hash, &mut prev).map_err(|_| bad())?;
             next_seq = parsed.seq + 1;
+        } else if let Some(head) = read_head(&head_path(path)) {
+            // The file was moved away and a new one begun: continue the chain.
+            hex::decode_to_slice(&head.hash, &mut prev).map_err(|_| bad())?;
+            next_seq = head.seq + 1;
         }
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer { file, next_seq, prev }),
+            writer: Mutex::new(Writer { file, bytes, next_seq, prev, head_seq: None }),
             fail_closed,
             writable: AtomicBool::new(true),
+            max_bytes,
         })
     }
 
@@ -198,7 +245,11 @@ impl AuditLog {
             Ok(()) => {
                 writer.next_seq += 1;
                 writer.prev = hash;
+                writer.bytes += line.len() as u64;
                 self.writable.store(true, Ordering::Relaxed);
+                if self.max_bytes > 0 && writer.bytes >= self.max_bytes {
+                    self.rotate(&mut writer);
+                }
                 Ok(())
             }
             Err(source) => {
@@ -207,6 +258,52 @@ impl AuditLog {
                 if self.fail_closed { Err(AuditError { path: self.path.clone(), source }) } else { Ok(()) }
             }
         }
+    }
+
+    /// Moves the full file aside and begins a new one; on failure, keeps writing the
+    /// old one (the line just written is safe either way).
+    fn rotate(&self, writer: &mut Writer) {
+        let rotated = rotated_path(&self.path, writer.next_seq);
+        let moved = writer
+            .file
+            .sync_data()
+            .and_then(|()| std::fs::rename(&self.path, &rotated))
+            .and_then(|()| open_append(&self.path));
+        match moved {
+            Ok(file) => {
+                writer.file = file;
+                writer.bytes = 0;
+                // The new file starts empty: its head names the old file's last line.
+                let _ = self.write_head(writer);
+                tracing::info!(rotated = %rotated.display(), "audit log rotated");
+            }
+            Err(error) => tracing::error!(%error, "rotating the audit log failed; still writing the full one"),
+        }
+    }
+
+    /// Records the last line written (and synced) in the head file, atomically.
+    fn write_head(&self, writer: &mut Writer) -> std::io::Result<()> {
+        let Some(seq) = writer.next_seq.checked_sub(1) else { return Ok(()) };
+        if writer.head_seq == Some(seq) {
+            return Ok(());
+        }
+        let head = Head { seq, hash: hex::encode(writer.prev) };
+        let path = head_path(&self.path);
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = path.with_file_name(tmp_name);
+        // A head is a few dozen bytes of JSON: it always serialises.
+        let text = serde_json::to_string(&head).expect("a head serialises");
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        writer.head_seq = Some(seq);
+        Ok(())
     }
 
     /// Opens the file at the log's path again (after an external rotation moved it
@@ -232,6 +329,7 @@ impl AuditLog {
         let file = open_append(&self.path).map_err(|source| AuditError { path: self.path.clone(), source })?;
         // What was written to the old file is made durable before it is let go.
         let _ = writer.file.sync_data();
+        writer.bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         writer.file = file;
         Ok(())
     }
@@ -247,11 +345,12 @@ impl AuditLog {
     ///
     /// When the file cannot be synced.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.file.sync_data().map_err(|source| {
             self.writable.store(false, Ordering::Relaxed);
             AuditError { path: self.path.clone(), source }
-        })
+        })?;
+        self.write_head(&mut writer).map_err(|source| AuditError { path: head_path(&self.path), source })
     }
 }
 
@@ -295,46 +394,139 @@ fn last_line(path: &Path) -> std::io::Result<Option<String>> {
 
 /// Where a log's chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
+#[error("{file}: line {line}: {reason}")]
 pub struct ChainBreak {
     /// 1-based line number.
     pub line: u64,
+    /// The file.
+    pub file: String,
     /// What is wrong there.
     pub reason: String,
 }
 
-/// Checks a log's chain; returns how many lines it holds.
+fn read_head(path: &Path) -> Option<Head> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// What [`verify_series`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Lines checked.
+    pub lines: u64,
+    /// The first line's sequence number: above 0 when earlier files were not given.
+    pub first_seq: u64,
+    /// The last line's sequence number, if any.
+    pub last_seq: Option<u64>,
+    /// Whether a head file was found and agrees with the end of the chain (`None`: no
+    /// head file, so lines cut off the end could not be noticed).
+    pub head: Option<u64>,
+}
+
+/// Checks one log file's chain from its start; returns how many lines it holds.
 ///
 /// # Errors
 ///
 /// The first line that was altered, or at which lines were removed, inserted or
-/// reordered (or an I/O error, reported at line 0).
+/// reordered, or lines cut off the end that the head file records (or an I/O error,
+/// reported at line 0).
 pub fn verify(path: &Path) -> Result<u64, ChainBreak> {
-    let file = File::open(path).map_err(|e| ChainBreak { line: 0, reason: e.to_string() })?;
-    let mut prev = [0u8; 32];
-    let mut count = 0;
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let number = index as u64 + 1;
-        let fail = |reason: &str| ChainBreak { line: number, reason: reason.to_owned() };
-        let line = line.map_err(|e| fail(&e.to_string()))?;
-        let parsed: Line<'_> = serde_json::from_str(&line).map_err(|_| fail("not an audit line"))?;
-        if parsed.seq != index as u64 {
-            return Err(fail(&format!(
-                "sequence number {} where {index} was expected: lines were removed, inserted or reordered",
-                parsed.seq
-            )));
-        }
-        if parsed.prev != hex::encode(prev) {
-            return Err(fail("does not follow the line before it: a line was removed, inserted or reordered"));
-        }
-        let hash = chain_hash(parsed.seq, &prev, parsed.event.get());
-        if parsed.hash != hex::encode(hash) {
-            return Err(fail("its content does not match its hash: the line was altered"));
-        }
-        prev = hash;
-        count += 1;
+    let verified = verify_series(&[path.to_path_buf()])?;
+    if verified.first_seq != 0 {
+        return Err(ChainBreak {
+            line: 1,
+            file: path.display().to_string(),
+            reason: format!("the file begins at sequence number {}: give the earlier files too", verified.first_seq),
+        });
     }
-    Ok(count)
+    Ok(verified.lines)
+}
+
+/// Checks the chain through `paths`, a log and the files rotated from it, in any order
+/// (they are put in chain order by their first line). The first file may begin mid-chain
+/// (older files deleted); every later one must continue the one before exactly. The
+/// head file beside the newest one (`<file>.head`), when there is one, must not name a
+/// line beyond the end: that would mean lines were cut off.
+///
+/// # Errors
+///
+/// The first break, naming its file and line.
+pub fn verify_series(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
+    let io = |file: &str, e: std::io::Error| ChainBreak { line: 0, file: file.to_owned(), reason: e.to_string() };
+    let mut files = Vec::new();
+    for path in paths {
+        let file = path.display().to_string();
+        let mut first = String::new();
+        BufReader::new(File::open(path).map_err(|e| io(&file, e))?).read_line(&mut first).map_err(|e| io(&file, e))?;
+        let first_seq = serde_json::from_str::<Line<'_>>(first.trim_end()).ok().map(|l| l.seq);
+        files.push((first_seq.unwrap_or(u64::MAX), path, file));
+    }
+    files.sort_by_key(|(first, _, _)| *first);
+    let mut expected: Option<(u64, [u8; 32])> = None;
+    let mut verified = Verified { lines: 0, first_seq: 0, last_seq: None, head: None };
+    for (_, path, file) in &files {
+        let reader = BufReader::new(File::open(path).map_err(|e| io(file, e))?);
+        for (index, line) in reader.lines().enumerate() {
+            let number = index as u64 + 1;
+            let fail = |reason: &str| ChainBreak { line: number, file: file.clone(), reason: reason.to_owned() };
+            let line = line.map_err(|e| fail(&e.to_string()))?;
+            let parsed: Line<'_> = serde_json::from_str(&line).map_err(|_| fail("not an audit line"))?;
+            let mut prev = [0u8; 32];
+            hex::decode_to_slice(&parsed.prev, &mut prev).map_err(|_| fail("not an audit line"))?;
+            match expected {
+                None => verified.first_seq = parsed.seq,
+                Some((seq, _)) if parsed.seq != seq => {
+                    return Err(fail(&format!(
+                        "sequence number {} where {seq} was expected: lines were removed, inserted or reordered",
+                        parsed.seq
+                    )));
+                }
+                Some((_, hash)) if prev != hash => {
+                    return Err(fail("does not follow the line before it: a line was removed, inserted or reordered"));
+                }
+                Some(_) => {}
+            }
+            if expected.is_none() && parsed.seq == 0 && prev != [0u8; 32] {
+                return Err(fail("the first line of the chain must follow no line"));
+            }
+            let hash = chain_hash(parsed.seq, &prev, parsed.event.get());
+            if parsed.hash != hex::encode(hash) {
+                return Err(fail("its content does not match its hash: the line was altered"));
+            }
+            expected = Some((parsed.seq + 1, hash));
+            verified.last_seq = Some(parsed.seq);
+            verified.lines += 1;
+        }
+    }
+    if let Some((_, newest, file)) = files.last()
+        && let Some(head) = read_head(&head_path(newest))
+    {
+        let end = verified.last_seq;
+        let cut = || ChainBreak {
+            line: verified.lines,
+            file: file.clone(),
+            reason: format!(
+                "the head file records line seq {} but the chain ends at {}: lines were cut off the end",
+                head.seq,
+                end.map_or("nothing".to_owned(), |s| s.to_string())
+            ),
+        };
+        match end {
+            Some(end) if end > head.seq => {}
+            Some(end) if end == head.seq => {
+                let hash = expected.map(|(_, hash)| hex::encode(hash)).unwrap_or_default();
+                if hash != head.hash {
+                    return Err(ChainBreak {
+                        line: verified.lines,
+                        file: file.clone(),
+                        reason: "the last line is not the one the head file records: it was replaced".to_owned(),
+                    });
+                }
+            }
+            _ => return Err(cut()),
+        }
+        verified.head = Some(head.seq);
+    }
+    Ok(verified)
 }
 
 #[cfg(test)]
@@ -388,6 +580,50 @@ mod tests {
         write_log(&path, 3);
         write_log(&path, 2);
         assert_eq!(verify(&path), Ok(5));
+    }
+
+    #[test]
+    fn a_rotated_series_verifies_and_a_cut_end_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open_rotating(&path, true, 600).unwrap();
+        for i in 0..10 {
+            log.record(&event(if i % 2 == 0 { "init" } else { "connect" })).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with(".head"))
+            .collect();
+        assert!(files.len() >= 3, "{files:?}");
+        files.reverse();
+        let verified = verify_series(&files).unwrap();
+        assert_eq!((verified.lines, verified.first_seq, verified.last_seq, verified.head), (10, 0, Some(9), Some(9)));
+        // In chain order: the rotated files by name, then the live one.
+        let mut chain: Vec<PathBuf> = files.iter().filter(|f| **f != path).cloned().collect();
+        chain.sort();
+        chain.push(path.clone());
+        // The oldest file deleted: the rest still verifies, from mid-chain.
+        assert!(verify_series(&chain[1..]).unwrap().first_seq > 0);
+        // A file in the middle missing breaks the chain.
+        let gap: Vec<PathBuf> = chain.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, f)| f.clone()).collect();
+        assert!(verify_series(&gap).unwrap_err().reason.contains("expected"));
+        // Lines cut off the end are found through the head.
+        let newest = chain.iter().rev().find(|f| std::fs::metadata(f).unwrap().len() > 0).unwrap();
+        let text = std::fs::read_to_string(newest).unwrap();
+        let kept: Vec<&str> = text.lines().collect();
+        std::fs::write(newest, kept[..kept.len() - 1].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        let cut = verify_series(&files).unwrap_err();
+        assert!(cut.reason.contains("cut off the end"), "{cut}");
+        // Reopening an emptied (externally rotated) log continues the chain from the head.
+        std::fs::rename(&path, dir.path().join("audit.jsonl.moved")).unwrap();
+        let log = AuditLog::open(&path, true).unwrap();
+        log.record(&event("init")).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().lines().next().unwrap()).unwrap();
+        assert_eq!(first["seq"], 10);
     }
 
     #[cfg(unix)]

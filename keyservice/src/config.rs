@@ -66,6 +66,9 @@ pub struct Config {
     /// The audit trail (`audit_log_file`): one hash-chained JSON line per security
     /// event. Default `<data_dir>.audit.jsonl`.
     pub audit_log_file: PathBuf,
+    /// Size at which the audit log is moved aside to `<audit_log_file>.<next seq>` and a
+    /// new file begun, the chain continuing (`audit_max_bytes`; 0: never). Default 256 MiB.
+    pub audit_max_bytes: u64,
     /// Whether a request fails (503) when its audit line cannot be written
     /// (`audit_fail_closed`). Default true.
     pub audit_fail_closed: bool,
@@ -246,6 +249,7 @@ impl Default for Config {
             auth_failures_per_minute: NonZeroU32::new(20).expect("20 is not zero"),
             max_pending_inits: 100_000,
             audit_fail_closed: true,
+            audit_max_bytes: 256 * 1024 * 1024,
             metrics_listen: None,
             log_format: LogFormat::Human,
             namespaces: BTreeMap::new(),
@@ -367,6 +371,7 @@ struct FileConfig {
     cors_origins: Vec<String>,
     audit_log_file: Option<PathBuf>,
     audit_fail_closed: Option<bool>,
+    audit_max_bytes: Option<u64>,
     init_per_minute: Option<u32>,
     auth_failures_per_minute: Option<u32>,
     max_pending_inits: Option<u64>,
@@ -491,6 +496,13 @@ impl FileConfig {
                 usize::MAX,
             )? as u64,
             audit_fail_closed: self.audit_fail_closed.unwrap_or(defaults.audit_fail_closed),
+            audit_max_bytes: match self.audit_max_bytes {
+                Some(n) if n != 0 && n < 4096 => {
+                    return Err(invalid("audit_max_bytes", "must be 0 (never rotate) or at least 4096"));
+                }
+                Some(n) => n,
+                None => defaults.audit_max_bytes,
+            },
             metrics_listen: match self.metrics_listen {
                 Some(text) => Some(text.parse().map_err(|_| {
                     invalid("metrics_listen", "must be an IP address and port, such as 127.0.0.1:9090")

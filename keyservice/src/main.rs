@@ -62,11 +62,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check an audit log's hash chain; exit 1 at the first altered, removed, inserted or
-    /// reordered line.
+    /// Check an audit log's hash chain, through the files rotated from it; exit 1 at the
+    /// first altered, removed, inserted or reordered line, or when lines were cut off the
+    /// end that the head file (`<log>.head`) records.
     Verify {
-        /// The audit log file.
-        file: PathBuf,
+        /// The audit log and any files rotated from it (`<log>.<seq>`), in any order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -118,13 +120,24 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
-        Command::Audit(AuditCommand::Verify { file }) => match keyservice::audit::verify(&file) {
-            Ok(lines) => {
-                println!("{}: {lines} lines, chain intact", file.display());
+        Command::Audit(AuditCommand::Verify { files }) => match keyservice::audit::verify_series(&files) {
+            Ok(verified) => {
+                let range = match verified.last_seq {
+                    Some(last) => format!("seq {} to {last}", verified.first_seq),
+                    None => "empty".to_owned(),
+                };
+                println!("{} lines in {} file(s), chain intact ({range})", verified.lines, files.len());
+                if verified.first_seq > 0 {
+                    println!("the chain begins mid-way: the files before seq {} were not given", verified.first_seq);
+                }
+                match verified.head {
+                    Some(seq) => println!("the head file agrees (last synced line: seq {seq})"),
+                    None => println!("no head file beside the newest file: lines cut off its end would not be noticed"),
+                }
                 ExitCode::SUCCESS
             }
             Err(broken) => {
-                eprintln!("{}: {broken}", file.display());
+                eprintln!("{broken}");
                 ExitCode::FAILURE
             }
         },

@@ -293,3 +293,60 @@ fn two_servers_in_one_directory_keep_their_own_files_and_one_store_has_one_serve
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("one.master.key") && !cwd.path().join("one.master.key").exists(), "{err}");
 }
+
+/// Sends SIGTERM and waits for a clean exit.
+fn terminate(server: &mut binary::Serving) {
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_rotates_reopens_on_sighup_and_verifies_as_a_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = format!(
+        "audit_max_bytes = 4096\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
+    );
+    let config = write_config(dir.path(), &namespace);
+    let mut server = serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let device = device(server.addr, "rotating-user").await;
+    for _ in 0..30 {
+        assert!(device.put(b"k", &[]).await.status.is_success());
+    }
+    // An external tool moves the log away, then asks for a reopen.
+    std::fs::rename(dir.path().join("audit.jsonl"), dir.path().join("audit.jsonl.moved")).unwrap();
+    Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap();
+    let started = Instant::now();
+    while !server.logs.lock().unwrap().iter().any(|l| l.contains("audit log reopened")) {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(device.get("/key").await.status, 200);
+    }
+    terminate(&mut server);
+
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.contains("audit.jsonl") && !p.ends_with(".head"))
+        .collect();
+    assert!(files.len() >= 4, "rotated by size, and moved once: {files:?}");
+    let mut args = vec!["audit", "verify"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = run(&args, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("chain intact (seq 0 to") && out.contains("head file agrees"), "{out}");
+
+    // Lines cut off the end are reported, not passed.
+    let live = dir.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&live).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&live, lines[..lines.len() - 2].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, out, err) = run(&args, &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cut off the end"), "{err}");
+}

@@ -144,7 +144,8 @@ impl App {
         let auth =
             Authenticator::open(store, config.max_clock_skew, config.header_read_timeout + config.body_read_timeout)
                 .await?;
-        let audit = AuditLog::open(&config.audit_log_file, config.audit_fail_closed).map_err(Error::Audit)?;
+        let audit = AuditLog::open_rotating(&config.audit_log_file, config.audit_fail_closed, config.audit_max_bytes)
+            .map_err(Error::Audit)?;
         let limiter = Limiter::new(
             Budgets {
                 init_per_minute: config.init_per_minute,
