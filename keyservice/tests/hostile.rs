@@ -348,3 +348,54 @@ async fn a_start_reapplies_only_the_erasures_after_the_stores_mark() {
     let refused = keyservice::App::new(&fresh, store, &master).await.err().expect("the rotten line is read");
     assert!(refused.to_string().contains("line 1"), "{refused}");
 }
+
+/// Writes all of `request` (failing the test on a reset or broken pipe), then reads
+/// the answer's status line.
+async fn send_all_then_read(addr: SocketAddr, request: &[u8]) -> String {
+    // A small send buffer, as on a real network: the body cannot all sit in the kernel
+    // before the server answers.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(32 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream.write_all(request).await.expect("the whole body could be sent");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().expect("an answer");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_oversized_body_gets_its_413_however_it_is_sent() {
+    let (server, _dir) = server_with(|_| {}).await;
+    let body = vec![b'k'; 1024 * 1024];
+    for _ in 0..5 {
+        let mut request =
+            format!("PUT /key HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        request.extend_from_slice(&body);
+        let answer = send_all_then_read(server.addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    // Chunked, so the size shows only as it arrives.
+    let mut chunked = b"PUT /key HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in body.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert!(send_all_then_read(server.addr, &chunked).await.starts_with("HTTP/1.1 413"));
+    // A client that asks first is told at once, before it sends a byte of the body.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head =
+        format!("PUT /key HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "no 100 Continue, a refusal: {answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+}
