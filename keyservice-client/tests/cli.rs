@@ -206,3 +206,108 @@ async fn each_failure_class_has_its_exit_code() {
     let closed: SocketAddr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     assert_fails(&cli(&["--url", &format!("http://{closed}"), "init"], &[], b"").await, 5, "network");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_script_deletes_logs_out_exports_and_erases() {
+    let (_server, dir, url) = server().await;
+    let (init, session) = connect(&url, "leaver").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+    let rs = [("KEYSERVICE_SECRET", SECRET)];
+    let user = ["--namespace", NAMESPACE, "--user-id", "leaver", "--key-id", KEY_ID];
+
+    assert_eq!(cli(&["--url", &url, "put"], &device, b"v1").await.code, 0);
+    let delete = cli(&["--url", &url, "delete-key", "--json"], &device, b"").await;
+    assert_eq!((delete.code, delete.text().as_str()), (0, r#"{"deleted":true}"#), "{}", delete.stderr);
+    assert_eq!(cli(&["--url", &url, "delete-key"], &device, b"").await.code, 0, "deleting is idempotent");
+    assert_eq!(cli(&["--url", &url, "put"], &device, b"v2").await.code, 0);
+
+    let mut export_args = vec!["--url", url.as_str(), "export"];
+    export_args.extend(user);
+    let export = cli(&export_args, &rs, b"").await;
+    assert_eq!(export.code, 0, "{}", export.stderr);
+    let value: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(value["keyVersions"].as_array().unwrap().len(), 1);
+    assert_eq!(value["sessions"].as_array().unwrap().len(), 1);
+    assert!(!export.text().contains("v2"), "never key bytes");
+
+    let logout = cli(&["--url", &url, "logout"], &device, b"").await;
+    assert_eq!((logout.code, logout.text().as_str()), (0, "logged out"), "{}", logout.stderr);
+    assert_fails(&cli(&["--url", &url, "get"], &device, b"").await, 3, "unknown_session");
+
+    let mut erase_args = vec!["--url", url.as_str(), "erase", "--json"];
+    erase_args.extend(user);
+    let erase = cli(&erase_args, &rs, b"").await;
+    assert_eq!(erase.code, 0, "{}", erase.stderr);
+    let receipt: serde_json::Value = serde_json::from_slice(&erase.stdout).unwrap();
+    assert_eq!(receipt["versionsDestroyed"], 1);
+    let export = cli(&export_args, &rs, b"").await;
+    let value: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert!(value["keyVersions"].as_array().unwrap().is_empty(), "erased");
+
+    // A wrong credential is refused with the auth exit code.
+    let refused = cli(&erase_args, &[("KEYSERVICE_SECRET", "wrong-secret-0123456789abcdef0123456789")], b"").await;
+    assert_fails(&refused, 3, "bad_signature");
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_output_is_private_even_over_an_existing_file() {
+    let (_server, dir, url) = server().await;
+    let (init, session) = connect(&url, "overwriter").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+    let key = dir.path().join("key.bin");
+    std::fs::write(&key, b"the key").unwrap();
+    #[cfg(unix)]
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    assert_eq!(cli(&["--url", &url, "put", key.to_str().unwrap()], &device, b"").await.code, 0);
+    let get = cli(&["--url", &url, "get", "-o", key.to_str().unwrap()], &device, b"").await;
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert_eq!(std::fs::read(&key).unwrap(), b"the key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_failure_says_why() {
+    // A TLS server whose certificate is self-signed and used as its own CA: rustls
+    // refuses such a certificate (it is a CA certificate used as an end entity).
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let files = keyservice::tls::TlsFiles { cert_file: dir.path().join("c.pem"), key_file: dir.path().join("k.pem") };
+    std::fs::write(&files.cert_file, cert.pem()).unwrap();
+    std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
+    let mut config = config(dir.path());
+    config.tls = Some(files.clone());
+    let server = TestServer::start_sled(config).await;
+    let url = format!("https://localhost:{}", server.addr.port());
+    let run = cli(&["--url", &url, "--ca-file", files.cert_file.to_str().unwrap(), "init"], &[], b"").await;
+    assert_fails(&run, 5, "network");
+    assert!(run.stderr.contains("CaUsedAsEndEntity"), "the cause is printed: {}", run.stderr);
+    assert!(run.stderr.contains("a CA certificate"), "and what it means: {}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_certificate_recipe_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tls-certificates.sh");
+    let made = Command::new("bash").arg(script).arg(dir.path()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mut config = config(dir.path());
+    config.tls = Some(keyservice::tls::TlsFiles {
+        cert_file: dir.path().join("server.crt"),
+        key_file: dir.path().join("server.key"),
+    });
+    let server = TestServer::start_sled(config).await;
+    let ca = dir.path().join("ca.crt");
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}", server.addr.port());
+        let run = cli(&["--url", &url, "--ca-file", ca.to_str().unwrap(), "init"], &[], b"").await;
+        assert_eq!(run.code, 0, "{host}: {}", run.stderr);
+    }
+}

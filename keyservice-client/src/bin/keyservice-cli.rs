@@ -66,21 +66,23 @@ enum Command {
     },
     /// Real Service: connect a device's init token for a user; prints the session token.
     Connect {
-        /// The namespace the credential belongs to.
-        #[arg(long)]
-        namespace: String,
-        /// The user the device's session will belong to.
-        #[arg(long)]
-        user_id: String,
         /// The device's initTokenHash.
         #[arg(long)]
         init_token_hash: String,
-        /// The credential's key id.
-        #[arg(long)]
-        key_id: String,
-        /// File holding the credential secret [default: KEYSERVICE_SECRET].
-        #[arg(long, value_name = "FILE")]
-        secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        user: UserArgs,
+    },
+    /// Real Service: erase everything held for a user (their account was deleted);
+    /// prints the receipt.
+    Erase {
+        #[command(flatten)]
+        user: UserArgs,
+    },
+    /// Real Service: what is held for a user (versions, sizes, dates, sessions; never key
+    /// bytes), as JSON, for a subject-access request.
+    Export {
+        #[command(flatten)]
+        user: UserArgs,
     },
     /// Device: store a new version of the key; prints its version number.
     Put {
@@ -109,6 +111,40 @@ enum Command {
         #[command(flatten)]
         session: SessionArgs,
     },
+    /// Device: delete every version of the key (the session stays).
+    DeleteKey {
+        #[command(flatten)]
+        session: SessionArgs,
+    },
+    /// Device: end the session at once (log out).
+    Logout {
+        #[command(flatten)]
+        session: SessionArgs,
+    },
+}
+
+/// A Real Service's credential and the user a command is about.
+#[derive(Args)]
+struct UserArgs {
+    /// The namespace the credential belongs to.
+    #[arg(long)]
+    namespace: String,
+    /// The user.
+    #[arg(long)]
+    user_id: String,
+    /// The credential's key id.
+    #[arg(long)]
+    key_id: String,
+    /// File holding the credential secret [default: KEYSERVICE_SECRET].
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+impl UserArgs {
+    fn real_service(&self, client: &Client) -> Result<keyservice_client::RealService, Failure> {
+        let secret = secret_from(self.secret_file.as_deref(), "KEYSERVICE_SECRET", "--secret-file")?;
+        Ok(client.real_service(Credential::new(self.key_id.clone(), secret)))
+    }
 }
 
 #[derive(Args)]
@@ -147,9 +183,38 @@ impl From<Error> for Failure {
             ErrorKind::Config => EXIT_USAGE,
             _ => EXIT_FAILURE,
         };
-        Self { message: error.to_string(), code }
+        // The causes too: "network error" alone does not say that the certificate was
+        // refused, or why.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        for (cause, hint) in TLS_HINTS {
+            if message.contains(cause) {
+                message.push_str(" (");
+                message.push_str(hint);
+                message.push(')');
+            }
+        }
+        Self { message, code }
     }
 }
+
+/// What rustls's certificate refusals mean, for the person reading the error.
+const TLS_HINTS: [(&str, &str); 3] = [
+    (
+        "CaUsedAsEndEntity",
+        "the server presents a CA certificate as its own; make a CA and a server certificate signed by it, see docs/operations.md",
+    ),
+    ("UnknownIssuer", "the server's certificate is not signed by a CA you trust; pass that CA with --ca-file"),
+    ("NotValidForName", "the server's certificate does not name the host in --url"),
+];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -196,15 +261,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             });
             print(json, &value, token.secret().expose())
         }
-        Command::Connect { namespace, user_id, init_token_hash, key_id, secret_file } => {
-            let secret = secret_from(secret_file.as_deref(), "KEYSERVICE_SECRET", "--secret-file")?;
-            let grant = client
-                .real_service(Credential::new(key_id, secret))
-                .connect(&namespace, &user_id, &init_token_hash)
-                .await?;
+        Command::Connect { init_token_hash, user } => {
+            let grant = user.real_service(&client)?.connect(&user.namespace, &user.user_id, &init_token_hash).await?;
             let value =
                 serde_json::json!({ "sessionToken": grant.session_token.expose(), "expiresAt": grant.expires_at });
             print(json, &value, grant.session_token.expose())
+        }
+        Command::Erase { user } => {
+            let receipt = user.real_service(&client)?.erase(&user.namespace, &user.user_id).await?;
+            let plain = format!(
+                "erased at {}: {} key versions destroyed, {} sessions revoked",
+                receipt.erased_at, receipt.versions_destroyed, receipt.sessions_revoked
+            );
+            print(json, &to_json(&receipt), &plain)
+        }
+        Command::Export { user } => {
+            let export = user.real_service(&client)?.export(&user.namespace, &user.user_id).await?;
+            let value = to_json(&export);
+            print(json, &value, &serde_json::to_string_pretty(&value).unwrap_or_default())
+        }
+        Command::DeleteKey { session } => {
+            open_session(&client, &session)?.delete_key().await?;
+            print(json, &serde_json::json!({ "deleted": true }), "deleted")
+        }
+        Command::Logout { session } => {
+            open_session(&client, &session)?.logout().await?;
+            print(json, &serde_json::json!({ "loggedOut": true }), "logged out")
         }
         Command::Put { file, content_type, if_match, if_none_match, session } => {
             let bytes = zeroize::Zeroizing::new(match file.as_deref() {
@@ -299,15 +381,24 @@ fn read_stdin() -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
+fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
+    // The wire types are strings and integers: they always serialise.
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Writes `bytes` to `path` with mode 0600, also over an existing file of another mode:
+/// through a new private file beside it, renamed into place.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| Failure::io(&format!("cannot create {}", path.display()), e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::io(&format!("cannot write {}", path.display()), e))
+    let cannot = |e| Failure::io(&format!("cannot write {}", path.display()), e);
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    // tempfile creates it 0600.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
+    file.write_all(bytes).and_then(|()| file.as_file().sync_all()).map_err(cannot)?;
+    file.persist(path).map_err(|e| cannot(e.error))?;
+    Ok(())
 }
 
 fn print(json: bool, value: &serde_json::Value, plain: &str) -> Result<(), Failure> {

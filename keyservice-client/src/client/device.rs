@@ -173,6 +173,37 @@ impl Session {
         self.get(format!("/key?version={version}")).await
     }
 
+    /// `DELETE /key`: destroys every version of the key (the session stays).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] (code `no_key`) when there is none, and the transport
+    /// errors.
+    pub async fn delete_key(&self) -> Result<(), Error> {
+        self.empty(Method::DELETE, "/key").await
+    }
+
+    /// `DELETE /session`: ends this session at once (log out). The session is unusable
+    /// afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unauthorized`] when it had already ended, and the transport errors.
+    pub async fn logout(&self) -> Result<(), Error> {
+        self.empty(Method::DELETE, "/session").await
+    }
+
+    async fn empty(&self, method: Method, path: &str) -> Result<(), Error> {
+        let call = Call {
+            method,
+            path: path.into(),
+            body: Bytes::new(),
+            headers: vec![],
+            signer: Some((self.session_token.expose(), &self.init_token)),
+        };
+        self.client.send(call).await.map(drop)
+    }
+
     async fn get(&self, path: String) -> Result<Key, Error> {
         let call = Call {
             method: Method::GET,

@@ -8,7 +8,7 @@ use super::device::json;
 use super::error::Error;
 use super::transport::{Call, Client};
 use crate::protocol::Secret;
-use crate::protocol::wire::{ConnectRequest, ConnectResponse};
+use crate::protocol::wire::{ConnectRequest, ConnectResponse, ErasureReceipt, ExportResponse, UserRequest};
 
 /// A namespace credential: the ss1 key id and shared secret a Real Service signs with.
 #[derive(Debug, Clone)]
@@ -62,9 +62,35 @@ impl RealService {
         };
         // Serialising three strings cannot fail.
         let body = serde_json::to_vec(&request).expect("a ConnectRequest serialises");
+        self.post("/connect", body).await
+    }
+
+    /// `POST /erase`: destroys everything held for `user_id` (the user deleted their
+    /// account). The receipt comes also when nothing was held; the erasure survives the
+    /// restore of an older backup.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Forbidden`], [`crate::ErrorKind::RateLimited`] beyond the
+    /// namespace's erase budget, and the transport errors.
+    pub async fn erase(&self, namespace: &str, user_id: &str) -> Result<ErasureReceipt, Error> {
+        self.post("/erase", user_request(namespace, user_id)).await
+    }
+
+    /// `POST /export`: what is held for `user_id` (versions, sizes, dates, sessions),
+    /// never key bytes; for a subject-access request.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Forbidden`], and the transport errors.
+    pub async fn export(&self, namespace: &str, user_id: &str) -> Result<ExportResponse, Error> {
+        self.post("/export", user_request(namespace, user_id)).await
+    }
+
+    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T, Error> {
         let call = Call {
             method: Method::POST,
-            path: "/connect".into(),
+            path: path.into(),
             body: Bytes::from(body),
             headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             signer: Some((&self.credential.key_id, &self.credential.secret)),
@@ -72,4 +98,10 @@ impl RealService {
         let answer = self.client.send(call).await?;
         json(&answer)
     }
+}
+
+fn user_request(namespace: &str, user_id: &str) -> Vec<u8> {
+    let request = UserRequest { namespace: namespace.to_owned(), user_id: user_id.to_owned() };
+    // Serialising two strings cannot fail.
+    serde_json::to_vec(&request).expect("a UserRequest serialises")
 }
