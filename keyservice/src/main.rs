@@ -253,6 +253,7 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 fn serve(args: ServeArgs) -> ExitCode {
     // Kept alive until exit: dropping it removes the --dev data directory.
     let mut dev_dir = None;
+    let mut dev_secret = None;
     let config = if args.dev {
         let data_dir = match &args.data_dir {
             Some(dir) => dir.clone(),
@@ -268,6 +269,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok((config, secret)) => {
                 println!("dev mode: namespace={DEV_NAMESPACE} key_id={DEV_KEY_ID} secret={}", secret.expose());
                 println!("dev mode: data in {}", config.data_dir.display());
+                dev_secret = Some(secret);
                 config
             }
             Err(error) => {
@@ -326,7 +328,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let config_path = if args.dev { None } else { args.config.clone() };
-    let result = runtime.block_on(run(config, config_path, tls));
+    let result = runtime.block_on(run(config, config_path, tls, dev_secret));
     drop(dev_dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -341,6 +343,7 @@ async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     tls: Option<Arc<keyservice::tls::Tls>>,
+    dev_secret: Option<keyservice_client::protocol::Secret>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let master = load_master_key(&config, true)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
@@ -387,6 +390,13 @@ async fn run(
     tokio::spawn(reload_on_sighup(tls.clone(), config_path, app.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
+    if let Some(secret) = dev_secret {
+        // What a second shell needs to drive this server with keyservice-cli.
+        println!("dev mode: paste this into another shell to use it with keyservice-cli:");
+        println!("export KEYSERVICE_URL={scheme}://{} KEYSERVICE_SECRET={}", listener.local_addr()?, secret.expose());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
     let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown_signal()).await;
     admin_task.abort();
     if let Some(task) = metrics_task {

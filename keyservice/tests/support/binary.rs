@@ -22,8 +22,19 @@ pub struct Serving {
     pub child: Child,
     pub addr: std::net::SocketAddr,
     pub stdout: Vec<String>,
+    /// Every line printed on standard output after those.
+    pub later_stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Every line the server has logged so far.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serving {
+    /// Every line printed on standard output so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        let mut lines = self.stdout.clone();
+        lines.extend(self.later_stdout.lock().unwrap().iter().cloned());
+        lines
+    }
 }
 
 impl Drop for Serving {
@@ -78,14 +89,20 @@ fn serve_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
         }
     }
     // Keep both pipes drained, as a terminal or a log collector would.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let later_stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected_stdout = later_stdout.clone();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            collected_stdout.lock().unwrap().push(line);
+        }
+    });
     let collected = logs.clone();
     std::thread::spawn(move || {
         for line in stderr.map_while(Result::ok) {
             collected.lock().unwrap().push(line);
         }
     });
-    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines, logs }
+    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines, later_stdout, logs }
 }
 
 /// Writes `dir/keyservice.toml`: every file the server keeps under `dir` (data, master
