@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Address to listen on; overrides the file's `listen` [default: 127.0.0.1:8080].
     #[arg(long, env = "KEYSERVICE_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the separate metrics listener; overrides the file's `metrics_listen`.
+    #[arg(long, env = "KEYSERVICE_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Data directory; overrides the file's `data_dir` [default: ./keyservice-data; with
     /// --dev: a new temporary directory, removed on exit].
     #[arg(long, env = "KEYSERVICE_DATA_DIR", value_name = "DIR")]
@@ -289,6 +292,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut config = config;
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        config.metrics_listen = Some(metrics);
     }
     // An existing store is never given a new master key: that would only fail later,
     // and leave a stray key behind.
