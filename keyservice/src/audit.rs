@@ -253,6 +253,9 @@ impl AuditLog {
                 Ok(())
             }
             Err(source) => {
+                // A line half written (the disk filled up) is taken back, so the chain
+                // goes on from the last whole line.
+                let _ = writer.file.set_len(writer.bytes);
                 self.writable.store(false, Ordering::Relaxed);
                 tracing::error!(error = %source, event = event.event, "writing the audit log failed");
                 if self.fail_closed { Err(AuditError { path: self.path.clone(), source }) } else { Ok(()) }

@@ -69,6 +69,10 @@ pub struct Config {
     /// Size at which the audit log is moved aside to `<audit_log_file>.<next seq>` and a
     /// new file begun, the chain continuing (`audit_max_bytes`; 0: never). Default 256 MiB.
     pub audit_max_bytes: u64,
+    /// Free space kept on the disks of the data directory, the audit log and the erasure
+    /// ledger: below it, requests that grow the store get 507 (`min_free_bytes`; 0: no
+    /// reserve). Default 64 MiB.
+    pub min_free_bytes: u64,
     /// Whether a request fails (503) when its audit line cannot be written
     /// (`audit_fail_closed`). Default true.
     pub audit_fail_closed: bool,
@@ -249,6 +253,7 @@ impl Default for Config {
             auth_failures_per_minute: NonZeroU32::new(20).expect("20 is not zero"),
             max_pending_inits: 100_000,
             audit_fail_closed: true,
+            min_free_bytes: 64 * 1024 * 1024,
             audit_max_bytes: 256 * 1024 * 1024,
             metrics_listen: None,
             log_format: LogFormat::Human,
@@ -372,6 +377,7 @@ struct FileConfig {
     audit_log_file: Option<PathBuf>,
     audit_fail_closed: Option<bool>,
     audit_max_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     init_per_minute: Option<u32>,
     auth_failures_per_minute: Option<u32>,
     max_pending_inits: Option<u64>,
@@ -496,6 +502,7 @@ impl FileConfig {
                 usize::MAX,
             )? as u64,
             audit_fail_closed: self.audit_fail_closed.unwrap_or(defaults.audit_fail_closed),
+            min_free_bytes: self.min_free_bytes.unwrap_or(defaults.min_free_bytes),
             audit_max_bytes: match self.audit_max_bytes {
                 Some(n) if n != 0 && n < 4096 => {
                     return Err(invalid("audit_max_bytes", "must be 0 (never rotate) or at least 4096"));

@@ -117,6 +117,9 @@ pub enum Error {
     /// The erasure ledger could not be read or written.
     #[error("the erasure ledger failed: {0}")]
     Ledger(String),
+    /// A disk is below its free-space reserve.
+    #[error(transparent)]
+    Storage(#[from] crate::disk::InsufficientStorage),
 }
 
 impl Error {
@@ -125,6 +128,7 @@ impl Error {
         use RequestError as R;
         match self {
             Self::Audit(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            Self::Storage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             Self::Limit(refusal) => match refusal {
                 crate::limits::Refusal::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
                 crate::limits::Refusal::ConnectBudget { .. } => {

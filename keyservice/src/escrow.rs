@@ -253,7 +253,13 @@ impl Escrow {
     /// Ledger or storage failures; the erasure is then not acknowledged (and a later
     /// start re-applies it if the ledger line was written).
     pub async fn erase(&self, user: &UserKey, now: UnixTime) -> Result<ErasureReceipt, Error> {
-        self.ledger.append(user, now).map_err(|e| Error::Ledger(e.to_string()))?;
+        self.ledger.append(user, now).map_err(|e| {
+            if e.is_disk_full() {
+                Error::Storage(crate::disk::InsufficientStorage { disk: "ledger" })
+            } else {
+                Error::Ledger(e.to_string())
+            }
+        })?;
         let erased = self.store.erase_user(user).await?;
         Ok(ErasureReceipt {
             user_id: hex::encode(user.user),

@@ -40,6 +40,14 @@ struct Line {
 pub struct LedgerError {
     path: PathBuf,
     reason: String,
+    full: bool,
+}
+
+impl LedgerError {
+    /// Whether the ledger's disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        self.full
+    }
 }
 
 impl ErasureLedger {
@@ -141,7 +149,14 @@ impl ErasureLedger {
         let mut text = serde_json::to_string(&line).expect("a ledger line serialises");
         text.push('\n');
         let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_data()).map_err(|e| error(&self.path, e))
+        let before = file.metadata().map_err(|e| error(&self.path, e))?.len();
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_data()).map_err(|e| {
+            // A line half written (the disk filled up) is taken back, so the next one
+            // starts on a line of its own.
+            let _ = file.set_len(before);
+            let full = e.kind() == std::io::ErrorKind::StorageFull;
+            LedgerError { full, ..error(&self.path, e) }
+        })
     }
 }
 
@@ -195,7 +210,7 @@ fn decode(text: &str) -> Option<[u8; 32]> {
 }
 
 fn error(path: &Path, reason: impl ToString) -> LedgerError {
-    LedgerError { path: path.to_path_buf(), reason: reason.to_string() }
+    LedgerError { path: path.to_path_buf(), reason: reason.to_string(), full: false }
 }
 
 #[cfg(test)]

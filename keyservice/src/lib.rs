@@ -11,6 +11,7 @@
 //! - `proxy`: which client address to believe behind trusted proxies.
 //! - `store`: the [`Store`] trait and its backends (memory, sled).
 //! - `crypto`: tokens, digests, the master key and the vault that seals data at rest.
+//! - `disk`: the free-space reserve on the disks the server writes to.
 //! - `error`: the crate's errors and their HTTP statuses.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod audit;
 mod auth;
 pub mod config;
 pub mod crypto;
+pub mod disk;
 mod error;
 pub mod escrow;
 #[doc(hidden)]

@@ -29,6 +29,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiskLabel {
+    disk: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabel {
     limit: &'static str,
 }
@@ -53,6 +58,7 @@ pub struct Metrics {
     connect_budget: Counter,
     namespace_budget: Family<NamespaceBudgetLabels, Counter>,
     connections_refused: Family<ReasonLabel, Counter>,
+    insufficient_storage: Family<DiskLabel, Counter>,
     pending_inits: Gauge,
     sessions: Gauge,
     stored_keys: Gauge,
@@ -80,11 +86,17 @@ impl Metrics {
             namespace_budget.clone(),
         );
         let connections_refused = Family::default();
+        let insufficient_storage = Family::default();
         let (pending_inits, sessions, stored_keys) = (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("requests", "HTTP requests by route and status", requests.clone());
         registry.register("request_duration_seconds", "Time to answer a request, by route", latency.clone());
         registry.register("auth_failures", "Refused signatures, by reason", auth_failures.clone());
         registry.register("rate_limited", "Requests refused by a rate limit or cap, by limit", rate_limited.clone());
+        registry.register(
+            "insufficient_storage",
+            "Writes refused because a disk was below its free-space reserve, by disk",
+            insufficient_storage.clone(),
+        );
         registry.register(
             "connections_refused",
             "Connections closed at accept, by reason (per_client cap, accept_failed)",
@@ -107,6 +119,7 @@ impl Metrics {
             by_namespace,
             namespace_budget,
             connections_refused,
+            insufficient_storage,
             requests,
             latency,
             auth_failures,
@@ -140,6 +153,11 @@ impl Metrics {
             self.connect_budget.inc();
         }
         self.namespace_budget.get_or_create(&NamespaceBudgetLabels { namespace: namespace.to_owned(), budget }).inc();
+    }
+
+    /// Counts a write refused for want of free space on `disk`.
+    pub fn insufficient_storage(&self, disk: &'static str) {
+        self.insufficient_storage.get_or_create(&DiskLabel { disk }).inc();
     }
 
     /// Counts a connection closed at accept.

@@ -185,8 +185,18 @@ pub async fn run_tls(
             tasks.abort_all();
         }
     }
-    app.close().await
+    // A store stuck on a failing disk must not keep the process alive past its grace.
+    match tokio::time::timeout(CLOSE_TIMEOUT, app.close()).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!("flushing the store at shutdown did not finish in time; stopping anyway");
+            Err(StoreError::Unavailable("the final flush did not finish in time".into()))
+        }
+    }
 }
+
+/// Longest the final flush may take once the connections are closed.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());

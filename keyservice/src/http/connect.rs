@@ -18,6 +18,7 @@ pub async fn handle<B: RequestBody>(
     let from = signed::real_service(app, request, info.client).await?;
     let request: ConnectRequest = from.json()?;
     let digest = crypto::decode_init_token_hash(&request.init_token_hash).ok_or(RequestError::InvalidInitTokenHash)?;
+    app.inner.disks.admit_growth()?;
 
     let escrow = &app.inner.escrow;
     let now = crate::time::now();

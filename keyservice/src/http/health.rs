@@ -17,13 +17,18 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     let store =
         app.inner.escrow.store().health().await.is_ok() && app.inner.escrow.store().replay_floor().await.is_ok();
     let audit = app.inner.audit.is_writable();
-    let status = if store && audit { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let disks = app.inner.disks.states();
+    let disks_ok = disks.iter().all(|d| !d.low);
+    let status = if store && audit && disks_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let disk_report: serde_json::Map<String, serde_json::Value> =
+        disks.iter().map(|d| (d.name.to_owned(), (if d.low { "low" } else { "ok" }).into())).collect();
     response::json(
         status,
         &serde_json::json!({
             "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
             "store": if store { "ok" } else { "failing" },
             "audit": if audit { "ok" } else { "failing" },
+            "disks": disk_report,
         }),
     )
 }

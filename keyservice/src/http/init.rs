@@ -11,6 +11,7 @@ use crate::error::Error;
 
 pub async fn handle(app: &App, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let limiter = &app.inner.limiter;
+    app.inner.disks.admit_growth()?;
     let admission = limiter.admit_init(info.client)?;
     let issued = async {
         if let Some(evicted) = admission.evict {

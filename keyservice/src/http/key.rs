@@ -45,6 +45,7 @@ async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
         Some(value) => valid_content_type(value).ok_or(RequestError::InvalidContentType)?,
     };
     let precondition = precondition(&parts.headers)?;
+    app.inner.disks.admit_growth()?;
     let bytes = Zeroizing::new(body.to_vec());
     let now = crate::time::now();
     let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) limiter: Limiter,
     pub(crate) audit: AuditLog,
+    /// The free-space reserve.
+    pub(crate) disks: crate::disk::DiskGuard,
     /// One audit line per window for repeated refusals.
     denials: crate::audit::DenialDigest,
     /// `/metrics` is served on its own listener, not this one.
@@ -165,6 +167,12 @@ impl App {
                 limiter,
                 audit,
                 denials: crate::audit::DenialDigest::new(DENIAL_WINDOW),
+                disks: crate::disk::DiskGuard::new(
+                    &config.data_dir,
+                    &config.audit_log_file,
+                    &config.erasure_ledger_file,
+                    config.min_free_bytes,
+                ),
                 metrics_listen_separately: config.metrics_listen.is_some(),
                 proxies: config.proxies.clone(),
                 cors: cors::Cors::new(config.cors_origins.clone()),
@@ -277,6 +285,10 @@ impl App {
                     }
                     Error::Limit(refusal) => {
                         self.inner.metrics.rate_limited(refusal.limit());
+                        None
+                    }
+                    Error::Storage(refusal) => {
+                        self.inner.metrics.insufficient_storage(refusal.disk);
                         None
                     }
                     Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => {

@@ -150,7 +150,11 @@ pub async fn device<B: RequestBody>(app: &App, request: Request<B>, client: IpAd
     let claim = inner.auth.recheck(claim, now)?;
     let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
     let signed = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
-    inner.escrow.touch(signed.key_id(), &session, now).await?;
+    // Best effort: a use that cannot be recorded (a full disk, say) must not stop the
+    // device reading its key; the session may then look idle a little early.
+    if let Err(error) = inner.escrow.touch(signed.key_id(), &session, now).await {
+        tracing::warn!(%error, "recording a session's use failed");
+    }
     Ok(FromDevice { session, parts, body, signed })
 }
 

@@ -211,9 +211,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether a later attempt may succeed without an operator (503, not 500).
+    /// Whether the store, not the request, is the problem, and another attempt (later, or
+    /// at another node) may succeed: 503, not 500. A poisoned store needs its operator to
+    /// restart it, and says so on `/readyz`.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Poisoned)
     }
 }
 

@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sled::Transactional;
@@ -64,6 +65,9 @@ pub struct SledStore {
     trees: Trees,
     /// Set by the committer when a flush failed for good.
     poisoned: Arc<AtomicBool>,
+    /// Set when a write timed out waiting for the committer; cleared by the committer
+    /// when it next answers a batch. While set, writes fail at once instead of waiting.
+    stalled: Arc<AtomicBool>,
     /// `None` only while dropping, so the committer sees the channel close.
     jobs: Option<mpsc::Sender<Job>>,
     committer: Option<JoinHandle<()>>,
@@ -195,19 +199,32 @@ impl SledStore {
         let (jobs, queue) = mpsc::channel();
         let committer_trees = trees.clone();
         let poisoned = Arc::new(AtomicBool::new(false));
-        let committer_poisoned = poisoned.clone();
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flags = Flags { poisoned: poisoned.clone(), stalled: stalled.clone() };
         let committer = std::thread::Builder::new()
             .name("keyservice-committer".into())
-            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &committer_poisoned))
+            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &flags))
             .map_err(backend)?;
-        Ok(Self { trees, poisoned, jobs: Some(jobs), committer: Some(committer) })
+        Ok(Self { trees, poisoned, stalled, jobs: Some(jobs), committer: Some(committer) })
     }
 
     async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
         let (reply, answer) = oneshot::channel();
+        if self.stalled.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the store is not finishing writes; it is retried later".into()));
+        }
         let jobs = self.jobs.as_ref().ok_or(StoreError::Poisoned)?;
         jobs.send(Job { op, reply }).map_err(|_| StoreError::Poisoned)?;
-        answer.await.map_err(|_| StoreError::Poisoned)?
+        match tokio::time::timeout(WRITE_TIMEOUT, answer).await {
+            Ok(answer) => answer.map_err(|_| StoreError::Poisoned)?,
+            // The committer is stuck (sled blocked on a full or failing disk): answer
+            // rather than hang; the write is not acknowledged and may or may not land.
+            Err(_) => {
+                self.stalled.store(true, Ordering::Release);
+                tracing::error!("the store did not finish a write in time; refusing writes until it does");
+                Err(StoreError::Unavailable("the store did not finish the write in time".into()))
+            }
+        }
     }
 }
 
@@ -215,13 +232,27 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         // Closing the channel lets the committer finish the writes already queued and
         // exit; joining it releases its handle on the database, so the directory can be
-        // reopened as soon as this store is gone.
+        // reopened as soon as this store is gone. A committer stuck on a failing disk is
+        // left behind after a while rather than hold up the process's exit.
         self.jobs.take();
         if let Some(committer) = self.committer.take() {
-            let _ = committer.join();
+            // A committer already known to be stuck gets a moment, not a full timeout.
+            let wait = if self.stalled.load(Ordering::Acquire) { Duration::from_millis(500) } else { WRITE_TIMEOUT };
+            let deadline = std::time::Instant::now() + wait;
+            while !committer.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if committer.is_finished() {
+                let _ = committer.join();
+            } else {
+                tracing::error!("the store's committer did not finish; leaving it behind");
+            }
         }
     }
 }
+
+/// Longest a write may wait for the committer before it is answered as unavailable.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The committer answers each op with the reply of its kind; anything else is a bug
 /// in this file, reported as a backend error rather than a panic.
@@ -443,7 +474,13 @@ impl Store for SledStore {
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) { Err(StoreError::Poisoned) } else { Ok(()) }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        if self.stalled.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the store is not finishing writes".into()));
+        }
+        Ok(())
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -451,7 +488,13 @@ impl Store for SledStore {
     }
 }
 
-fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, shared: &AtomicBool) {
+/// What the committer tells the store's callers.
+struct Flags {
+    poisoned: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+}
+
+fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, flags: &Flags) {
     let mut poisoned = false;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -482,7 +525,7 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
                     // acknowledged, and nothing written later could be promised durable.
                     tracing::error!(%error, "flushing the store failed; refusing further writes");
                     poisoned = true;
-                    shared.store(true, Ordering::Release);
+                    flags.poisoned.store(true, Ordering::Release);
                 }
             }
         }
@@ -495,6 +538,7 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
             // The caller may have gone away (its connection closed); nothing to tell then.
             let _ = reply.send(result);
         }
+        flags.stalled.store(false, Ordering::Release);
     }
 }
 

@@ -1,0 +1,248 @@
+//! A full disk, for real: the data directory, the audit log and the erasure ledger each
+//! on a small tmpfs mounted for the test (the tests run as root, as CI does), filled
+//! until writes are refused; every acknowledged write is read back afterwards.
+
+#[path = "support/binary.rs"]
+mod binary;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root, as the test machines give");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system but for about `leave` bytes, with a file it returns.
+    fn fill(&self, leave: u64) -> PathBuf {
+        let filler = self.path().join("filler");
+        let free = keyservice::disk::free_bytes(self.path()).unwrap();
+        std::fs::write(&filler, vec![0u8; free.saturating_sub(leave) as usize]).unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// A config for the binary with the data in `data`, the audit log in `audit` and the
+/// ledger in `ledger`, and `extra` settings.
+fn config_file(dir: &Path, data: &Path, audit: &Path, ledger: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("keyservice.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmaster_key_file = {:?}\nerasure_ledger_file = {:?}\nadmin_socket = {:?}\naudit_log_file = {:?}\nshutdown_grace_secs = 2\n{extra}\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n",
+        data.join("data").display().to_string(),
+        dir.join("master.key").display().to_string(),
+        ledger.join("erasures.jsonl").display().to_string(),
+        dir.join("admin.sock").display().to_string(),
+        audit.join("audit.jsonl").display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the binary on `config`, past the second its last run may have served (the
+/// replay floor refuses requests dated in it).
+fn restart(config: &Path) -> binary::Serving {
+    std::thread::sleep(Duration::from_millis(1100));
+    binary::serve(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+/// Sends SIGTERM; returns how long the process took to exit.
+fn terminate(server: &mut binary::Serving) -> Duration {
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(40), "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// Each request gets an answer within this, full disk or not.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
+
+async fn timed<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(ANSWER_WITHIN, request).await.unwrap_or_else(|_| panic!("{what}: no answer in time"))
+}
+
+/// Writes 32 KiB keys, a new user each, until the server refuses; returns what it
+/// acknowledged (device and bytes) and the refusal's status and code.
+async fn fill_with_keys(addr: std::net::SocketAddr) -> (Vec<(Device, Vec<u8>)>, u16, String) {
+    let mut acknowledged = Vec::new();
+    for n in 0..1000u32 {
+        let init = timed("init", send(addr, "POST", "/init", &[], b"")).await;
+        if init.status != 200 {
+            return (acknowledged, init.status.as_u16(), init.error());
+        }
+        let token = init.json::<keyservice_client::protocol::wire::InitResponse>().init_token;
+        let connect = timed("connect", connect_raw(addr, &connect_body(NAMESPACE, &format!("user-{n}"), &token))).await;
+        if connect.status != 200 {
+            return (acknowledged, connect.status.as_u16(), connect.error());
+        }
+        let session_token = connect.json::<keyservice_client::protocol::wire::ConnectResponse>().session_token;
+        let device = Device { addr, session_token, init_token: token };
+        let key: Vec<u8> = (0..32 * 1024).map(|i| (i as u32 ^ n.wrapping_mul(2_654_435_761)) as u8).collect();
+        let put = timed("put", device.put(&key, &[])).await;
+        if !put.status.is_success() {
+            return (acknowledged, put.status.as_u16(), put.error());
+        }
+        acknowledged.push((device, key));
+    }
+    panic!("the disk never filled");
+}
+
+async fn every_acknowledged_key_reads_back(acknowledged: &[(Device, Vec<u8>)], addr: std::net::SocketAddr) {
+    for (device, key) in acknowledged {
+        let device = Device { addr, ..device.clone() };
+        let got = timed("get", device.get("/key")).await;
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        assert!(got.body.as_ref() == key.as_slice(), "an acknowledged key came back different");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_data_disk_refuses_writes_clearly_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount("16m");
+    let filler = disk.fill(6 * 1024 * 1024);
+    // Sled grows in segments of up to 512 KiB, and can write several at once.
+    let config = config_file(dir.path(), disk.path(), dir.path(), dir.path(), "min_free_bytes = 3145728");
+    let mut server = binary::serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+
+    let (acknowledged, status, code) = fill_with_keys(server.addr).await;
+    assert!(!acknowledged.is_empty(), "some keys fit before the reserve");
+    assert_eq!((status, code.as_str()), (507, "insufficient_storage"));
+    let ready = send(server.addr, "GET", "/readyz", &[], b"").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json::<serde_json::Value>()["disks"]["data"], "low");
+    every_acknowledged_key_reads_back(&acknowledged, server.addr).await;
+    assert!(server.logs.lock().unwrap().iter().any(|l| l.contains("below its free-space reserve")));
+
+    // Space comes back: writes resume without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let (device, _) = &acknowledged[0];
+    assert!(timed("put", device.put(b"after space returned", &[])).await.status.is_success());
+    assert_eq!(send(server.addr, "GET", "/readyz", &[], b"").await.status, 200);
+    let took = terminate(&mut server);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A restart on a nearly full disk starts, serves reads, and refuses growth.
+    let _filler = disk.fill(2 * 1024 * 1024);
+    let server = restart(&config);
+    every_acknowledged_key_reads_back(&acknowledged[1..], server.addr).await;
+    let put = timed("put", Device { addr: server.addr, ..acknowledged[1].0.clone() }.put(b"more", &[])).await;
+    put.expect(507, "insufficient_storage");
+    assert!(put.headers.contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_reserve_a_full_disk_still_answers_stops_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount("8m");
+    let filler = disk.fill(3 * 1024 * 1024);
+    let config = config_file(dir.path(), disk.path(), dir.path(), dir.path(), "min_free_bytes = 0");
+    let mut server = binary::serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let (acknowledged, status, code) = fill_with_keys(server.addr).await;
+    assert!(matches!(status, 500 | 503 | 507), "{status} {code}");
+    let took = terminate(&mut server);
+    assert!(took < Duration::from_secs(2 + 10 + 10 + 5), "grace, then a bounded flush: {took:?}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let server = restart(&config);
+    every_acknowledged_key_reads_back(&acknowledged, server.addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_audit_disk_stops_writes_then_reads_and_the_chain_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Tmpfs::mount("1m");
+    let config = config_file(dir.path(), dir.path(), audit.path(), dir.path(), "min_free_bytes = 65536");
+    let server = binary::serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let device = device(server.addr, "audited").await;
+    assert!(device.put(b"audited key", &[]).await.status.is_success());
+
+    // Below the reserve: growth refused, reads go on into the reserve.
+    let filler = audit.fill(32 * 1024);
+    device.put(b"another", &[]).await.expect(507, "insufficient_storage");
+    assert_eq!(
+        send(server.addr, "GET", "/readyz", &[], b"").await.json::<serde_json::Value>()["disks"]["audit"],
+        "low"
+    );
+    assert_eq!(device.get("/key").await.body.as_ref(), b"audited key");
+
+    // Completely full: with the audit log failing closed, the key is not handed out.
+    let _rest = {
+        let rest = audit.path().join("rest");
+        let free = keyservice::disk::free_bytes(audit.path()).unwrap();
+        std::fs::write(&rest, vec![0u8; free as usize]).ok();
+        rest
+    };
+    let mut refused = None;
+    for _ in 0..200 {
+        let reply = timed("get", device.get("/key")).await;
+        if reply.status != 200 {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("a full audit disk stops reads");
+    refused.expect(503, "audit_unavailable");
+    assert!(!refused.body.windows(11).any(|w| w == b"audited key"));
+    assert_eq!(send(server.addr, "GET", "/readyz", &[], b"").await.status, 503);
+
+    // Space back: reads and then writes resume, and the chain is whole.
+    std::fs::remove_file(audit.path().join("rest")).unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(timed("get", device.get("/key")).await.status, 200);
+    assert!(timed("put", device.put(b"third", &[])).await.status.is_success());
+    drop(server);
+    let (code, out, err) = binary::run(&["audit", "verify", audit.path().join("audit.jsonl").to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_ledger_disk_refuses_erasure_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Tmpfs::mount("256k");
+    let config = config_file(dir.path(), dir.path(), dir.path(), ledger.path(), "min_free_bytes = 0");
+    let server = binary::serve(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let device = device(server.addr, "leaving").await;
+    assert!(device.put(b"kept key", &[]).await.status.is_success());
+    let filler = ledger.fill(0);
+    let erase_body = serde_json::json!({ "namespace": NAMESPACE, "userId": "leaving" }).to_string();
+    let json: Vec<(&'static str, String)> = vec![("content-type", "application/json".into())];
+    let erase = || signed(server.addr, KEY_ID, SECRET, "POST", "/erase", erase_body.as_bytes(), &json);
+    let refused = timed("erase", erase()).await;
+    refused.expect(507, "insufficient_storage");
+    assert_eq!(device.get("/key").await.body.as_ref(), b"kept key", "nothing was erased");
+    let ledger_text = std::fs::read_to_string(ledger.path().join("erasures.jsonl")).unwrap_or_default();
+    assert!(ledger_text.lines().all(|l| l.ends_with('}')), "no half line left: {ledger_text:?}");
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(timed("erase", erase()).await.status, 200);
+    device.get("/key").await.expect(401, "unknown_session");
+}
