@@ -149,9 +149,7 @@ async fn what_the_server_creates_is_private_whatever_the_umask() {
     std::fs::create_dir(&old).unwrap();
     std::fs::write(old.join("stray"), "x").unwrap();
     std::process::Command::new("chmod").args(["-R", "go+rX", old.to_str().unwrap()]).status().unwrap();
-    let namespace = format!(
-        "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    );
+    let namespace = shop_toml("127.0.0.1/32");
     let config = write_config(dir.path(), &namespace);
     let server = binary::serve_after("umask 022", &["serve", "--config", config.to_str().unwrap()], &[]);
     let device = device(server.addr, "private-user").await;
@@ -307,9 +305,7 @@ fn terminate(server: &mut binary::Serving) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_audit_log_rotates_reopens_on_sighup_and_verifies_as_a_series() {
     let dir = tempfile::tempdir().unwrap();
-    let namespace = format!(
-        "audit_max_bytes = 4096\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    );
+    let namespace = format!("audit_max_bytes = 4096\n{}", shop_toml("127.0.0.1/32"));
     let config = write_config(dir.path(), &namespace);
     let mut server = serve(&["serve", "--config", config.to_str().unwrap()], &[]);
     let device = device(server.addr, "rotating-user").await;

@@ -45,9 +45,7 @@ async fn sessions(url: &str) -> Vec<Session> {
 
 async fn run_cycles(cycles: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let extra = format!(
-        "max_key_versions = 1000000\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    );
+    let extra = format!("max_key_versions = 1000000\n{}", shop_toml("127.0.0.1/32"));
     let config = write_config(dir.path(), &extra);
     let start = || serve(&["serve", "--config", config.to_str().unwrap()], &[]);
 

@@ -53,12 +53,13 @@ impl Drop for Tmpfs {
 fn config_file(dir: &Path, data: &Path, audit: &Path, ledger: &Path, extra: &str) -> PathBuf {
     let path = dir.join("keyservice.toml");
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmaster_key_file = {:?}\nerasure_ledger_file = {:?}\nadmin_socket = {:?}\naudit_log_file = {:?}\nshutdown_grace_secs = 2\n{extra}\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmaster_key_file = {:?}\nerasure_ledger_file = {:?}\nadmin_socket = {:?}\naudit_log_file = {:?}\nshutdown_grace_secs = 2\n{extra}\n{}",
         data.join("data").display().to_string(),
         dir.join("master.key").display().to_string(),
         ledger.join("erasures.jsonl").display().to_string(),
         dir.join("admin.sock").display().to_string(),
         audit.join("audit.jsonl").display().to_string(),
+        shop_toml("127.0.0.1/32"),
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -267,9 +267,8 @@ fn signed_request(device: &Device, method: &str, body: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn running_out_of_file_descriptors_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let namespace = format!(
-        "header_read_timeout_secs = 60\nmax_connections_per_client = 10000\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.0/8\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    );
+    let namespace =
+        format!("header_read_timeout_secs = 60\nmax_connections_per_client = 10000\n{}", shop_toml("127.0.0.0/8"));
     let config = binary::write_config(dir.path(), &namespace);
     let server = binary::serve_after("ulimit -n 64", &["serve", "--config", config.to_str().unwrap()], &[]);
     let device = device(server.addr, "fd-user").await;

@@ -193,9 +193,7 @@ fn config_with_audit(dir: &std::path::Path, audit: std::path::PathBuf) -> keyser
 #[tokio::test(flavor = "multi_thread")]
 async fn the_logs_of_a_full_flow_hold_no_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let namespace = format!(
-        "log_format = \"json\"\n[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    );
+    let namespace = format!("log_format = \"json\"\n{}", shop_toml("127.0.0.1/32"));
     let config = write_config(dir.path(), &namespace);
     let server = serve(&["serve", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug")]);
     let user = "logged-user-8086";

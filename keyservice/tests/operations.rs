@@ -13,9 +13,7 @@ use binary::{Serving, run, serve, write_config};
 use support::*;
 
 fn namespace_config() -> String {
-    format!(
-        "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
-    )
+    shop_toml("127.0.0.1/32")
 }
 
 fn start(config: &Path) -> Serving {

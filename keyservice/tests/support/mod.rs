@@ -62,6 +62,13 @@ pub fn config(data_dir: &Path) -> Config {
     config
 }
 
+/// The TOML of the `shop` namespace, allowing `allow` (a CIDR), for a config file.
+pub fn shop_toml(allow: &str) -> String {
+    format!(
+        "[namespaces.{NAMESPACE}]\nallow = [\"{allow}\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n"
+    )
+}
+
 /// Trust for one appending proxy on 127.0.0.1 that writes `X-Forwarded-For`.
 pub fn loopback_proxy() -> keyservice::proxy::ProxyTrust {
     keyservice::proxy::ProxyTrust {
