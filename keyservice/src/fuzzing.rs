@@ -55,3 +55,51 @@ pub fn request_headers(data: &[u8]) {
     }
     let _ = crate::http::precondition_of(&headers);
 }
+
+/// The TOML config file.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = crate::Config::from_toml(text, |name| (name == "FUZZ_SECRET").then(|| "f".repeat(40)));
+}
+
+/// The admin socket's request and answer lines.
+pub fn admin_socket(data: &[u8]) {
+    let _ = serde_json::from_slice::<crate::admin::AdminRequest>(data);
+    let _ = serde_json::from_slice::<crate::admin::AdminResponse>(data);
+}
+
+/// A backup file, as `restore` reads it.
+pub fn backup(data: &[u8]) {
+    let _ = backup::parse(data);
+}
+
+/// The erasure ledger, read whole and from a mark, as every start does.
+pub fn ledger(data: &[u8]) {
+    let Some((file, path)) = scratch_file(data) else { return };
+    let Ok(ledger) = crate::ledger::ErasureLedger::open(&path) else { return };
+    let _ = ledger.entries();
+    let mark = crate::ledger::Mark::decode(data.get(..40).unwrap_or_default());
+    let _ = ledger.entries_after(mark.as_ref());
+    let _ = ledger.entries_after(Some(&crate::ledger::Mark { offset: data.len() as u64 / 2, hash: [0; 32] }));
+    drop(file);
+}
+
+/// An audit log, as `audit verify` reads it, with and without a head file.
+pub fn audit_log(data: &[u8]) {
+    let Some((file, path)) = scratch_file(data) else { return };
+    let _ = crate::audit::verify_series(std::slice::from_ref(&path));
+    // The head file: the first line, if it is one.
+    let head = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    if std::fs::write(crate::audit::head_path(&path), head).is_ok() {
+        let _ = crate::audit::verify_series(std::slice::from_ref(&path));
+    }
+    drop(file);
+}
+
+/// `data` in a new temporary file, kept while the returned handle lives.
+fn scratch_file(data: &[u8]) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir().ok()?;
+    let path = dir.path().join("input");
+    std::fs::write(&path, data).ok()?;
+    Some((dir, path))
+}

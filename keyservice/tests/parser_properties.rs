@@ -54,4 +54,29 @@ proptest! {
     fn header_like_values(text in "((for=)?\"?\\[?[0-9a-f.:]{0,40}\\]?(:[0-9]{1,5})?\"?[;,] ?){0,4}|(\\*|\"[0-9]{0,25}\"|W/\"1\")(, ?\"[0-9]{1,3}\"){0,3}") {
         fuzzing::request_headers(text.as_bytes());
     }
+
+    #[test]
+    fn config_like_files(text in "((listen|data_dir|trusted_proxies|forwarded_header|trusted_hops|min_free_bytes|audit_max_bytes) = (\"[a-z0-9./:-]{0,20}\"|[0-9]{1,12}|\\[\"[0-9./]{0,18}\"\\]|true)\n){0,5}(\\[namespaces\\.[a-z]{1,5}\\]\nallow = \\[\"::1\"\\]\ncredentials = \\[\\{ key_id = \"k\", secret_env = \"FUZZ_SECRET\" \\}\\]\n)?") {
+        fuzzing::config(text.as_bytes());
+    }
+
+    #[test]
+    fn admin_socket_lines(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        fuzzing::admin_socket(&data);
+    }
+}
+
+proptest! {
+    // These read files, so fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn ledgers(lines in proptest::collection::vec("\\{\"at\":[0-9]{1,3},\"namespace\":\"[0-9a-f]{0,64}\",\"user\":\"[0-9a-f]{0,64}\"\\}|[ -~]{0,30}", 0..5)) {
+        fuzzing::ledger(lines.join("\n").as_bytes());
+    }
+
+    #[test]
+    fn audit_logs(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzzing::audit_log(&data);
+    }
 }
