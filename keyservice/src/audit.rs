@@ -6,8 +6,12 @@
 //! ```
 //!
 //! Changing, removing, inserting or reordering a line breaks the chain at that line,
-//! which `keyservice audit verify FILE` reports. (Whoever can rewrite the whole file can
-//! also recompute the chain; ship the log to another host to guard against that.) Events
+//! which `keyservice audit verify FILE...` reports. The log rotates by size into
+//! `<log>.<next seq>` files and the chain runs on through them; a head file
+//! (`<log>.head`) records the last synced line, so lines cut off the end are found too.
+//! (Whoever can rewrite the whole file and its head can also recompute the chain; ship
+//! the log to another host to guard against that.) Repeated refusals of one client
+//! network share a line per minute ([`DenialDigest`]). Events
 //! carry the time, event, outcome, request id, client IP, namespace where known, and
 //! the user's pseudonym: never a user id, token, secret or key byte.
 //!

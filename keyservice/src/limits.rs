@@ -28,7 +28,7 @@ use crate::store::{Pseudonym, UnixTime};
 /// Why a request was refused by a limit, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// A per-address or per-namespace rate limit.
+    /// A per-client or per-namespace rate limit.
     #[error("too many requests; try again in {retry_after} seconds")]
     RateLimited {
         /// Which limit, for metrics.
