@@ -351,6 +351,11 @@ async fn run(
     tls: Option<Arc<keyservice::tls::Tls>>,
     dev_secret: Option<keyservice_client::protocol::Secret>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Signal handlers first: SIGTERM, SIGINT or SIGHUP sent as soon as the server says
+    // it listens must find them in place, not the default action (exit).
+    let shutdown = shutdown_signal();
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let master = load_master_key(&config, true)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(|e| {
@@ -393,7 +398,10 @@ async fn run(
         }
         None => None,
     };
-    tokio::spawn(reload_on_sighup(tls.clone(), config_path, app.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(hangups, tls.clone(), config_path, app.clone()));
+    #[cfg(not(unix))]
+    let _ = config_path;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
     if let Some(secret) = dev_secret {
@@ -403,7 +411,7 @@ async fn run(
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown_signal()).await;
+    let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown).await;
     admin_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -448,10 +456,15 @@ fn hex_id(master: &MasterKey) -> String {
 /// re-reads the config file's namespaces (credentials, allowlists, budgets). Each part
 /// is validated before it replaces anything, so a failed reload keeps what was there.
 /// Every other setting needs a restart.
-async fn reload_on_sighup(tls: Option<Arc<keyservice::tls::Tls>>, config_path: Option<PathBuf>, app: App) {
-    #[cfg(unix)]
+#[cfg(unix)]
+async fn reload_on_sighup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    tls: Option<Arc<keyservice::tls::Tls>>,
+    config_path: Option<PathBuf>,
+    app: App,
+) {
     {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Ok(mut hangups) = hangups else {
             tracing::warn!("cannot watch SIGHUP; nothing will be reloaded without a restart");
             return;
         };
@@ -476,29 +489,37 @@ async fn reload_on_sighup(tls: Option<Arc<keyservice::tls::Tls>>, config_path: O
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (tls, config_path, app);
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Registers the SIGINT and SIGTERM handlers now, so that a signal arriving before the
+/// server is ready does not kill it outright, and returns a future that completes on
+/// either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {},
+                    _ = interrupt.recv() => {},
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
+            (Ok(mut only), Err(error)) | (Err(error), Ok(mut only)) => {
+                tracing::warn!(%error, "cannot watch one of SIGTERM and SIGINT");
+                only.recv().await;
+            }
+            (Err(error), Err(_)) => {
+                tracing::warn!(%error, "cannot watch SIGTERM or SIGINT; stop the server with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
 }

@@ -175,7 +175,10 @@ async fn without_a_reserve_a_full_disk_still_answers_stops_and_loses_nothing_ack
     let config = config_file(dir.path(), disk.path(), dir.path(), dir.path(), "min_free_bytes = 0");
     let mut server = binary::serve(&["serve", "--config", config.to_str().unwrap()], &[]);
     let (acknowledged, status, code) = fill_with_keys(server.addr).await;
-    assert!(matches!(status, 500 | 503 | 507), "{status} {code}");
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    let ready = timed("readyz", send(server.addr, "GET", "/readyz", &[], b"")).await;
+    assert_eq!(ready.status, 503, "a stuck store is not ready");
+    assert_eq!(ready.json::<serde_json::Value>()["store"], "failing");
     let took = terminate(&mut server);
     assert!(took < Duration::from_secs(2 + 10 + 10 + 5), "grace, then a bounded flush: {took:?}");
 
