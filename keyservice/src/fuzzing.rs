@@ -77,7 +77,7 @@ pub fn backup(data: &[u8]) {
 pub fn ledger(data: &[u8]) {
     let Some((file, path)) = scratch_file(data) else { return };
     let Ok(ledger) = crate::ledger::ErasureLedger::open(&path) else { return };
-    let _ = ledger.entries();
+    let _ = ledger.entries_after(None);
     let mark = crate::ledger::Mark::decode(data.get(..40).unwrap_or_default());
     let _ = ledger.entries_after(mark.as_ref());
     let _ = ledger.entries_after(Some(&crate::ledger::Mark { offset: data.len() as u64 / 2, hash: [0; 32] }));

@@ -13,7 +13,7 @@
 //! and is fsynced before the erasure is acknowledged. It holds pseudonyms only.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -63,27 +63,6 @@ impl ErasureLedger {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(path).map_err(|e| error(path, e))?;
         Ok(Self { path: path.to_path_buf(), file: Mutex::new(file) })
-    }
-
-    /// Every erasure recorded, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be read or a line is not a ledger entry.
-    pub fn entries(&self) -> Result<Vec<(UserKey, UnixTime)>, LedgerError> {
-        let file = File::open(&self.path).map_err(|e| error(&self.path, e))?;
-        let mut out = Vec::new();
-        for (number, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| error(&self.path, e))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            out.push(
-                parse_line(&line)
-                    .ok_or_else(|| error(&self.path, format!("line {} is not a ledger entry", number + 1)))?,
-            );
-        }
-        Ok(out)
     }
 
     /// The erasures after `mark` (all of them when `mark` is `None` or does not match
@@ -228,9 +207,9 @@ mod tests {
         ledger.append(&b, 11).unwrap();
         drop(ledger);
         let ledger = ErasureLedger::open(&path).unwrap();
-        assert_eq!(ledger.entries().unwrap(), vec![(a, 10), (b, 11)]);
+        assert_eq!(ledger.entries_after(None).unwrap().0, vec![(a, 10), (b, 11)]);
         std::fs::write(&path, "not json\n").unwrap();
-        assert!(ledger.entries().is_err());
+        assert!(ledger.entries_after(None).is_err());
     }
 
     #[test]

@@ -463,30 +463,28 @@ async fn reload_on_sighup(
     config_path: Option<PathBuf>,
     app: App,
 ) {
-    {
-        let Ok(mut hangups) = hangups else {
-            tracing::warn!("cannot watch SIGHUP; nothing will be reloaded without a restart");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            if let Some(tls) = &tls {
-                match tls.reload() {
-                    Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                    Err(error) => tracing::error!(%error, "reloading TLS failed; keeping the previous certificate"),
-                }
+    let Ok(mut hangups) = hangups else {
+        tracing::warn!("cannot watch SIGHUP; nothing will be reloaded without a restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(error) => tracing::error!(%error, "reloading TLS failed; keeping the previous certificate"),
             }
-            match app.reopen_audit() {
-                Ok(()) => tracing::info!("audit log reopened"),
-                Err(error) => tracing::error!(%error, "reopening the audit log failed; still writing the old file"),
+        }
+        match app.reopen_audit() {
+            Ok(()) => tracing::info!("audit log reopened"),
+            Err(error) => tracing::error!(%error, "reopening the audit log failed; still writing the old file"),
+        }
+        let Some(path) = &config_path else { continue };
+        match Config::load(path) {
+            Ok(config) => {
+                app.reload_namespaces(&config);
+                tracing::info!(namespaces = config.namespaces.len(), "namespaces reloaded");
             }
-            let Some(path) = &config_path else { continue };
-            match Config::load(path) {
-                Ok(config) => {
-                    app.reload_namespaces(&config);
-                    tracing::info!(namespaces = config.namespaces.len(), "namespaces reloaded");
-                }
-                Err(error) => tracing::error!(%error, "reloading the config failed; keeping the previous namespaces"),
-            }
+            Err(error) => tracing::error!(%error, "reloading the config failed; keeping the previous namespaces"),
         }
     }
 }
