@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The project's test command: the fuzz targets briefly from their corpus, then every
 # Rust test of the workspace (unit, integration over loopback HTTP and the real
-# binaries, property tests, crash cycles, full-disk tests on tmpfs mounts).
+# binaries, property tests, crash cycles, full-disk tests on tmpfs mounts, the store
+# conformance suite and a cluster of nodes on a real PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fuzz.sh --smoke
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pg_dir=$(mktemp -d)
+trap 'scripts/postgres.sh stop "$pg_dir/pg"; rm -rf "$log" "$pg_dir"' EXIT
+# One PostgreSQL for every test binary (installed from the distribution when absent);
+# tests that restart the database start their own.
+KEYSERVICE_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir/pg" $$)
+export KEYSERVICE_TEST_POSTGRES_URL
 status=0
 cargo test --locked --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole workspace (cargo prints one per test binary).

@@ -11,7 +11,6 @@
 //! answered by `{"ok": true|false, "message": "…"}`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -166,8 +165,7 @@ pub fn describe_rotation(rotation: &Rotation, new_key_file: &Path) -> String {
 ///
 /// When the store cannot be opened (a running server holds it) or the file written.
 pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
-    let store =
-        SledStore::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
     let entries = store.snapshot().await.map_err(|e| e.to_string())?;
     let written = backup::write(out, &entries).map_err(|e| e.to_string())?;
     Ok(format!("wrote {written} records to {}", out.display()))
@@ -179,9 +177,7 @@ pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
 ///
 /// When the store cannot be opened or was sealed under neither key.
 pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKey, new_key_file: &Path) -> Outcome {
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&config.data_dir).map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?,
-    );
+    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
     if Vault::open(new, store.as_ref()).await.is_ok() {
         let rotation = Rotation {
             rewrapped: 0,

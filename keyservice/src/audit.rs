@@ -12,7 +12,7 @@
 //! (Whoever can rewrite the whole file and its head can also recompute the chain; ship
 //! the log to another host to guard against that.) Repeated refusals of one client
 //! network share a line per minute ([`DenialDigest`]). Events
-//! carry the time, event, outcome, request id, client IP, namespace where known, and
+//! carry the time, the node, event, outcome, request id, client IP, namespace where known, and
 //! the user's pseudonym: never a user id, token, secret or key byte.
 //!
 //! Lines are written (not fsynced) as events happen and fsynced every second and at
@@ -35,6 +35,9 @@ use sha2::{Digest, Sha256};
 pub struct Event<'a> {
     /// RFC 3339, UTC.
     pub time: String,
+    /// The node that wrote it (`node_id`): several nodes on one database each keep
+    /// their own log.
+    pub node: &'a str,
     /// `init`, `connect`, `key_read`, `key_write`, `key_delete`, `erase`, `export`,
     /// `session_revoke`, `auth_failure`, `connect_budget_exceeded`, …
     pub event: &'a str,
@@ -543,6 +546,7 @@ mod tests {
     fn event(name: &str) -> Event<'_> {
         Event {
             time: "2026-11-22T06:00:00Z".into(),
+            node: "node-a",
             event: name,
             outcome: "ok",
             request_id: "r1",

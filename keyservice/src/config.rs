@@ -140,6 +140,12 @@ pub struct Config {
     /// How often expired inits, sessions and nonces are deleted (`sweep_interval_secs`).
     /// Default 60 seconds.
     pub sweep_interval: Duration,
+    /// Where records are kept (`[storage]`): sled in `data_dir` (the default) or a
+    /// PostgreSQL database shared by several nodes.
+    pub storage: Storage,
+    /// This node's name in audit lines and in what it records in a shared database
+    /// (`node_id`; default: the host name).
+    pub node_id: String,
 }
 
 /// How log lines look.
@@ -272,8 +278,57 @@ impl Default for Config {
             sweep_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            storage: Storage::Sled,
+            node_id: default_node_id(),
         }
     }
+}
+
+/// The machine's host name, or `keyservice` when it has none.
+fn default_node_id() -> String {
+    #[cfg(unix)]
+    {
+        let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        if valid_node_id(&name) {
+            return name;
+        }
+    }
+    "keyservice".to_owned()
+}
+
+fn valid_node_id(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Where a server keeps its records.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// sled, in `data_dir`: one node.
+    Sled,
+    /// A PostgreSQL (or compatible) database that several nodes share.
+    Postgres(PostgresConfig),
+}
+
+/// How to reach the shared database (`[storage] backend = "postgres"`).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database`, without a password.
+    pub url: String,
+    /// The password, from `password_env` or `password_file`; `None` for none.
+    pub password: Option<Secret>,
+    /// Connections this node keeps open at most (`pool_size`, default 16).
+    pub pool_size: usize,
+    /// Longest any statement may run before the database cancels it
+    /// (`statement_timeout_ms`, default 5,000).
+    pub statement_timeout: Duration,
+    /// Longest to wait for a connection to the database (`connect_timeout_secs`,
+    /// default 5).
+    pub connect_timeout: Duration,
+    /// Verify the database over TLS against this CA file (`ca_file`); `None`: plain TCP,
+    /// for a database on loopback or a private link only.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -399,6 +454,28 @@ struct FileConfig {
     sweep_interval_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     tls: Option<FileTls>,
+    storage: Option<FileStorage>,
+    node_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorage {
+    backend: Backend,
+    url: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+    statement_timeout_ms: Option<u64>,
+    connect_timeout_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    Sled,
+    Postgres,
 }
 
 #[derive(Deserialize)]
@@ -571,7 +648,77 @@ impl FileConfig {
                 Duration::from_secs(3600),
             )?,
             tls: self.tls.map(|tls| TlsFiles { cert_file: tls.cert_file, key_file: tls.key_file }),
+            storage: match self.storage {
+                Some(storage) => storage.validate(env)?,
+                None => Storage::Sled,
+            },
+            node_id: match self.node_id {
+                Some(name) if valid_node_id(&name) => name,
+                Some(_) => return Err(invalid("node_id", "must be 1 to 64 letters, digits, '_', '-' or '.'")),
+                None => defaults.node_id,
+            },
         })
+    }
+}
+
+impl FileStorage {
+    fn validate(self, env: &impl Fn(&str) -> Option<String>) -> Result<Storage, ConfigError> {
+        if self.backend == Backend::Sled {
+            let stray = [
+                ("url", self.url.is_some()),
+                ("password_env", self.password_env.is_some()),
+                ("password_file", self.password_file.is_some()),
+                ("pool_size", self.pool_size.is_some()),
+                ("statement_timeout_ms", self.statement_timeout_ms.is_some()),
+                ("connect_timeout_secs", self.connect_timeout_secs.is_some()),
+                ("ca_file", self.ca_file.is_some()),
+            ];
+            if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(invalid(format!("storage.{name}"), "applies only to backend = \"postgres\""));
+            }
+            return Ok(Storage::Sled);
+        }
+        let url = self.url.ok_or_else(|| invalid("storage.url", "is required for backend = \"postgres\""))?;
+        let parsed: tokio_postgres::Config = url.parse().map_err(|_| {
+            invalid("storage.url", "must be a URL such as postgres://keyservice@db.internal:5432/keyservice")
+        })?;
+        if parsed.get_password().is_some() {
+            return Err(invalid(
+                "storage.url",
+                "must not carry the password (it would show in process lists and logs); use password_env or password_file",
+            ));
+        }
+        if parsed.get_hosts().is_empty() || parsed.get_dbname().is_none() || parsed.get_user().is_none() {
+            return Err(invalid("storage.url", "must name the user, the host and the database"));
+        }
+        let password = match (&self.password_env, &self.password_file) {
+            (None, None) => None,
+            (env_name, file) => {
+                Some(read_secret("storage", "password", None, env_name.as_ref(), file.as_ref(), env)?.1)
+            }
+        };
+        if let Some(ca_file) = &self.ca_file
+            && !ca_file.is_file()
+        {
+            return Err(invalid("storage.ca_file", format!("{} is not a readable file", ca_file.display())));
+        }
+        Ok(Storage::Postgres(PostgresConfig {
+            url,
+            password,
+            pool_size: count(self.pool_size, "storage.pool_size", 16, 1, 1024)?,
+            statement_timeout: match self.statement_timeout_ms {
+                None => Duration::from_secs(5),
+                Some(ms) if (10..=600_000).contains(&ms) => Duration::from_millis(ms),
+                Some(_) => return Err(invalid("storage.statement_timeout_ms", "must be between 10 and 600000")),
+            },
+            connect_timeout: seconds(
+                self.connect_timeout_secs,
+                "storage.connect_timeout_secs",
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+            )?,
+            ca_file: self.ca_file,
+        }))
     }
 }
 
@@ -708,38 +855,14 @@ impl FileNamespace {
 
 impl FileCredential {
     fn secret(&self, field: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
-        let (source, secret) = match (&self.secret, &self.secret_env, &self.secret_file) {
-            (Some(secret), None, None) => ("secret", secret.clone()),
-            (None, Some(name), None) => {
-                let value = env(name).ok_or_else(|| {
-                    invalid(format!("{field}.secret_env"), format!("environment variable {name} is not set"))
-                })?;
-                ("secret_env", Secret::new(value))
-            }
-            (None, None, Some(path)) => {
-                #[cfg(unix)]
-                if let Ok(metadata) = std::fs::metadata(path) {
-                    use std::os::unix::fs::PermissionsExt;
-                    let mode = metadata.permissions().mode() & 0o777;
-                    if mode & 0o077 != 0 {
-                        return Err(invalid(
-                            format!("{field}.secret_file"),
-                            format!(
-                                "{} has mode {mode:o}: a secret file must be readable by its owner only (chmod 600)",
-                                path.display()
-                            ),
-                        ));
-                    }
-                }
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(format!("{field}.secret_file"), format!("cannot read {}: {e}", path.display()))
-                })?;
-                ("secret_file", Secret::new(text.trim_end_matches(['\r', '\n'])))
-            }
-            _ => {
-                return Err(invalid(field, "needs exactly one of secret, secret_env or secret_file"));
-            }
-        };
+        let (source, secret) = read_secret(
+            field,
+            "secret",
+            self.secret.as_ref(),
+            self.secret_env.as_ref(),
+            self.secret_file.as_ref(),
+            env,
+        )?;
         if secret.len() < MIN_SECRET_LEN {
             return Err(invalid(
                 format!("{field}.{source}"),
@@ -747,6 +870,51 @@ impl FileCredential {
             ));
         }
         Ok(secret)
+    }
+}
+
+/// A secret given in exactly one way: inline as `<name>`, from the environment variable
+/// `<name>_env` names, or from the file `<name>_file` names (readable by its owner
+/// only); with the field it came from.
+fn read_secret(
+    field: &str,
+    name: &str,
+    inline: Option<&Secret>,
+    env_name: Option<&String>,
+    file: Option<&PathBuf>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(String, Secret), ConfigError> {
+    match (inline, env_name, file) {
+        (Some(secret), None, None) => Ok((name.to_owned(), secret.clone())),
+        (None, Some(variable), None) => {
+            let value = env(variable).ok_or_else(|| {
+                invalid(format!("{field}.{name}_env"), format!("environment variable {variable} is not set"))
+            })?;
+            Ok((format!("{name}_env"), Secret::new(value)))
+        }
+        (None, None, Some(path)) => {
+            #[cfg(unix)]
+            if let Ok(metadata) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = metadata.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(invalid(
+                        format!("{field}.{name}_file"),
+                        format!(
+                            "{} has mode {mode:o}: a secret file must be readable by its owner only (chmod 600)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("{field}.{name}_file"), format!("cannot read {}: {e}", path.display())))?;
+            Ok((format!("{name}_file"), Secret::new(text.trim_end_matches(['\r', '\n']))))
+        }
+        _ if inline.is_none() && name == "password" => {
+            Err(invalid(field, format!("needs only one of {name}_env or {name}_file")))
+        }
+        _ => Err(invalid(field, format!("needs exactly one of {name}, {name}_env or {name}_file"))),
     }
 }
 
@@ -817,6 +985,41 @@ mod tests {
         assert!(ns.allows("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!ns.allows("127.0.0.2".parse().unwrap()));
         assert_eq!(config.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn storage_settings_are_checked() {
+        let storage = |body: &str| parse(&format!("[storage]\n{body}"));
+        let config = storage(
+            "backend = \"postgres\"\nurl = \"postgres://ks@db.internal:5432/keyservice\"\n\
+             password_env = \"KS_SECRET_RS1\"\npool_size = 4\nstatement_timeout_ms = 250",
+        )
+        .unwrap();
+        let Storage::Postgres(database) = &config.storage else { panic!("not postgres") };
+        assert_eq!((database.pool_size, database.statement_timeout), (4, Duration::from_millis(250)));
+        assert_eq!(database.password.as_ref().unwrap().expose(), SECRET);
+        assert!(!format!("{config:?}").contains(SECRET), "the password shows in Debug");
+        assert!(matches!(parse("").unwrap().storage, Storage::Sled));
+
+        let with_password = storage("backend = \"postgres\"\nurl = \"postgres://ks:hunter2@db/keyservice\"");
+        let error = with_password.err().unwrap().to_string();
+        assert!(error.contains("storage.url") && error.contains("password_env"), "{error}");
+        assert!(!error.contains("hunter2"), "the error shows the password: {error}");
+        assert_eq!(field_of(storage("backend = \"postgres\"")), "storage.url");
+        assert_eq!(field_of(storage("backend = \"postgres\"\nurl = \"mysql://x\"")), "storage.url");
+        assert_eq!(field_of(storage("backend = \"postgres\"\nurl = \"postgres://db\"")), "storage.url");
+        assert_eq!(field_of(storage("backend = \"sled\"\npool_size = 3")), "storage.pool_size");
+        assert_eq!(
+            field_of(storage("backend = \"postgres\"\nurl = \"postgres://ks@db/k\"\npassword_env = \"UNSET\"")),
+            "storage.password_env"
+        );
+        assert_eq!(
+            field_of(storage("backend = \"postgres\"\nurl = \"postgres://ks@db/k\"\nstatement_timeout_ms = 1")),
+            "storage.statement_timeout_ms"
+        );
+        assert!(matches!(storage("backend = \"mongo\""), Err(ConfigError::Syntax(_))));
+        assert_eq!(field_of(parse("node_id = \"a b\"")), "node_id");
+        assert_eq!(parse("node_id = \"ks-1\"").unwrap().node_id, "ks-1");
     }
 
     #[test]

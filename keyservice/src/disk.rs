@@ -56,18 +56,18 @@ fn dir_of(file: &Path) -> PathBuf {
 }
 
 impl DiskGuard {
-    /// A guard keeping `reserve` bytes free on the disks of `data_dir`, `audit_log` and
-    /// `ledger` (0: no reserve).
-    pub fn new(data_dir: &Path, audit_log: &Path, ledger: &Path, reserve: u64) -> Self {
+    /// A guard keeping `reserve` bytes free on the disks of `data_dir` (none for a store
+    /// in a database, which refuses writes itself), `audit_log` and `ledger` (0: no
+    /// reserve).
+    pub fn new(data_dir: Option<&Path>, audit_log: &Path, ledger: &Path, reserve: u64) -> Self {
         let disk = |name, dir| Disk { name, dir, low: AtomicBool::new(false) };
-        Self {
-            disks: vec![
-                disk("data", data_dir.to_path_buf()),
-                disk("audit", dir_of(audit_log)),
-                disk("ledger", dir_of(ledger)),
-            ],
-            reserve,
+        let mut disks = Vec::with_capacity(3);
+        if let Some(data_dir) = data_dir {
+            disks.push(disk("data", data_dir.to_path_buf()));
         }
+        disks.push(disk("audit", dir_of(audit_log)));
+        disks.push(disk("ledger", dir_of(ledger)));
+        Self { disks, reserve }
     }
 
     /// Looks at every disk now.
@@ -137,11 +137,11 @@ mod tests {
         let file = dir.path().join("audit.jsonl");
         let free = free_bytes(dir.path()).unwrap();
         assert!(free > 0);
-        let fine = DiskGuard::new(dir.path(), &file, &file, 1);
+        let fine = DiskGuard::new(Some(dir.path()), &file, &file, 1);
         assert_eq!(fine.admit_growth(), Ok(()));
-        let full = DiskGuard::new(dir.path(), &file, &file, u64::MAX);
+        let full = DiskGuard::new(Some(dir.path()), &file, &file, u64::MAX);
         assert_eq!(full.admit_growth(), Err(InsufficientStorage { disk: "data" }));
         assert!(full.states().iter().all(|s| s.low));
-        assert_eq!(DiskGuard::new(dir.path(), &file, &file, 0).admit_growth(), Ok(()));
+        assert_eq!(DiskGuard::new(Some(dir.path()), &file, &file, 0).admit_growth(), Ok(()));
     }
 }

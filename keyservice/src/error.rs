@@ -138,7 +138,10 @@ impl Error {
                     (StatusCode::SERVICE_UNAVAILABLE, "too_many_pending_inits")
                 }
             },
-            Self::Auth(AuthError::Store(store)) | Self::Store(store) if store.is_transient() => {
+            _ if matches!(self.store_error(), Some(StoreError::Full(_))) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
+            _ if self.store_error().is_some_and(StoreError::is_transient) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
             Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
@@ -173,6 +176,16 @@ impl Error {
         }
     }
 
+    /// The storage failure behind this error, wherever it surfaced.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Self::Store(store) | Self::Auth(AuthError::Store(store)) | Self::Vault(VaultError::Store(store)) => {
+                Some(store)
+            }
+            _ => None,
+        }
+    }
+
     /// The sentence of the error body. Server-side failures get a generic sentence; their
     /// detail goes to the log only.
     pub fn public_message(&self) -> String {
@@ -180,7 +193,11 @@ impl Error {
             StatusCode::INTERNAL_SERVER_ERROR => {
                 "The server could not complete the request; it has been logged.".to_owned()
             }
-            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Self::Store(_) | Self::Auth(AuthError::Store(_))) => {
+            StatusCode::INSUFFICIENT_STORAGE if self.store_error().is_some() => {
+                "The database has no space left for this change, so it was not applied; retry once space is freed."
+                    .to_owned()
+            }
+            StatusCode::SERVICE_UNAVAILABLE if self.store_error().is_some() => {
                 "The store cannot make changes durable right now, so this one was not acknowledged and may or may not have been applied; retry later (a PUT with If-Match or If-None-Match is safe to retry).".to_owned()
             }
             _ if matches!(self, Self::Audit(_)) => {

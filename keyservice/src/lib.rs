@@ -43,4 +43,4 @@ pub use crate::error::{Error, RequestError};
 pub use crate::http::{App, ROUTES, Route};
 pub use crate::ledger::ErasureLedger;
 pub use crate::server::{Limits, run};
-pub use crate::store::{MemoryStore, SledStore, Store, StoreError};
+pub use crate::store::{MemoryStore, PostgresStore, SledStore, Store, StoreError};

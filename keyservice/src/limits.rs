@@ -347,6 +347,41 @@ impl Limiter {
         }
     }
 
+    /// Admits one `/connect` of `user` in `namespace`: counted by `store` when several
+    /// nodes share it (so the budget is the cluster's), else by this node.
+    ///
+    /// # Errors
+    ///
+    /// The outer `Err` when a shared store could not count; the inner one as
+    /// [`Limiter::admit_connect`].
+    pub async fn admit_connect_with(
+        &self,
+        store: &dyn crate::store::Store,
+        namespace: &str,
+        user: &crate::store::UserKey,
+        now: UnixTime,
+    ) -> Result<Result<(), Refusal>, crate::store::StoreError> {
+        use crate::store::{ConnectCount, SharedBudget};
+        let Some(budget) = self.namespace(namespace) else {
+            return Ok(Ok(()));
+        };
+        let shared = SharedBudget {
+            calls_per_minute: budget.budget.calls_per_minute.get(),
+            users_per_window: budget.budget.users_per_window,
+            window_secs: budget.budget.window.as_secs(),
+        };
+        Ok(match store.count_connect(&user.namespace, &user.user, now, shared).await? {
+            None => self.admit_connect(namespace, &user.user),
+            Some(ConnectCount::Admitted) => Ok(()),
+            Some(ConnectCount::TooManyCalls { retry_after }) => {
+                Err(Refusal::RateLimited { limit: "connect_calls", retry_after: retry_after.max(1) })
+            }
+            Some(ConnectCount::TooManyUsers { retry_after }) => {
+                Err(Refusal::ConnectBudget { retry_after: retry_after.max(1) })
+            }
+        })
+    }
+
     /// Admits one `/connect` of `user` in `namespace`.
     ///
     /// # Errors

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use keyservice::config::Storage;
 use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
 use keyservice::crypto::master::MASTER_KEY_ENV;
-use keyservice::{App, Config, Limits, MasterKey, SledStore, Store, admin};
+use keyservice::{App, Config, Limits, MasterKey, SledStore, admin};
 
 /// Key-escrow service: devices keep their data keys here, signed with Sessionist ss1.
 #[derive(Parser)]
@@ -190,7 +191,7 @@ impl From<String> for Failure {
 
 /// Refuses to work on a store that does not exist, rather than creating an empty one.
 fn existing_store(config: &Config) -> Result<(), Failure> {
-    if SledStore::exists(&config.data_dir) {
+    if matches!(config.storage, Storage::Postgres(_)) || SledStore::exists(&config.data_dir) {
         return Ok(());
     }
     Err(Failure::Usage(format!(
@@ -298,7 +299,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     // An existing store is never given a new master key: that would only fail later,
     // and leave a stray key behind.
-    if SledStore::exists(&config.data_dir)
+    if matches!(config.storage, Storage::Sled)
+        && SledStore::exists(&config.data_dir)
         && std::env::var_os(MASTER_KEY_ENV).is_none()
         && !config.master_key_file.exists()
     {
@@ -340,10 +342,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            if error.is::<Misconfigured>() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }
+
+/// A start that cannot work until the operator changes something (exit 2, not 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Misconfigured(String);
 
 async fn run(
     config: Config,
@@ -358,15 +365,9 @@ async fn run(
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let master = load_master_key(&config, true)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir).map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-        let held = cause.contains("lock");
-        format!(
-            "cannot open the store in {}: {e}{cause}{}",
-            config.data_dir.display(),
-            if held { " (another keyservice process is using this data directory)" } else { "" }
-        )
-    })?);
+    let store = keyservice::store::open(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
+        if error.is_configuration() { Box::new(Misconfigured(error.to_string())) } else { Box::new(error) }
+    })?;
     let app = App::new(&config, store, &master).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

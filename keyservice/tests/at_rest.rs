@@ -2,13 +2,16 @@
 //! every secret sealed; a record moved under another user fails to open; the store
 //! refuses a master key that did not seal it.
 
+#[path = "support/postgres.rs"]
+mod pg;
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use keyservice::{App, MasterKey, SledStore};
+use keyservice::{App, MasterKey, PostgresStore, SledStore, Store};
 use keyservice_client::protocol::wire::init_token_hash;
 use support::*;
 
@@ -43,23 +46,27 @@ fn scan(dir: &Path, needles: &[(&str, Vec<u8>)]) -> Vec<String> {
             continue;
         }
         files += 1;
-        let bytes = std::fs::read(&path).unwrap();
-        for (name, value) in needles {
-            for encoding in encodings(value) {
-                if bytes.windows(encoding.len()).any(|w| w == encoding.as_slice()) {
-                    found.push(format!("{name} in {}", path.display()));
-                }
-            }
-        }
+        found.extend(scan_bytes(&std::fs::read(&path).unwrap(), &path.display().to_string(), needles));
     }
     assert!(files >= 2, "scanned only {files} files");
     found
 }
 
-#[tokio::test]
-async fn the_data_directory_reveals_no_identifier_token_or_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_sled(config(dir.path())).await;
+fn scan_bytes(bytes: &[u8], name_of: &str, needles: &[(&str, Vec<u8>)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, value) in needles {
+        for encoding in encodings(value) {
+            if bytes.windows(encoding.len()).any(|w| w == encoding.as_slice()) {
+                found.push(format!("{name} in {name_of}"));
+            }
+        }
+    }
+    found
+}
+
+/// Stores two users' keys (and leaves an init pending) through `server`, then returns
+/// what must not be found at rest.
+async fn populate(server: &TestServer) -> Vec<(&'static str, Vec<u8>)> {
     let user_id = "user-4711-Åsa-Öberg";
     let device = device(server.addr, user_id).await;
     let key: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
@@ -67,11 +74,9 @@ async fn the_data_directory_reveals_no_identifier_token_or_key() {
     device.put(b"second-version-of-the-recognisable-key", &[]).await;
     let pending = init(server.addr).await; // Left pending on purpose.
     let other_ns_user = "someone-else-entirely";
-    let _other = device_in(&server, other_ns_user).await;
-    server.stop().await;
-
+    let _other = device_in(server, other_ns_user).await;
     let digest = init_digest(&device.init_token);
-    let needles: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         ("userId", user_id.as_bytes().to_vec()),
         ("other userId", other_ns_user.as_bytes().to_vec()),
         ("namespace", NAMESPACE.as_bytes().to_vec()),
@@ -84,7 +89,16 @@ async fn the_data_directory_reveals_no_identifier_token_or_key() {
         ("initTokenHash", init_token_hash(&device.init_token).into_bytes()),
         ("init digest", digest.to_vec()),
         ("credential secret", SECRET.as_bytes().to_vec()),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn the_data_directory_reveals_no_identifier_token_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let needles = populate(&server).await;
+    server.stop().await;
+
     let found = scan(&dir.path().join("data"), &needles);
     assert!(found.is_empty(), "the data directory reveals: {found:?}");
     // The scan itself works: the master key file is outside the data directory and holds
@@ -92,6 +106,26 @@ async fn the_data_directory_reveals_no_identifier_token_or_key() {
     let master = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
     let master_bytes = hex::decode(master.trim()).unwrap();
     assert!(!scan(dir.path(), &[("master key", master_bytes)]).is_empty());
+}
+
+#[tokio::test]
+async fn a_dump_of_the_database_reveals_no_identifier_token_or_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = pg::shared().database().await;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&database.config(), "node-a").await.unwrap());
+    let server = TestServer::start(config(dir.path()), store).await;
+    let needles = populate(&server).await;
+    let pseudonym = server.escrow().await.user(NAMESPACE, "user-4711-Åsa-Öberg").user;
+    server.stop().await;
+
+    let dump = database.dump();
+    let found = scan_bytes(&dump, "the pg_dump", &needles);
+    assert!(found.is_empty(), "the database reveals: {found:?}");
+    // The scan itself works: the dump holds the user's pseudonym (bytea, dumped as hex),
+    // which the scanner finds.
+    let text = String::from_utf8_lossy(&dump);
+    assert!(text.contains("INSERT INTO public.ks_key_version"), "the dump holds no key versions");
+    assert!(!scan_bytes(&dump, "the pg_dump", &[("pseudonym", pseudonym.to_vec())]).is_empty());
 }
 
 async fn device_in(server: &TestServer, user: &str) -> Device {

@@ -1,11 +1,15 @@
-//! One suite of the `Store` contract, run against every backend.
+//! One suite of the `Store` contract, run against every backend: memory, sled, and a
+//! real PostgreSQL (see `support/postgres.rs`).
+
+#[path = "support/postgres.rs"]
+mod pg;
 
 use std::sync::Arc;
 
 use keyservice::store::{
     EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, UserKey,
 };
-use keyservice::{MemoryStore, SledStore};
+use keyservice::{MemoryStore, PostgresStore, SledStore};
 
 const NOW: u64 = 1_800_000_000;
 const KEEP_ALL: u64 = u64::MAX;
@@ -20,7 +24,7 @@ async fn put(store: &dyn Store, who: u8, bytes: &[u8], precondition: Preconditio
 
 async fn put_keep(store: &dyn Store, who: u8, bytes: &[u8], precondition: Precondition, keep: u64) -> PutOutcome {
     let sealed = bytes.to_vec();
-    store.put_key(&user(who), &precondition, keep, NOW, Box::new(move |_| Ok(sealed))).await.unwrap()
+    store.put_key(&user(who), &precondition, keep, NOW, Box::new(move |_| Ok(sealed.clone()))).await.unwrap()
 }
 
 async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
@@ -108,6 +112,10 @@ conformance!(memory, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
 conformance!(sled, {
     let dir = tempfile::tempdir().unwrap();
     (Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>, dir)
+});
+conformance!(postgres, {
+    let database = crate::pg::shared().database().await;
+    (Arc::new(PostgresStore::open(&database.config(), "node-a").await.unwrap()) as Arc<dyn Store>, database)
 });
 
 async fn keyring(store: &dyn Store) {
@@ -301,11 +309,14 @@ async fn replay_state(store: &dyn Store) {
     assert_eq!(store.replay_floor().await.unwrap(), 0);
     store.set_replay_floor(NOW).await.unwrap();
     assert_eq!(store.replay_floor().await.unwrap(), NOW);
-    store.remember_nonce(7, NOW + 100).await.unwrap();
-    store.remember_nonce(8, NOW + 10).await.unwrap();
+    assert!(store.remember_nonce(7, NOW + 100).await.unwrap());
+    assert!(store.remember_nonce(8, NOW + 10).await.unwrap());
+    assert!(!store.remember_nonce(7, NOW + 100).await.unwrap(), "a nonce is claimed once");
+    // Fingerprints use all 64 bits.
+    assert!(store.remember_nonce(u64::MAX - 1, NOW + 60).await.unwrap());
     let mut nonces = store.remembered_nonces(NOW + 50).await.unwrap();
     nonces.sort();
-    assert_eq!(nonces, vec![(7, NOW + 100)]);
+    assert_eq!(nonces, vec![(7, NOW + 100), (u64::MAX - 1, NOW + 60)]);
     store.flush().await.unwrap();
 }
 

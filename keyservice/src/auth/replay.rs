@@ -26,6 +26,13 @@
 //!   running fast) has its fingerprint written durably before it is accepted, and the
 //!   next run loads them. A fast clock thus cannot push the floor into the future and
 //!   lock everyone out after a restart.
+//!
+//! **On a store several nodes share** ([`Store::shared`]), the store is the memory: every
+//! request that passes this node's own memory is then claimed in the store
+//! ([`Store::remember_nonce`], one insert-if-absent), and refused if another node
+//! claimed it first. No floor is needed: nothing lives only in a node. The cost is one
+//! committed insert per signed request, and rows for the retention (370 s by default)
+//! of every accepted request, swept with the rest.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -67,6 +74,8 @@ pub struct ReplayGuard {
     /// wait for it instead of each writing.
     raising: tokio::sync::Mutex<()>,
     shards: Box<[Mutex<Shard>]>,
+    /// Whether the store is shared by several nodes and so keeps every nonce.
+    shared: bool,
 }
 
 #[derive(Default)]
@@ -82,7 +91,8 @@ impl ReplayGuard {
     ///
     /// Fails when the store cannot be read or written.
     pub async fn open(store: Arc<dyn Store>, window: u64, retention: u64, now: UnixTime) -> Result<Self, StoreError> {
-        let startup_floor = store.replay_floor().await?;
+        let shared = store.shared();
+        let startup_floor = if shared { 0 } else { store.replay_floor().await? };
         let retention = retention.max(window);
         let guard = Self {
             retention,
@@ -91,8 +101,12 @@ impl ReplayGuard {
             latest_accepted: AtomicU64::new(startup_floor),
             raising: tokio::sync::Mutex::new(()),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shared,
             store,
         };
+        if shared {
+            return Ok(guard);
+        }
         for (fingerprint, date) in guard.store.remembered_nonces(now.saturating_sub(retention)).await? {
             guard.remember_in_memory(fingerprint, date, now);
         }
@@ -119,8 +133,10 @@ impl ReplayGuard {
         if !self.remember_in_memory(fingerprint, date, now) {
             return Ok(Err(Replay::Seen));
         }
-        if date > now + FUTURE_TOLERANCE {
-            self.store.remember_nonce(fingerprint, date).await?;
+        if self.shared || date > now + FUTURE_TOLERANCE {
+            if !self.store.remember_nonce(fingerprint, date).await? {
+                return Ok(Err(Replay::Seen));
+            }
         } else {
             if date > self.reserved.load(Ordering::Acquire) {
                 self.reserve(now).await?;
@@ -138,6 +154,9 @@ impl ReplayGuard {
     /// Fails when the store cannot be written; the reserved floor then stays, which is
     /// safe, only more cautious.
     pub async fn close(&self) -> Result<(), StoreError> {
+        if self.shared {
+            return Ok(());
+        }
         let _one_writer = self.raising.lock().await;
         let floor = self.latest_accepted.load(Ordering::Acquire).max(self.startup_floor);
         self.store.set_replay_floor(floor).await?;

@@ -26,7 +26,8 @@ pub async fn handle<B: RequestBody>(
     let expires_at = now + app.inner.session_ttl.as_secs();
     let user = escrow.user(&request.namespace, &request.user_id);
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };
-    if let Err(refusal) = app.inner.limiter.admit_connect(&request.namespace, &user.user) {
+    let admitted = app.inner.limiter.admit_connect_with(escrow.store().as_ref(), &request.namespace, &user, now).await;
+    if let Err(refusal) = admitted? {
         // Either ceiling (calls per minute, distinct users per window) may mean a
         // compromised Real Service harvesting keys: warn, count and record it.
         tracing::warn!(request_id = %info.id, namespace = %request.namespace, limit = refusal.limit(), "namespace exceeded its connect budget");

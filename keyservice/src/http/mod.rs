@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     session_ttl: Duration,
     max_key_bytes: usize,
     body_read_timeout: Duration,
+    /// This node's name, in every audit line.
+    node_id: String,
 }
 
 /// The configured namespaces, as one snapshot: a request sees either the old set or the
@@ -168,7 +170,7 @@ impl App {
                 audit,
                 denials: crate::audit::DenialDigest::new(DENIAL_WINDOW),
                 disks: crate::disk::DiskGuard::new(
-                    &config.data_dir,
+                    matches!(config.storage, crate::config::Storage::Sled).then_some(config.data_dir.as_path()),
                     &config.audit_log_file,
                     &config.erasure_ledger_file,
                     config.min_free_bytes,
@@ -181,6 +183,7 @@ impl App {
                 session_ttl: config.session_ttl,
                 max_key_bytes: config.max_key_bytes,
                 body_read_timeout: config.body_read_timeout,
+                node_id: config.node_id.clone(),
             }),
         })
     }
@@ -278,6 +281,12 @@ impl App {
                     tracing::error!(request_id = %info.id, error = %error, source = ?std::error::Error::source(&error), route, "request failed");
                 }
                 let denial = match &error {
+                    _ if matches!(error.store_error(), Some(crate::store::StoreError::Full(_))) => {
+                        self.inner.metrics.insufficient_storage("database");
+                        None
+                    }
+                    // The store failing is not the caller's fault: no auth failure counted.
+                    Error::Auth(crate::auth::AuthError::Store(_)) => None,
                     Error::Auth(auth) => {
                         self.inner.metrics.auth_failure(auth.code());
                         self.inner.limiter.auth_failed(self.failure_key(info.client));
@@ -425,6 +434,7 @@ impl App {
     ) -> Result<(), Error> {
         let event = crate::audit::Event {
             time: crate::time::rfc3339(crate::time::now()),
+            node: &self.inner.node_id,
             event,
             outcome,
             request_id: &info.id,
@@ -443,6 +453,7 @@ impl App {
         for ((network, event, reason), repeated) in self.inner.denials.due(all) {
             let event = crate::audit::Event {
                 time: crate::time::rfc3339(crate::time::now()),
+                node: &self.inner.node_id,
                 event,
                 outcome: "denied",
                 request_id: "summary",

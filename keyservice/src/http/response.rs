@@ -41,7 +41,7 @@ pub fn error(error: &Error, status: StatusCode, code: &'static str) -> Response<
     if let Error::Limit(refusal) = error {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(refusal.retry_after()));
     }
-    if matches!(error, Error::Storage(_)) {
+    if status == StatusCode::INSUFFICIENT_STORAGE {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(30u32));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(RETRY_AFTER) {

@@ -206,9 +206,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<(), StoreError> {
-        self.lock().nonces.insert(fingerprint, date);
-        Ok(())
+    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
+        Ok(self.lock().nonces.insert(fingerprint, date).is_none())
     }
 
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {

@@ -20,13 +20,65 @@
 
 pub mod backup;
 mod memory;
+pub mod postgres;
 pub(crate) mod record;
 mod sled;
 
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
+pub use self::postgres::PostgresStore;
 pub use self::sled::SledStore;
+
+/// Why the configured store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The sled directory could not be opened.
+    #[error("cannot open the store in {dir}: {message}")]
+    Sled {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Why, with a hint when another process holds it.
+        message: String,
+    },
+    /// The shared database could not be used.
+    #[error(transparent)]
+    Postgres(#[from] postgres::OpenError),
+}
+
+impl OpenError {
+    /// Whether the operator must change something before a restart can work (exit 2).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Postgres(error) if error.is_configuration())
+    }
+}
+
+/// Opens the store `config` names: sled in its data directory, or the shared database.
+///
+/// # Errors
+///
+/// [`OpenError`] when it cannot be opened.
+pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, OpenError> {
+    match &config.storage {
+        crate::config::Storage::Sled => {
+            let store = SledStore::open(&config.data_dir).map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                let held = cause.contains("lock");
+                OpenError::Sled {
+                    dir: config.data_dir.clone(),
+                    message: format!(
+                        "{e}{cause}{}",
+                        if held { " (another keyservice process is using this data directory)" } else { "" }
+                    ),
+                }
+            })?;
+            Ok(std::sync::Arc::new(store))
+        }
+        crate::config::Storage::Postgres(database) => {
+            Ok(std::sync::Arc::new(PostgresStore::open(database, &config.node_id).await?))
+        }
+    }
+}
 
 /// A keyed hash (HMAC-SHA-256 under the store's index key) standing in for an
 /// identifier: a namespace, a user, an init token or a session token.
@@ -179,10 +231,40 @@ pub type KeyringEntry = (Vec<u8>, Vec<u8>);
 /// layout of `record` (the sled layout).
 pub type SnapshotEntry = (String, Vec<u8>, Vec<u8>);
 
-/// Turns a redeemed pending init into the session to store, inside the redeeming step.
-pub type MakeSession = Box<dyn FnOnce(&InitRecord) -> Result<SessionRecord, StoreError> + Send>;
-/// Seals the new key version once its number is known, inside the writing step.
-pub type SealVersion = Box<dyn FnOnce(u64) -> Result<Vec<u8>, StoreError> + Send>;
+/// Turns a redeemed pending init into the session to store, inside the redeeming step
+/// (called again when a backend retries the step).
+pub type MakeSession = Box<dyn Fn(&InitRecord) -> Result<SessionRecord, StoreError> + Send + Sync>;
+/// Seals the new key version once its number is known, inside the writing step (called
+/// again, with the then-current number, when a backend retries the step).
+pub type SealVersion = Box<dyn Fn(u64) -> Result<Vec<u8>, StoreError> + Send + Sync>;
+
+/// A namespace's connect budget, as a shared store counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedBudget {
+    /// `/connect` calls per calendar minute.
+    pub calls_per_minute: u32,
+    /// Distinct users per window.
+    pub users_per_window: u32,
+    /// The window, in seconds; windows start at multiples of it.
+    pub window_secs: u64,
+}
+
+/// What counting one `/connect` against a shared budget found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectCount {
+    /// Within budget, and counted.
+    Admitted,
+    /// Over the calls of this minute; not counted.
+    TooManyCalls {
+        /// Seconds until the minute ends.
+        retry_after: u64,
+    },
+    /// A new user beyond the window's distinct users; not counted.
+    TooManyUsers {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+}
 
 /// Why a storage call failed. No variant carries a value that was stored.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +290,10 @@ pub enum StoreError {
     /// later write is tried afresh.
     #[error("the store is temporarily unable to make writes durable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database has no space left for the write; nothing was written, and writes
+    /// work again once space is freed.
+    #[error("the database has no space left for the write")]
+    Full(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
@@ -324,8 +410,9 @@ pub trait Store: Send + Sync + 'static {
     async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError>;
 
     /// Durably remembers a nonce (by its 64-bit replay fingerprint) of a request dated
-    /// `date`, which lies beyond the replay floor, so a restart cannot forget it.
-    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<(), StoreError>;
+    /// `date`, so a restart (or, on a shared store, another node) cannot accept it again;
+    /// `false` when it was already remembered.
+    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError>;
 
     /// Every remembered nonce dated at or after `since`, as `(fingerprint, date)`.
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError>;
@@ -345,4 +432,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable; for shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether several nodes share this store. A shared store is the replay memory
+    /// itself (every accepted nonce goes through [`Store::remember_nonce`]) and counts
+    /// connect budgets for all nodes ([`Store::count_connect`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Counts one `/connect` of `user` against `namespace`'s budget for every node that
+    /// shares this store; `None` from a store that one node owns, whose budgets the node
+    /// keeps in memory.
+    async fn count_connect(
+        &self,
+        namespace: &Pseudonym,
+        user: &Pseudonym,
+        now: UnixTime,
+        budget: SharedBudget,
+    ) -> Result<Option<ConnectCount>, StoreError> {
+        let _ = (namespace, user, now, budget);
+        Ok(None)
+    }
 }

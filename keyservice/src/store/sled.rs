@@ -436,8 +436,11 @@ impl Store for SledStore {
         self.submit(Op::SetFloor(floor)).await.map(|_| ())
     }
 
-    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<(), StoreError> {
-        self.submit(Op::RememberNonce(fingerprint, date)).await.map(|_| ())
+    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
+        match self.submit(Op::RememberNonce(fingerprint, date)).await? {
+            Reply::Flag(fresh) => Ok(fresh),
+            _ => Err(mismatch()),
+        }
     }
 
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
@@ -697,8 +700,8 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             Ok(Reply::Done)
         }
         Op::RememberNonce(fingerprint, date) => {
-            trees.nonces.insert(fingerprint.to_be_bytes(), &date.to_be_bytes()).map_err(backend)?;
-            Ok(Reply::Done)
+            let previous = trees.nonces.insert(fingerprint.to_be_bytes(), &date.to_be_bytes()).map_err(backend)?;
+            Ok(Reply::Flag(previous.is_none()))
         }
         Op::Snapshot => {
             let mut entries = Vec::new();

@@ -1,0 +1,977 @@
+//! A [`Store`] in a PostgreSQL database that several nodes share.
+//!
+//! Every node keeps nothing of its own but caches it can lose: pending inits, sessions,
+//! key versions, the keyring, the replay nonces and the connect budgets all live in the
+//! database, so any node can serve any request and a node that dies loses nothing
+//! acknowledged.
+//!
+//! Layout (see `docs/storage.md`): the same pseudonymous keys and sealed envelopes as
+//! sled's, split into columns where the database must index or compare them.
+//!
+//! | table              | key                          | other columns                               |
+//! |--------------------|------------------------------|---------------------------------------------|
+//! | `ks_keyring`       | `name`                       | `value` (wrapped key)                       |
+//! | `ks_dek`           | `user_key` (64-byte prefix)  | `wrapped`                                   |
+//! | `ks_pending_init`  | `id`                         | `expires_at`, `sealed`                      |
+//! | `ks_session`       | `id`                         | `user_key`, `expires_at`, `last_used`, `sealed` |
+//! | `ks_key_head`      | `user_key`                   | `latest` (the row a PUT locks)              |
+//! | `ks_key_version`   | `user_key`, `version`        | `created_at`, `sealed`                      |
+//! | `ks_nonce`         | `fingerprint`                | `dated`                                     |
+//! | `ks_meta`          | `name`                       | `value`                                     |
+//! | `ks_connect_calls` | `namespace`, `minute`        | `calls`                                     |
+//! | `ks_connect_users` | `namespace`, `window_start`, `user_id` |                                   |
+//! | `ks_connect_windows` | `namespace`, `window_start` | `users`                                    |
+//!
+//! **SQL subset.** Only what CockroachDB and YugabyteDB also accept: `BYTEA`, `BIGINT`,
+//! `BOOLEAN` and `TEXT` columns; primary keys and plain secondary indexes; `INSERT … ON
+//! CONFLICT … DO NOTHING / DO UPDATE`, `DELETE … RETURNING`, `SELECT … FOR UPDATE`;
+//! explicit transactions at the database's default isolation (READ COMMITTED on
+//! PostgreSQL, SERIALIZABLE on CockroachDB), retried on serialization failure (40001),
+//! deadlock (40P01) and a lost insert race (23505). No advisory locks, no stored
+//! procedures, no triggers, no sequences.
+//!
+//! **Durable** means committed: every connection runs with `synchronous_commit = on`
+//! whatever the server's default, and the store refuses to open on a server running
+//! with `fsync = off`. A call whose commit cannot be confirmed (the connection dropped,
+//! the statement timed out) fails as [`StoreError::Unavailable`]: not acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{GenericClient, Row};
+
+use super::record;
+use super::{
+    ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
+    PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, Store, StoreError, Swept, UnixTime,
+    UserKey,
+};
+use crate::config::PostgresConfig;
+
+/// The schema version this binary creates and understands.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The statements that take a schema from version `n` to `n + 1`, at index `n`.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE ks_keyring (name BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
+    "CREATE TABLE ks_dek (user_key BYTEA PRIMARY KEY, wrapped BYTEA NOT NULL)",
+    "CREATE TABLE ks_pending_init (id BYTEA PRIMARY KEY, expires_at BIGINT NOT NULL, sealed BYTEA NOT NULL)",
+    "CREATE INDEX ks_pending_init_expiry ON ks_pending_init (expires_at)",
+    "CREATE TABLE ks_session (id BYTEA PRIMARY KEY, user_key BYTEA NOT NULL, expires_at BIGINT NOT NULL, \
+     last_used BIGINT NOT NULL, sealed BYTEA NOT NULL)",
+    "CREATE INDEX ks_session_user ON ks_session (user_key)",
+    "CREATE INDEX ks_session_expiry ON ks_session (expires_at)",
+    "CREATE INDEX ks_session_last_used ON ks_session (last_used)",
+    "CREATE TABLE ks_key_head (user_key BYTEA PRIMARY KEY, latest BIGINT NOT NULL)",
+    "CREATE TABLE ks_key_version (user_key BYTEA NOT NULL, version BIGINT NOT NULL, created_at BIGINT NOT NULL, \
+     sealed BYTEA NOT NULL, PRIMARY KEY (user_key, version))",
+    "CREATE TABLE ks_nonce (fingerprint BIGINT PRIMARY KEY, dated BIGINT NOT NULL)",
+    "CREATE INDEX ks_nonce_dated ON ks_nonce (dated)",
+    "CREATE TABLE ks_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+    "CREATE TABLE ks_connect_calls (namespace BYTEA NOT NULL, minute BIGINT NOT NULL, calls BIGINT NOT NULL, \
+     PRIMARY KEY (namespace, minute))",
+    "CREATE TABLE ks_connect_users (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, user_id BYTEA NOT NULL, \
+     PRIMARY KEY (namespace, window_start, user_id))",
+    "CREATE TABLE ks_connect_windows (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, users BIGINT NOT NULL, \
+     PRIMARY KEY (namespace, window_start))",
+]];
+
+/// Attempts of one transaction that lost a race before the call fails.
+const MAX_ATTEMPTS: u32 = 8;
+/// Connect-budget rows are kept this long past their window (the longest window).
+const BUDGET_RETENTION_SECS: u64 = 24 * 60 * 60;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database could not be reached, or refused us.
+    #[error("cannot reach the database: {0}")]
+    Connect(String),
+    /// The database's schema is newer than this binary knows.
+    #[error(
+        "the database schema is version {found}, newer than this keyservice knows ({known}); run a keyservice at least as new as the one that migrated it"
+    )]
+    NewerSchema {
+        /// Its version.
+        found: i32,
+        /// Ours.
+        known: i32,
+    },
+    /// The server does not make commits durable.
+    #[error("the database runs with fsync = off, so a committed write could be lost; keyservice refuses to use it")]
+    NotDurable,
+    /// Migrating failed.
+    #[error("migrating the database schema failed: {0}")]
+    Migrate(String),
+    /// The TLS settings could not be loaded.
+    #[error("cannot set up TLS to the database: {0}")]
+    Tls(String),
+}
+
+impl OpenError {
+    /// Whether the operator must change something before a restart can work (exit 2).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::NewerSchema { .. } | Self::NotDurable | Self::Tls(_))
+    }
+}
+
+/// A [`Store`] on a shared PostgreSQL database.
+pub struct PostgresStore {
+    pool: Pool,
+    /// This node's name: its erasure-ledger mark is its own.
+    node_id: String,
+}
+
+/// One try of a transaction: lost a race (try again), or failed.
+enum Attempt {
+    Retry,
+    Fail(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(error: tokio_postgres::Error) -> Self {
+        match error.code() {
+            Some(code)
+                if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::UNIQUE_VIOLATION =>
+            {
+                Self::Retry
+            }
+            _ => Self::Fail(store_error(error)),
+        }
+    }
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Self::Fail(error)
+    }
+}
+
+/// What a failed database call means to the caller.
+fn store_error(error: tokio_postgres::Error) -> StoreError {
+    let Some(code) = error.code() else {
+        // No SQL state: the connection failed or closed, so the outcome of what was in
+        // flight is unknown. Not acknowledged; another try may work.
+        return StoreError::Unavailable(Box::new(error));
+    };
+    let class = &code.code()[..2];
+    if *code == SqlState::DISK_FULL {
+        return StoreError::Full(Box::new(error));
+    }
+    match class {
+        // connection exception, insufficient resources, operator intervention (admin
+        // shutdown, statement timeout), system error
+        "08" | "53" | "57" | "58" => StoreError::Unavailable(Box::new(error)),
+        // read-only transaction (a standby after failover), transaction rollback
+        "25" | "40" => StoreError::Unavailable(Box::new(error)),
+        _ => StoreError::Backend(Box::new(error)),
+    }
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => store_error(error),
+        other => StoreError::Unavailable(Box::new(other)),
+    }
+}
+
+fn int(value: u64) -> i64 {
+    // Times, versions and counts stay far below 2^63; a fingerprint is 64 random bits
+    // stored as their two's-complement.
+    value as i64
+}
+
+fn uint(value: i64) -> u64 {
+    value as u64
+}
+
+fn pseudonym(row: &Row, column: &str, kind: &'static str) -> Result<Pseudonym, StoreError> {
+    let bytes: &[u8] = row.try_get(column).map_err(|_| StoreError::Corrupt { kind })?;
+    bytes.try_into().map_err(|_| StoreError::Corrupt { kind })
+}
+
+fn user_of(row: &Row) -> Result<UserKey, StoreError> {
+    let bytes: &[u8] = row.try_get("user_key").map_err(|_| StoreError::Corrupt { kind: "session" })?;
+    if bytes.len() != 64 {
+        return Err(StoreError::Corrupt { kind: "session" });
+    }
+    let (namespace, user) = bytes.split_at(32);
+    Ok(UserKey {
+        namespace: namespace.try_into().map_err(|_| StoreError::Corrupt { kind: "session" })?,
+        user: user.try_into().map_err(|_| StoreError::Corrupt { kind: "session" })?,
+    })
+}
+
+fn session_of(row: &Row) -> Result<SessionRecord, StoreError> {
+    let corrupt = |_| StoreError::Corrupt { kind: "session" };
+    Ok(SessionRecord {
+        user: user_of(row)?,
+        sealed: row.try_get("sealed").map_err(corrupt)?,
+        expires_at: uint(row.try_get("expires_at").map_err(corrupt)?),
+        last_used: uint(row.try_get("last_used").map_err(corrupt)?),
+    })
+}
+
+fn key_of(row: &Row) -> Result<KeyRecord, StoreError> {
+    let corrupt = |_| StoreError::Corrupt { kind: "key version" };
+    Ok(KeyRecord {
+        version: uint(row.try_get("version").map_err(corrupt)?),
+        created_at: uint(row.try_get("created_at").map_err(corrupt)?),
+        sealed: row.try_get("sealed").map_err(corrupt)?,
+    })
+}
+
+impl PostgresStore {
+    /// Connects, checks the server keeps commits durable, and brings the schema to
+    /// [`SCHEMA_VERSION`] (safe when several nodes start at once).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: unreachable database, a schema newer than this binary, a server
+    /// without fsync, or a failed migration.
+    pub async fn open(config: &PostgresConfig, node_id: &str) -> Result<Self, OpenError> {
+        let mut pg: tokio_postgres::Config =
+            config.url.parse().map_err(|_| OpenError::Connect("the storage URL does not parse".to_owned()))?;
+        if let Some(password) = &config.password {
+            pg.password(password.expose());
+        }
+        pg.connect_timeout(config.connect_timeout);
+        pg.application_name(format!("keyservice/{node_id}"));
+        pg.options(format!(
+            "-c synchronous_commit=on -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            config.statement_timeout.as_millis(),
+            (config.statement_timeout * 2).as_millis()
+        ));
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &config.ca_file {
+            Some(ca_file) => {
+                pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tls_connector(ca_file)?;
+                Manager::from_config(pg, tls, manager_config)
+            }
+            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connect_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        let store = Self { pool, node_id: node_id.to_owned() };
+        let client = store.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
+        let fsync: String =
+            client.query_one("SHOW fsync", &[]).await.map_err(|e| OpenError::Connect(describe(&e)))?.get(0);
+        if fsync != "on" {
+            return Err(OpenError::NotDurable);
+        }
+        migrate(&client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one step until it does not lose a race, at most [`MAX_ATTEMPTS`] times.
+    async fn retrying<T, F, Fut>(&self, mut step: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let client = self.client().await?;
+            match step(client).await {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Fail(error)) => return Err(error),
+                Err(Attempt::Retry) if attempt < MAX_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+                }
+                Err(Attempt::Retry) => break,
+            }
+        }
+        Err(StoreError::Unavailable("a transaction kept losing races to other nodes".into()))
+    }
+
+    fn ledger_mark_name(&self) -> String {
+        format!("ledger_mark/{}", self.node_id)
+    }
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let cause = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{error}{cause}")
+        }
+    }
+}
+
+fn describe_pool_error(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => describe(error),
+        other => other.to_string(),
+    }
+}
+
+fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, OpenError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = rustls_pki_types::CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| OpenError::Tls(format!("cannot read {}: {e}", ca_file.display())))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|e| OpenError::Tls(format!("{}: {e}", ca_file.display())))?;
+        roots.add(certificate).map_err(|e| OpenError::Tls(format!("{}: {e}", ca_file.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(OpenError::Tls(format!("{} holds no certificate", ca_file.display())));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OpenError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Each step runs in a transaction holding the
+/// version row's lock, so nodes starting together take turns and the later ones find
+/// the work done; no advisory lock is needed.
+async fn migrate(client: &Object) -> Result<(), OpenError> {
+    let migrate_error = |e: tokio_postgres::Error| OpenError::Migrate(describe(&e));
+    for attempt in 0.. {
+        // Two sessions creating the same table at once can collide in the catalog; the
+        // loser finds the table there on its next try.
+        let created = client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS ks_schema (singleton BOOLEAN PRIMARY KEY CHECK (singleton), version INT NOT NULL); \
+                 INSERT INTO ks_schema (singleton, version) VALUES (TRUE, 0) ON CONFLICT (singleton) DO NOTHING",
+            )
+            .await;
+        match created {
+            Ok(()) => break,
+            Err(e) if attempt < 10 && e.code().is_some_and(|c| c.code().starts_with("23") || c.code() == "42P07") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(migrate_error(e)),
+        }
+    }
+    loop {
+        client.batch_execute("BEGIN").await.map_err(migrate_error)?;
+        let result = async {
+            let version: i32 = client
+                .query_one("SELECT version FROM ks_schema WHERE singleton FOR UPDATE", &[])
+                .await
+                .map_err(migrate_error)?
+                .get(0);
+            if version > SCHEMA_VERSION {
+                return Err(OpenError::NewerSchema { found: version, known: SCHEMA_VERSION });
+            }
+            if version == SCHEMA_VERSION {
+                return Ok(true);
+            }
+            let step = usize::try_from(version).map_err(|_| OpenError::Migrate(format!("schema version {version}")))?;
+            for statement in MIGRATIONS[step] {
+                client.batch_execute(statement).await.map_err(migrate_error)?;
+            }
+            client
+                .execute("UPDATE ks_schema SET version = $1 WHERE singleton", &[&(version + 1)])
+                .await
+                .map_err(migrate_error)?;
+            tracing::info!(from = version, to = version + 1, "database schema migrated");
+            Ok(false)
+        }
+        .await;
+        match result {
+            Ok(done) => {
+                client.batch_execute("COMMIT").await.map_err(migrate_error)?;
+                if done {
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// The schema version of the database, without changing it (for tests and `doctor`
+/// tools): 0 when keyservice never ran on it.
+///
+/// # Errors
+///
+/// When the database cannot be read.
+pub async fn schema_version(client: &impl GenericClient) -> Result<i32, tokio_postgres::Error> {
+    let exists: bool = client.query_one("SELECT to_regclass('ks_schema') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client.query_one("SELECT version FROM ks_schema WHERE singleton", &[]).await?.get(0))
+}
+
+/// A transaction on a pooled connection, rolled back unless committed.
+async fn begin(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, Attempt> {
+    Ok(client.transaction().await?)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt("SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await.map_err(store_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )
+            .await
+            .map_err(store_error)?;
+        let row =
+            client.query_one("SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await.map_err(store_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT name, value FROM ks_keyring ORDER BY name", &[]).await.map_err(store_error)?;
+        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError> {
+        self.retrying(|mut client| {
+            let entries = &entries;
+            async move {
+                let transaction = begin(&mut client).await?;
+                for (name, value) in entries {
+                    transaction
+                        .execute(
+                            "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) \
+                             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                            &[name, value],
+                        )
+                        .await?;
+                }
+                transaction.commit().await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let key = record::user_prefix(user);
+        let row = client
+            .query_opt("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let key = record::user_prefix(user);
+        client
+            .execute(
+                "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
+                &[&key.as_slice(), &wrapped],
+            )
+            .await
+            .map_err(store_error)?;
+        let row = client
+            .query_one("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
+            .await
+            .map_err(store_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO ks_pending_init (id, expires_at, sealed) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, sealed = excluded.sealed",
+                &[&id.as_slice(), &int(init.expires_at), &init.sealed],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn redeem_init(
+        &self,
+        id: &Pseudonym,
+        now: UnixTime,
+        session_id: Pseudonym,
+        make_session: MakeSession,
+    ) -> Result<Redeemed, StoreError> {
+        let make_session = &make_session;
+        self.retrying(|mut client| async move {
+            let transaction = begin(&mut client).await?;
+            // Deleting is the claim: of several nodes racing for one token, exactly one
+            // gets the row back.
+            let Some(row) = transaction
+                .query_opt("DELETE FROM ks_pending_init WHERE id = $1 RETURNING expires_at, sealed", &[&id.as_slice()])
+                .await?
+            else {
+                return Ok(Redeemed::UnknownInit);
+            };
+            let init = InitRecord { expires_at: uint(row.get(0)), sealed: row.get(1) };
+            if init.expires_at <= now {
+                transaction.commit().await?;
+                return Ok(Redeemed::ExpiredInit);
+            }
+            let session = make_session(&init)?;
+            transaction
+                .execute(
+                    "INSERT INTO ks_session (id, user_key, expires_at, last_used, sealed) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &session_id.as_slice(),
+                        &record::user_prefix(&session.user).as_slice(),
+                        &int(session.expires_at),
+                        &int(session.last_used),
+                        &session.sealed,
+                    ],
+                )
+                .await?;
+            transaction.commit().await?;
+            Ok(Redeemed::Session)
+        })
+        .await
+    }
+
+    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE id = $1",
+                &[&id.as_slice()],
+            )
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(session_of).transpose()
+    }
+
+    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let deleted =
+            client.execute("DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()]).await.map_err(store_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE ks_session SET last_used = $2 WHERE id = $1 AND last_used < $2",
+                &[&id.as_slice(), &int(now)],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE user_key = $1 ORDER BY id",
+                &[&record::user_prefix(user).as_slice()],
+            )
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(session_of).collect()
+    }
+
+    async fn put_key(
+        &self,
+        user: &UserKey,
+        precondition: &Precondition,
+        keep: u64,
+        created_at: UnixTime,
+        seal: SealVersion,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = record::user_prefix(user);
+        let seal = &seal;
+        self.retrying(|mut client| async move {
+            let key = key.as_slice();
+            let transaction = begin(&mut client).await?;
+            // The head row is the user's lock: writers take turns on it, so the check,
+            // the write and the pruning see no other writer's half.
+            transaction
+                .execute(
+                    "INSERT INTO ks_key_head (user_key, latest) VALUES ($1, 0) ON CONFLICT (user_key) DO NOTHING",
+                    &[&key],
+                )
+                .await?;
+            let Some(row) =
+                transaction.query_opt("SELECT latest FROM ks_key_head WHERE user_key = $1 FOR UPDATE", &[&key]).await?
+            else {
+                // Erased between the two statements: start over.
+                return Err(Attempt::Retry);
+            };
+            let latest = uint(row.get(0));
+            let current = (latest > 0).then_some(latest);
+            if !precondition.admits(current) {
+                return Ok(PutOutcome::PreconditionFailed);
+            }
+            let version = latest + 1;
+            let sealed = seal(version)?;
+            transaction
+                .execute(
+                    "INSERT INTO ks_key_version (user_key, version, created_at, sealed) VALUES ($1, $2, $3, $4)",
+                    &[&key, &int(version), &int(created_at), &sealed],
+                )
+                .await?;
+            transaction
+                .execute("UPDATE ks_key_head SET latest = $2 WHERE user_key = $1", &[&key, &int(version)])
+                .await?;
+            if let Some(cutoff) = version.checked_sub(keep.max(1)).filter(|c| *c >= 1) {
+                transaction
+                    .execute("DELETE FROM ks_key_version WHERE user_key = $1 AND version <= $2", &[&key, &int(cutoff)])
+                    .await?;
+            }
+            transaction.commit().await?;
+            Ok(PutOutcome::Stored { version })
+        })
+        .await
+    }
+
+    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let key = record::user_prefix(user);
+        let row =
+            match version {
+                Some(version) => client
+                    .query_opt(
+                        "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 AND version = $2",
+                        &[&key.as_slice(), &int(version)],
+                    )
+                    .await,
+                None => {
+                    client
+                        .query_opt(
+                            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 \
+                         ORDER BY version DESC LIMIT 1",
+                            &[&key.as_slice()],
+                        )
+                        .await
+                }
+            }
+            .map_err(store_error)?;
+        row.as_ref().map(key_of).transpose()
+    }
+
+    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
+                &[&record::user_prefix(user).as_slice()],
+            )
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(key_of).collect()
+    }
+
+    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
+        let key = record::user_prefix(user);
+        self.retrying(|mut client| async move {
+            let key = key.as_slice();
+            let transaction = begin(&mut client).await?;
+            // Locks the head first, as a PUT does, so the two take turns.
+            transaction.execute("DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
+            let versions = transaction.execute("DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
+            transaction.execute("DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
+            transaction.commit().await?;
+            Ok(versions)
+        })
+        .await
+    }
+
+    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError> {
+        let key = record::user_prefix(user);
+        self.retrying(|mut client| async move {
+            let key = key.as_slice();
+            let transaction = begin(&mut client).await?;
+            transaction.execute("DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
+            let versions = transaction.execute("DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
+            transaction.execute("DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
+            let sessions = transaction.execute("DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
+            transaction.commit().await?;
+            Ok(Erased { versions, sessions })
+        })
+        .await
+    }
+
+    async fn sweep(
+        &self,
+        now: UnixTime,
+        idle_before: UnixTime,
+        forget_nonces_before: UnixTime,
+    ) -> Result<Swept, StoreError> {
+        let client = self.client().await?;
+        let inits = client
+            .execute("DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)])
+            .await
+            .map_err(store_error)?;
+        let sessions = client
+            .execute("DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2", &[&int(now), &int(idle_before)])
+            .await
+            .map_err(store_error)?;
+        let nonces = client
+            .execute("DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)])
+            .await
+            .map_err(store_error)?;
+        let old = int(now.saturating_sub(BUDGET_RETENTION_SECS));
+        client
+            .execute("DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)])
+            .await
+            .map_err(store_error)?;
+        client.execute("DELETE FROM ks_connect_users WHERE window_start < $1", &[&old]).await.map_err(store_error)?;
+        client.execute("DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old]).await.map_err(store_error)?;
+        Ok(Swept { inits, sessions, nonces })
+    }
+
+    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()])
+            .await
+            .map_err(store_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta_get(&self.ledger_mark_name()).await
+    }
+
+    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError> {
+        self.meta_set(&self.ledger_mark_name(), &mark).await
+    }
+
+    async fn replay_floor(&self) -> Result<UnixTime, StoreError> {
+        match self.meta_get("replay_floor").await? {
+            Some(bytes) => record::decode_u64(&bytes, "replay floor"),
+            None => Ok(0),
+        }
+    }
+
+    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
+        self.meta_set("replay_floor", &floor.to_be_bytes()).await
+    }
+
+    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
+                &[&int(fingerprint), &int(date)],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(inserted == 1)
+    }
+
+    async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
+            .await
+            .map_err(store_error)?;
+        Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM ks_pending_init), (SELECT count(*) FROM ks_session), \
+                 (SELECT count(*) FROM ks_key_version)",
+                &[],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(Counts { pending_inits: uint(row.get(0)), sessions: uint(row.get(1)), key_versions: uint(row.get(2)) })
+    }
+
+    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(store_error)?;
+        let mut entries = Vec::new();
+        let mut push = |table: &str, key: Vec<u8>, value: Vec<u8>| entries.push((table.to_owned(), key, value));
+        for row in transaction.query("SELECT name, value FROM ks_keyring", &[]).await.map_err(store_error)? {
+            push("keyring", row.get(0), row.get(1));
+        }
+        for row in transaction.query("SELECT user_key, wrapped FROM ks_dek", &[]).await.map_err(store_error)? {
+            push("dek", row.get(0), row.get(1));
+        }
+        for row in
+            transaction.query("SELECT id, expires_at, sealed FROM ks_pending_init", &[]).await.map_err(store_error)?
+        {
+            let init = InitRecord { expires_at: uint(row.get(1)), sealed: row.get(2) };
+            push("pending_init", row.get(0), record::encode_init(&init));
+        }
+        for row in transaction
+            .query("SELECT id, user_key, expires_at, last_used, sealed FROM ks_session", &[])
+            .await
+            .map_err(store_error)?
+        {
+            let id = pseudonym(&row, "id", "session")?;
+            let session = session_of(&row)?;
+            push("user_session", record::user_session_key(&session.user, &id), Vec::new());
+            push("session", id.to_vec(), record::encode_session(&session));
+        }
+        for row in transaction
+            .query("SELECT user_key, version, created_at, sealed FROM ks_key_version", &[])
+            .await
+            .map_err(store_error)?
+        {
+            let user = user_of(&row)?;
+            let key = key_of(&row)?;
+            push("key", record::key_version_key(&user, key.version), record::encode_key(key.created_at, &key.sealed));
+        }
+        for row in transaction.query("SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(store_error)? {
+            push("nonce", uint(row.get(0)).to_be_bytes().to_vec(), uint(row.get(1)).to_be_bytes().to_vec());
+        }
+        let own_mark = self.ledger_mark_name();
+        for row in transaction.query("SELECT name, value FROM ks_meta", &[]).await.map_err(store_error)? {
+            let name: String = row.get(0);
+            // A backup carries this node's ledger mark under the name a single node
+            // uses; other nodes' marks belong to their ledgers.
+            if name == own_mark {
+                push("meta", b"ledger_mark".to_vec(), row.get(1));
+            } else if name == "replay_floor" {
+                push("meta", name.into_bytes(), row.get(1));
+            }
+        }
+        transaction.commit().await.map_err(store_error)?;
+        Ok(entries)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every acknowledged write was committed with synchronous_commit on.
+        Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn count_connect(
+        &self,
+        namespace: &Pseudonym,
+        user: &Pseudonym,
+        now: UnixTime,
+        budget: SharedBudget,
+    ) -> Result<Option<ConnectCount>, StoreError> {
+        let minute = now / 60;
+        let window = budget.window_secs.max(1);
+        let window_start = now - now % window;
+        let outcome = self
+            .retrying(|mut client| async move {
+                let transaction = begin(&mut client).await?;
+                let calls: i64 = transaction
+                    .query_one(
+                        "INSERT INTO ks_connect_calls (namespace, minute, calls) VALUES ($1, $2, 1) \
+                         ON CONFLICT (namespace, minute) DO UPDATE SET calls = ks_connect_calls.calls + 1 \
+                         RETURNING calls",
+                        &[&namespace.as_slice(), &int(minute)],
+                    )
+                    .await?
+                    .get(0);
+                if uint(calls) > u64::from(budget.calls_per_minute) {
+                    // A refused call is not counted: dropping the transaction rolls it back.
+                    return Ok(ConnectCount::TooManyCalls { retry_after: 60 - now % 60 });
+                }
+                let new_user = transaction
+                    .execute(
+                        "INSERT INTO ks_connect_users (namespace, window_start, user_id) VALUES ($1, $2, $3) \
+                         ON CONFLICT (namespace, window_start, user_id) DO NOTHING",
+                        &[&namespace.as_slice(), &int(window_start), &user.as_slice()],
+                    )
+                    .await?
+                    == 1;
+                if new_user {
+                    let users: i64 = transaction
+                        .query_one(
+                            "INSERT INTO ks_connect_windows (namespace, window_start, users) VALUES ($1, $2, 1) \
+                             ON CONFLICT (namespace, window_start) DO UPDATE SET users = ks_connect_windows.users + 1 \
+                             RETURNING users",
+                            &[&namespace.as_slice(), &int(window_start)],
+                        )
+                        .await?
+                        .get(0);
+                    if uint(users) > u64::from(budget.users_per_window) {
+                        // The user is not let in, but the call counts.
+                        transaction
+                            .execute(
+                                "DELETE FROM ks_connect_users WHERE namespace = $1 AND window_start = $2 AND user_id = $3",
+                                &[&namespace.as_slice(), &int(window_start), &user.as_slice()],
+                            )
+                            .await?;
+                        transaction
+                            .execute(
+                                "UPDATE ks_connect_windows SET users = users - 1 WHERE namespace = $1 AND window_start = $2",
+                                &[&namespace.as_slice(), &int(window_start)],
+                            )
+                            .await?;
+                        transaction.commit().await?;
+                        return Ok(ConnectCount::TooManyUsers { retry_after: window_start + window - now });
+                    }
+                }
+                transaction.commit().await?;
+                Ok(ConnectCount::Admitted)
+            })
+            .await?;
+        Ok(Some(outcome))
+    }
+}
+
+impl PostgresStore {
+    async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT value FROM ks_meta WHERE name = $1", &[&name]).await.map_err(store_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn meta_set(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[&name, &value],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! Several real keyservice processes on one real PostgreSQL: any node serves any
+//! request, every guarantee holds across nodes, and nothing acknowledged is lost when a
+//! node is killed or the database restarts.
+
+#[path = "support/binary.rs"]
+mod binary;
+#[path = "support/postgres.rs"]
+mod pg;
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use binary::{Serving, serve};
+use keyservice::MasterKey;
+use keyservice_client::protocol::Secret;
+use keyservice_client::{Client, Condition, Credential, Session};
+use support::*;
+
+/// A cluster's shared files: the master key and the database password.
+struct Cluster {
+    dir: tempfile::TempDir,
+    database: pg::Database,
+}
+
+impl Cluster {
+    async fn new(server: &pg::Server) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let database = server.database().await;
+        let password = dir.path().join("db-password");
+        std::fs::write(&password, database.password()).unwrap();
+        let mut permissions = std::fs::metadata(&password).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+        std::fs::set_permissions(&password, permissions).unwrap();
+        Self { dir, database }
+    }
+
+    /// Writes node `name`'s config (its own audit log, ledger and admin socket; the
+    /// shared master key and database), with `shop` settings added to the namespace.
+    fn config(&self, name: &str, shop: &str) -> PathBuf {
+        let node = self.dir.path().join(name);
+        std::fs::create_dir_all(&node).unwrap();
+        let path = |p: &Path| format!("{:?}", p.display().to_string());
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nnode_id = \"{name}\"\ndata_dir = {}\nmaster_key_file = {}\n\
+             erasure_ledger_file = {}\nadmin_socket = {}\naudit_log_file = {}\nmax_key_versions = 1000000\n\
+             {}{shop}\n[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = {}\n\
+             pool_size = 8\nconnect_timeout_secs = 2\nstatement_timeout_ms = 3000\n",
+            path(&node.join("data")),
+            path(&self.dir.path().join("master.key")),
+            path(&node.join("erasures.jsonl")),
+            path(&node.join("admin.sock")),
+            path(&node.join("audit.jsonl")),
+            shop_toml("127.0.0.0/8"),
+            self.database.url(),
+            path(&self.dir.path().join("db-password")),
+        );
+        let file = node.join("keyservice.toml");
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    fn start(&self, name: &str, extra: &str) -> Serving {
+        let config = self.config(name, extra);
+        serve(&["serve", "--config", config.to_str().unwrap()], &[])
+    }
+
+    fn audit_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name).join("audit.jsonl")).unwrap_or_default()
+    }
+}
+
+fn url(node: &Serving) -> String {
+    format!("http://{}", node.addr)
+}
+
+fn client(node: &Serving) -> Client {
+    Client::builder(&url(node)).get_retries(0).timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+fn real_service(node: &Serving) -> keyservice_client::RealService {
+    client(node).real_service(Credential::new(KEY_ID, Secret::new(SECRET)))
+}
+
+/// A session for `user`: init at one node, connect through another.
+async fn session(init_at: &Serving, connect_at: &Serving, user: &str) -> Session {
+    let device = client(init_at);
+    let init = device.init().await.unwrap();
+    let grant = real_service(connect_at).connect(NAMESPACE, user, &init.hash()).await.unwrap();
+    device.session(grant.session_token, &init)
+}
+
+/// [`session`], with its tokens for requests signed by hand.
+async fn raw_session(init_at: &Serving, connect_at: &Serving, user: &str) -> (Session, Device) {
+    let device = client(init_at);
+    let init = device.init().await.unwrap();
+    let grant = real_service(connect_at).connect(NAMESPACE, user, &init.hash()).await.unwrap();
+    let raw =
+        Device { addr: init_at.addr, session_token: grant.session_token.clone(), init_token: init.secret().clone() };
+    (device.session(grant.session_token, &init), raw)
+}
+
+fn device_at(session: &Session, node: &Serving) -> Session {
+    session.with_client(&client(node))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_guarantee_holds_across_nodes() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let a = cluster.start("node-a", "");
+    let b = cluster.start("node-b", "");
+
+    // An init token is redeemed once, however the nodes race for it.
+    for round in 0..8 {
+        let device = client(&a);
+        let init = device.init().await.unwrap();
+        let hash = init.hash();
+        let (ra, rb) = (real_service(&a), real_service(&b));
+        let user = format!("racer-{round}");
+        let (first, second) = tokio::join!(ra.connect(NAMESPACE, &user, &hash), rb.connect(NAMESPACE, &user, &hash));
+        let wins = [first.is_ok(), second.is_ok()].iter().filter(|w| **w).count();
+        assert_eq!(wins, 1, "round {round}: {first:?} / {second:?}");
+        let loser = first.err().or(second.err()).unwrap();
+        assert_eq!(loser.code(), Some("unknown_init_token"));
+    }
+
+    // A signed request replayed to the other node is refused.
+    let (alice, device) = raw_session(&a, &b, "alice").await;
+    device_at(&alice, &a).put_key(b"alice v1", None, Condition::None).await.unwrap();
+    let headers =
+        signed_headers(device.session_token.expose(), device.init_token.expose(), "GET", "/key", b"", &http_date(0));
+    let first = send(a.addr, "GET", "/key", &headers, b"").await;
+    first.expect_status(200);
+    send(b.addr, "GET", "/key", &headers, b"").await.expect(401, "replayed_request");
+    send(a.addr, "GET", "/key", &headers, b"").await.expect(401, "replayed_request");
+
+    // Compare-and-swap is exact across nodes: of two writers holding version 1, one wins.
+    for round in 0..6u64 {
+        let current = device_at(&alice, &a).get_key().await.unwrap().version;
+        let condition = || Condition::IfMatch(current);
+        let (at_a, at_b) = (device_at(&alice, &a), device_at(&alice, &b));
+        let (x, y) =
+            tokio::join!(at_a.put_key(b"from a", None, condition()), at_b.put_key(b"from b", None, condition()));
+        let stored: Vec<u64> = [&x, &y].iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(stored, vec![current + 1], "round {round}: {x:?} / {y:?}");
+        assert!([x, y].iter().any(|r| r.as_ref().is_err_and(|e| e.is_precondition_failed())));
+    }
+
+    // Logout at one node takes effect at the other before it returns.
+    let bob = session(&b, &a, "bob").await;
+    device_at(&bob, &b).put_key(b"bob's key", None, Condition::None).await.unwrap();
+    device_at(&bob, &a).logout().await.unwrap();
+    let refused = device_at(&bob, &b).get_key().await.unwrap_err();
+    assert_eq!(refused.code(), Some("unknown_session"));
+
+    // DELETE /key at one node: the other finds no key.
+    let carol = session(&a, &a, "carol").await;
+    device_at(&carol, &a).put_key(b"carol's key", None, Condition::None).await.unwrap();
+    device_at(&carol, &b).delete_key().await.unwrap();
+    assert_eq!(device_at(&carol, &a).get_key().await.unwrap_err().code(), Some("no_key"));
+
+    // Erasure at one node: the other refuses the user's session and holds no key.
+    let dave = session(&a, &b, "dave").await;
+    device_at(&dave, &a).put_key(b"dave's key", None, Condition::None).await.unwrap();
+    let receipt = real_service(&a).erase(NAMESPACE, "dave").await.unwrap();
+    assert_eq!((receipt.versions_destroyed, receipt.sessions_revoked), (1, 1));
+    assert_eq!(device_at(&dave, &b).get_key().await.unwrap_err().code(), Some("unknown_session"));
+
+    // Each node writes its own audit log, naming itself in every line.
+    for name in ["node-a", "node-b"] {
+        let log = cluster.audit_log(name);
+        assert!(log.lines().count() > 3, "{name} wrote {} lines", log.lines().count());
+        for line in log.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["event"]["node"], name, "{line}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connect_budget_is_the_clusters() {
+    let cluster = Cluster::new(pg::shared()).await;
+    // 3 distinct users per hour, 5 calls a minute, for the whole cluster.
+    let budget = "connect_users_per_window = 3\nconnect_per_minute = 5\n";
+    let a = cluster.start("node-a", budget);
+    let b = cluster.start("node-b", budget);
+    // The calls are counted per calendar minute: start early in one.
+    let into_minute = unix_now() % 60;
+    if into_minute > 45 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
+
+    session(&a, &a, "u1").await;
+    session(&b, &b, "u2").await;
+    session(&a, &b, "u3").await;
+    // A fourth user is over the window's budget whichever node is asked.
+    for node in [&a, &b] {
+        let init = client(node).init().await.unwrap();
+        let refused = real_service(node).connect(NAMESPACE, "u4", &init.hash()).await.unwrap_err();
+        assert_eq!(refused.code(), Some("connect_budget_exceeded"), "{refused}");
+    }
+    // Five calls this minute across both nodes (the two refused ones count too): more
+    // are refused, whichever node is asked.
+    let mut refused_calls = 0;
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let init = client(node).init().await.unwrap();
+        let answer = real_service(node).connect(NAMESPACE, "u1", &init.hash()).await;
+        if answer.is_err_and(|error| error.code() == Some("rate_limited")) {
+            refused_calls += 1;
+        }
+    }
+    assert!(refused_calls >= 1, "the cluster never refused a call over 5 a minute");
+}
+
+/// What each writer had acknowledged: version → bytes.
+type Acked = Arc<Mutex<Vec<BTreeMap<u64, Vec<u8>>>>>;
+
+/// Writers spread over `nodes` put as fast as they can until `stop`; returns what was
+/// acknowledged. Network failures (a killed node) and 503s are tolerated; anything else
+/// fails the test.
+fn spawn_writers(
+    sessions: &[Session],
+    nodes: Vec<String>,
+    acked: &Acked,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(usize, usize)>> {
+    let mut writers = Vec::new();
+    for (i, session) in sessions.iter().enumerate() {
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let nodes = nodes.clone();
+        let session = session.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let node = &nodes[(n as usize + i) % nodes.len()];
+                let at = session.with_client(
+                    &Client::builder(node).get_retries(0).timeout(Duration::from_secs(10)).build().unwrap(),
+                );
+                let bytes = format!("writer {i} write {n} via {node}").into_bytes();
+                match at.put_key(&bytes, None, Condition::None).await {
+                    Ok(version) => {
+                        ok += 1;
+                        let previous = acked.lock().unwrap()[i].insert(version, bytes);
+                        assert!(previous.is_none(), "writer {i}: version {version} acknowledged twice");
+                    }
+                    Err(error) if error.is_network() || error.is_timeout() || error.status() == Some(503) => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(error) => panic!("writer {i}: {error}"),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    writers
+}
+
+/// Reads every acknowledged version back through `node`: (checked, lost, corrupted).
+async fn verify(sessions: &[Session], node: &Serving, acked: &Acked) -> (usize, usize, usize) {
+    let acked = acked.lock().unwrap().clone();
+    let (mut checked, mut lost, mut corrupted) = (0, 0, 0);
+    for (i, versions) in acked.iter().enumerate() {
+        let at = device_at(&sessions[i], node);
+        for (version, bytes) in versions {
+            checked += 1;
+            match at.get_key_version(*version).await {
+                Ok(key) if key.bytes() == bytes.as_slice() => {}
+                Ok(_) => corrupted += 1,
+                Err(error) => {
+                    eprintln!("writer {i} version {version}: {error}");
+                    lost += 1;
+                }
+            }
+        }
+    }
+    (checked, lost, corrupted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_load_loses_nothing_acknowledged() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let mut nodes = vec![cluster.start("node-a", ""), cluster.start("node-b", ""), cluster.start("node-c", "")];
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        let (x, y) = (&nodes[i % 3], &nodes[(i + 1) % 3]);
+        sessions.push(session(x, y, &format!("writer-{i}")).await);
+    }
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(&sessions, nodes.iter().map(url).collect(), &acked, &stop);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = nodes.remove(0);
+    let before_kill: usize = acked.lock().unwrap().iter().map(BTreeMap::len).sum();
+    std::process::Command::new("kill").args(["-KILL", &victim.child.id().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed = 0;
+    for writer in writers {
+        failed += writer.await.unwrap().1;
+    }
+    drop(victim);
+    let total: usize = acked.lock().unwrap().iter().map(BTreeMap::len).sum();
+    assert!(total > before_kill, "the survivors took no writes after the kill");
+    for survivor in &nodes {
+        let (checked, lost, corrupted) = verify(&sessions, survivor, &acked).await;
+        println!(
+            "cluster kill: {checked} acknowledged writes read back via {}, {failed} refused or cut",
+            survivor.addr
+        );
+        assert_eq!((lost, corrupted), (0, 0));
+        assert_eq!(checked, total);
+    }
+}
+
+async fn ready(addr: SocketAddr) -> u16 {
+    send(addr, "GET", "/readyz", &[], b"").await.status.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_database_going_away_is_a_503_and_its_return_needs_no_restart() {
+    let server = pg::private();
+    let cluster = Cluster::new(&server).await;
+    let a = cluster.start("node-a", "");
+    let b = cluster.start("node-b", "");
+    let (first, first_raw) = raw_session(&a, &b, "writer-0").await;
+    let mut sessions = vec![first];
+    for i in 1..6 {
+        sessions.push(session(&a, &b, &format!("writer-{i}")).await);
+    }
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = spawn_writers(&sessions, vec![url(&a), url(&b)], &acked, &stop);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Restarted mid-load: writes in flight fail (not acknowledged), later ones work.
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Down for a while: every node says so, and refuses writes with 503.
+    server.pause();
+    let reply = first_raw.put(b"while the database is down", &[]).await;
+    reply.expect(503, "store_unavailable");
+    assert!(!reply.header("retry-after").is_empty());
+    assert_eq!(ready(a.addr).await, 503);
+    assert_eq!(ready(b.addr).await, 503);
+    server.resume();
+
+    // Back by itself, on both nodes, with no restart.
+    let started = Instant::now();
+    while ready(a.addr).await != 200 || ready(b.addr).await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the nodes did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for writer in writers {
+        let Ok((o, f)) = writer.await else {
+            for node in [&a, &b] {
+                for line in node.logs.lock().unwrap().iter().filter(|l| l.contains("failed")) {
+                    eprintln!("{line}");
+                }
+            }
+            panic!("a writer failed");
+        };
+        ok += o;
+        failed += f;
+    }
+    assert!(failed > 0, "the restart cut nothing: the test did not test it");
+    let after = device_at(&sessions[0], &b).put_key(b"after", None, Condition::None).await.unwrap();
+    assert!(after > 1);
+    let (checked, lost, corrupted) = verify(&sessions, &a, &acked).await;
+    println!("database restart: {ok} writes acknowledged, {failed} refused or cut, {checked} read back");
+    assert_eq!((lost, corrupted), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_started_together_migrate_once_and_a_newer_schema_is_refused() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let configs: Vec<PathBuf> = ["node-a", "node-b", "node-c"].iter().map(|n| cluster.config(n, "")).collect();
+    let starts: Vec<_> = configs
+        .iter()
+        .map(|config| {
+            let config = config.clone();
+            std::thread::spawn(move || serve(&["serve", "--config", config.to_str().unwrap()], &[]))
+        })
+        .collect();
+    let nodes: Vec<Serving> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+    let alice = session(&nodes[0], &nodes[2], "alice").await;
+    device_at(&alice, &nodes[1]).put_key(b"k", None, Condition::None).await.unwrap();
+    let db = cluster.database.connect().await;
+    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), 1);
+    drop(nodes);
+
+    // A binary older than the schema refuses to touch it.
+    db.execute("UPDATE ks_schema SET version = 99", &[]).await.unwrap();
+    let (code, _, stderr) = binary::run(&["serve", "--config", configs[0].to_str().unwrap()], &[("RUST_LOG", "error")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("schema is version 99, newer than this keyservice knows (1)"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_schema_is_migrated_by_a_new_binary() {
+    let cluster = Cluster::new(pg::shared()).await;
+    // What a first start interrupted before its first step leaves: the version table only.
+    let db = cluster.database.connect().await;
+    db.batch_execute(
+        "CREATE TABLE ks_schema (singleton BOOLEAN PRIMARY KEY CHECK (singleton), version INT NOT NULL); \
+         INSERT INTO ks_schema VALUES (TRUE, 0)",
+    )
+    .await
+    .unwrap();
+    let node = cluster.start("node-a", "");
+    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), 1);
+    session(&node, &node, "alice").await.put_key(b"k", None, Condition::None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_survives_restoring_an_older_database_backup() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let a = cluster.start("node-a", "");
+    let alice = session(&a, &a, "alice").await;
+    device_at(&alice, &a).put_key(b"alice's key", None, Condition::None).await.unwrap();
+
+    // A backup with the database's own tool, taken while alice still had her key.
+    let backup = cluster.database.dump();
+    real_service(&a).erase(NAMESPACE, "alice").await.unwrap();
+    drop(a);
+
+    // The older backup is restored over the database.
+    let db = cluster.database.connect().await;
+    db.batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public").await.unwrap();
+    cluster.database.restore(&backup);
+    let rows: i64 = db.query_one("SELECT count(*) FROM ks_key_version", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 1, "the backup holds alice's key");
+
+    // The node re-applies its erasure ledger at start: alice stays erased.
+    let a = cluster.start("node-a", "");
+    let rows: i64 = db.query_one("SELECT count(*) FROM ks_key_version", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0);
+    assert_eq!(device_at(&alice, &a).get_key().await.unwrap_err().code(), Some("unknown_session"));
+}

@@ -1,0 +1,227 @@
+//! A real PostgreSQL server for the tests.
+//!
+//! [`shared`] is the server `scripts/test.sh` started (`KEYSERVICE_TEST_POSTGRES_URL`),
+//! or else one this test binary starts with `scripts/postgres.sh`, which stops it once
+//! the binary exits. [`private`] starts one of the test's own, for tests that restart
+//! or stop it. Every test works in a fresh database of its own.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use keyservice::config::PostgresConfig;
+use keyservice_client::protocol::Secret;
+
+/// A running server and how to reach it as its superuser.
+pub struct Server {
+    host: String,
+    port: u16,
+    password: String,
+    /// The script's directory for a server this process started (and may restart).
+    dir: Option<PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// One database on a [`Server`].
+pub struct Database {
+    /// Its name.
+    pub name: String,
+    host: String,
+    port: u16,
+    password: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
+}
+
+fn start(dir: &Path, watch: bool) -> Server {
+    let mut command = Command::new("bash");
+    command.arg(script()).arg("start").arg(dir);
+    if watch {
+        command.arg(std::process::id().to_string());
+    }
+    let output = command.output().expect("run scripts/postgres.sh");
+    assert!(
+        output.status.success(),
+        "scripts/postgres.sh could not start PostgreSQL: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let mut server = parse(&url);
+    server.dir = Some(dir.to_path_buf());
+    server
+}
+
+/// `postgres://user:password@host:port/db` → a server.
+fn parse(url: &str) -> Server {
+    let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    Server {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        password: String::from_utf8(config.get_password().unwrap_or_default().to_vec()).unwrap(),
+        dir: None,
+        _tmp: None,
+    }
+}
+
+/// The server all tests of this run share.
+pub fn shared() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("KEYSERVICE_TEST_POSTGRES_URL") {
+        Ok(url) => parse(&url),
+        Err(_) => {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut server = start(&tmp.path().join("pg"), true);
+            // The watcher removes the directory once this process exits.
+            let _ = tmp.keep();
+            server.dir = None;
+            server
+        }
+    })
+}
+
+/// A server of this test's own, stopped when dropped.
+pub fn private() -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = start(&tmp.path().join("pg"), true);
+    server._tmp = Some(tmp);
+    server
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let (Some(dir), Some(_)) = (&self.dir, &self._tmp) {
+            let _ = Command::new("bash").arg(script()).arg("stop").arg(dir).output();
+        }
+    }
+}
+
+impl Server {
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres:{}@{}:{}/{database}", self.password, self.host, self.port)
+    }
+
+    /// A superuser connection to `database`.
+    pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test PostgreSQL");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A new, empty database.
+    pub async fn database(&self) -> Database {
+        let name = format!("ks_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let admin = self.connect("postgres").await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
+        Database { name, host: self.host.clone(), port: self.port, password: self.password.clone() }
+    }
+
+    /// Restarts the server (a fast shutdown: open connections are cut).
+    pub fn restart(&self) {
+        let dir = self.dir.as_ref().expect("only a private server is restarted");
+        let status = Command::new("bash").arg(script()).arg("restart").arg(dir).status().unwrap();
+        assert!(status.success(), "restarting PostgreSQL failed");
+    }
+
+    /// Stops the server until [`Server::resume`].
+    pub fn pause(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts a paused server again.
+    pub fn resume(&self) {
+        self.pg_ctl("start");
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let dir = self.dir.as_ref().expect("only a private server is stopped");
+        let bin = std::fs::read_to_string(dir.join("bin")).unwrap();
+        let home = std::fs::read_to_string(dir.join("home")).unwrap();
+        let data = format!("{}/data", home.trim());
+        let log = format!("{}/server.log", home.trim());
+        let pg_ctl = format!("{}/pg_ctl", bin.trim());
+        let mut command = if is_root() {
+            let owner = Command::new("stat").args(["-c", "%U", &data]).output().unwrap();
+            let mut c = Command::new("runuser");
+            c.args(["-u", String::from_utf8_lossy(&owner.stdout).trim(), "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let status = command.args(["-D", &data, "-l", &log, "-w", "-t", "60", "-m", "fast", action]).status().unwrap();
+        assert!(status.success(), "pg_ctl {action} failed");
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+impl Database {
+    /// The URL keyservice is configured with: no password in it.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{}:{}/{}", self.host, self.port, self.name)
+    }
+
+    /// The password, to put in a `password_file`.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The store settings for this database.
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig {
+            url: self.url(),
+            password: Some(Secret::new(self.password.clone())),
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            ca_file: None,
+        }
+    }
+
+    /// A superuser connection to this database.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let url = format!("postgres://postgres:{}@{}:{}/{}", self.password, self.host, self.port, self.name);
+        let (client, connection) =
+            tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Runs a `pg_dump` script with `psql`, stopping at the first error.
+    pub fn restore(&self, dump: &[u8]) {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args(["-h", &self.host, "-p", &self.port.to_string(), "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(&self.name)
+            .env("PGPASSWORD", &self.password)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run psql");
+        child.stdin.take().unwrap().write_all(dump).unwrap();
+        assert!(child.wait().unwrap().success(), "psql could not restore the dump");
+    }
+
+    /// Everything the database holds, as `pg_dump` writes it (data as INSERTs).
+    pub fn dump(&self) -> Vec<u8> {
+        let output = Command::new("pg_dump")
+            .args(["-h", &self.host, "-p", &self.port.to_string(), "-U", "postgres", "--inserts", &self.name])
+            .env("PGPASSWORD", &self.password)
+            .output()
+            .expect("run pg_dump");
+        assert!(output.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server for the tests, from the distribution's packages.
+#
+#   scripts/postgres.sh start DIR [WATCH_PID]   prints the superuser URL on stdout
+#   scripts/postgres.sh stop DIR
+#
+# `start` installs the server package when no initdb is found (Debian: apt-get, as
+# root), runs initdb in DIR/data as an unprivileged user (PostgreSQL refuses to run as
+# root), with a random superuser password and scram-sha-256 on loopback only, and
+# starts it on a free loopback port. With WATCH_PID, a watcher stops the server and
+# removes DIR once that process is gone, so a test run that dies leaves nothing behind.
+# The server runs with fsync on: the tests check acknowledged writes against it.
+set -euo pipefail
+
+command=${1:?usage: postgres.sh start|stop DIR [WATCH_PID]}
+dir=${2:?usage: postgres.sh start|stop DIR [WATCH_PID]}
+watch_pid=${3:-}
+
+find_bin() {
+    local found
+    found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [[ -n "$found" && -x "$found/initdb" ]]; then
+        echo "$found"
+        return
+    fi
+    if command -v pg_config >/dev/null && [[ -x "$(pg_config --bindir)/initdb" ]]; then
+        pg_config --bindir
+    fi
+}
+
+# The user the server runs as: never root.
+run_as() {
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u "$server_user" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+case "$command" in
+start)
+    bin=$(find_bin)
+    if [[ -z "$bin" ]]; then
+        echo "postgres.sh: installing PostgreSQL from the distribution's packages" >&2
+        if [[ $(id -u) -ne 0 ]]; then
+            echo "postgres.sh: PostgreSQL is not installed and installing it needs root" >&2
+            exit 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq --no-install-recommends postgresql >&2
+        bin=$(find_bin)
+        [[ -n "$bin" ]] || { echo "postgres.sh: no initdb after installing postgresql" >&2; exit 1; }
+    fi
+    server_user=$(id -un)
+    if [[ $(id -u) -eq 0 ]]; then
+        server_user=keyservice-pg
+        id "$server_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$server_user"
+    fi
+    mkdir -p "$dir"
+    # The server's own files live where its user can reach them, whatever DIR's parents
+    # allow; DIR records where.
+    home=$(mktemp -d /tmp/keyservice-pg.XXXXXX)
+    chmod 0700 "$home"
+    [[ $(id -u) -eq 0 ]] && chown "$server_user" "$home"
+    echo "$home" >"$dir/home"
+    password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    printf '%s\n' "$password" >"$dir/password"
+    chmod 0600 "$dir/password"
+    run_as sh -c "umask 077; cat >'$home/password'" <"$dir/password"
+    run_as "$bin/initdb" -D "$home/data" -U postgres --pwfile="$home/password" --auth=scram-sha-256 \
+        --encoding=UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
+        { cat "$dir/initdb.log" >&2; exit 1; }
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    run_as sh -c "cat >>'$home/data/postgresql.conf'" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$home'
+max_connections = 300
+fsync = on
+synchronous_commit = on
+shared_buffers = 64MB
+log_min_messages = warning
+EOF
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
+        { cat "$home/server.log" >&2; exit 1; }
+    echo "$port" >"$dir/port"
+    echo "$bin" >"$dir/bin"
+    if [[ -n "$watch_pid" ]]; then
+        script=$(readlink -f "$0")
+        (
+            while kill -0 "$watch_pid" 2>/dev/null; do sleep 1; done
+            "$script" stop "$dir"
+        ) </dev/null >/dev/null 2>&1 &
+        disown
+    fi
+    echo "postgres://postgres:$password@127.0.0.1:$port/postgres"
+    ;;
+restart)
+    bin=$(cat "$dir/bin")
+    home=$(cat "$dir/home")
+    server_user=$(stat -c %U "$home/data")
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 -m fast restart >/dev/null
+    ;;
+stop)
+    if [[ -f "$dir/bin" && -f "$dir/home" ]]; then
+        bin=$(cat "$dir/bin")
+        home=$(cat "$dir/home")
+        if [[ -d "$home/data" ]]; then
+            server_user=$(stat -c %U "$home/data")
+            run_as "$bin/pg_ctl" -D "$home/data" -w -t 60 -m fast stop >/dev/null 2>&1 || true
+        fi
+        [[ "$home" == /tmp/keyservice-pg.* ]] && rm -rf "$home"
+    fi
+    rm -rf "$dir"
+    ;;
+*)
+    echo "usage: postgres.sh start|restart|stop DIR [WATCH_PID]" >&2
+    exit 2
+    ;;
+esac
