@@ -1,9 +1,12 @@
 //! A full disk, for real: the data directory, the audit log and the erasure ledger each
 //! on a small tmpfs mounted for the test (the tests run as root, as CI does), filled
-//! until writes are refused; every acknowledged write is read back afterwards.
+//! until writes are refused; every acknowledged write is read back afterwards. And the
+//! same for a PostgreSQL database whose disk fills.
 
 #[path = "support/binary.rs"]
 mod binary;
+#[path = "support/postgres.rs"]
+mod pg;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -256,4 +259,68 @@ async fn a_full_ledger_disk_refuses_erasure_and_changes_nothing() {
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(timed("erase", erase()).await.status, 200);
     device.get("/key").await.expect(401, "unknown_session");
+}
+
+/// The database's disk fills: the key table lives in a tablespace on a small tmpfs.
+/// Writes get 507 and change nothing, reads go on, `/readyz` says the store is full, and
+/// once space is added writes resume with no restart; every acknowledged write is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_refuses_writes_and_resumes_when_space_returns() {
+    let server = pg::private();
+    let database = server.database().await;
+    let store: std::sync::Arc<dyn keyservice::Store> =
+        std::sync::Arc::new(keyservice::PostgresStore::open(&database.config(), "node-a").await.unwrap());
+    let space = Tmpfs::mount("3m");
+    let owner = server.owner();
+    assert!(Command::new("chown").arg(&owner).arg(space.path()).status().unwrap().success());
+    let db = database.connect().await;
+    db.batch_execute(&format!("CREATE TABLESPACE small LOCATION '{}'", space.path().display())).await.unwrap();
+    db.batch_execute("ALTER TABLE ks_key_version SET TABLESPACE small").await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.max_key_versions = 1_000_000;
+    let node = TestServer::start(config, store).await;
+    let device = device(node.addr, "alice").await;
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for n in 0..400u32 {
+        // Random bytes do not compress: each version takes its full size in the table.
+        let bytes: Vec<u8> = (0..32 * 1024).map(|_| rand::random::<u8>()).collect();
+        let reply = device.put(&bytes, &[]).await;
+        match reply.status.as_u16() {
+            200 | 201 => acked.push((reply.header("etag").trim_matches('"').parse::<u64>().unwrap(), bytes)),
+            _ => {
+                refused = Some((n, reply));
+                break;
+            }
+        }
+    }
+    let (n, reply) = refused.expect("the database never filled");
+    reply.expect(507, "insufficient_storage");
+    assert!(!reply.header("retry-after").is_empty());
+    assert!(n > 5, "refused after only {n} writes");
+
+    // Reads go on; readiness says why it is red.
+    let latest = device.get("/key").await;
+    latest.expect_status(200);
+    assert_eq!(latest.body.as_ref(), acked.last().unwrap().1.as_slice());
+    let ready = send(node.addr, "GET", "/readyz", &[], b"").await;
+    ready.expect_status(503);
+    assert_eq!(ready.json::<serde_json::Value>()["store"], "full");
+    let metrics = String::from_utf8(send(node.addr, "GET", "/metrics", &[], b"").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("keyservice_insufficient_storage_total{disk=\"database\"}"), "{metrics}");
+
+    // More space: the next write works, without a restart.
+    assert!(Command::new("mount").args(["-o", "remount,size=16m"]).arg(space.path()).status().unwrap().success());
+    device.put(b"after the disk grew", &[]).await.expect_status(200);
+    for (version, bytes) in &acked {
+        let reply = device.get(&format!("/key?version={version}")).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body.as_ref(), bytes.as_slice(), "version {version}");
+    }
+    println!("full database: {} writes acknowledged before the first 507, all read back", acked.len());
+    drop(node);
+    db.batch_execute("DROP TABLE ks_key_version").await.unwrap();
+    db.batch_execute("DROP TABLESPACE small").await.unwrap();
 }

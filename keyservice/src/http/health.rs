@@ -14,8 +14,11 @@ pub fn healthz() -> Response<Full<Bytes>> {
 }
 
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let store =
-        app.inner.escrow.store().health().await.is_ok() && app.inner.escrow.store().replay_floor().await.is_ok();
+    let health = match app.inner.escrow.store().health().await {
+        Ok(()) => app.inner.escrow.store().replay_floor().await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    let store = health.is_ok();
     let audit = app.inner.audit.is_writable();
     let disks = app.inner.disks.states();
     let disks_ok = disks.iter().all(|d| !d.low);
@@ -26,7 +29,11 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
         status,
         &serde_json::json!({
             "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
-            "store": if store { "ok" } else { "failing" },
+            "store": match health {
+                Ok(()) => "ok",
+                Err(crate::store::StoreError::Full(_)) => "full",
+                Err(_) => "failing",
+            },
             "audit": if audit { "ok" } else { "failing" },
             "disks": disk_report,
         }),

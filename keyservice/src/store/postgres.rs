@@ -118,11 +118,17 @@ impl OpenError {
     }
 }
 
+/// How long after the database last refused a write for lack of space `/readyz` stays
+/// red.
+const FULL_FOR_SECS: u64 = 30;
+
 /// A [`Store`] on a shared PostgreSQL database.
 pub struct PostgresStore {
     pool: Pool,
     /// This node's name: its erasure-ledger mark is its own.
     node_id: String,
+    /// When the database last refused a write for lack of space (Unix seconds; 0: never).
+    full_at: std::sync::atomic::AtomicU64,
 }
 
 /// One try of a transaction: lost a race (try again), or failed.
@@ -264,7 +270,7 @@ impl PostgresStore {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        let store = Self { pool, node_id: node_id.to_owned() };
+        let store = Self { pool, node_id: node_id.to_owned(), full_at: std::sync::atomic::AtomicU64::new(0) };
         let client = store.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
         let fsync: String =
             client.query_one("SHOW fsync", &[]).await.map_err(|e| OpenError::Connect(describe(&e)))?.get(0);
@@ -279,6 +285,18 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// What a failed call means, noting a full disk for `/readyz`.
+    fn failed(&self, error: tokio_postgres::Error) -> StoreError {
+        self.noted(store_error(error))
+    }
+
+    fn noted(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Full(_)) {
+            self.full_at.store(crate::time::now(), std::sync::atomic::Ordering::Relaxed);
+        }
+        error
+    }
+
     /// Runs one step until it does not lose a race, at most [`MAX_ATTEMPTS`] times.
     async fn retrying<T, F, Fut>(&self, mut step: F) -> Result<T, StoreError>
     where
@@ -289,7 +307,7 @@ impl PostgresStore {
             let client = self.client().await?;
             match step(client).await {
                 Ok(value) => return Ok(value),
-                Err(Attempt::Fail(error)) => return Err(error),
+                Err(Attempt::Fail(error)) => return Err(self.noted(error)),
                 Err(Attempt::Retry) if attempt < MAX_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
                 }
@@ -428,8 +446,10 @@ async fn begin(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>
 impl Store for PostgresStore {
     async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
-        let row =
-            client.query_opt("SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await.map_err(store_error)?;
+        let row = client
+            .query_opt("SELECT value FROM ks_keyring WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -441,15 +461,18 @@ impl Store for PostgresStore {
                 &[&name, &value],
             )
             .await
-            .map_err(store_error)?;
-        let row =
-            client.query_one("SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await.map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
+        let row = client
+            .query_one("SELECT value FROM ks_keyring WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(row.get(0))
     }
 
     async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT name, value FROM ks_keyring ORDER BY name", &[]).await.map_err(store_error)?;
+        let rows =
+            client.query("SELECT name, value FROM ks_keyring ORDER BY name", &[]).await.map_err(|e| self.failed(e))?;
         Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
@@ -480,7 +503,7 @@ impl Store for PostgresStore {
         let row = client
             .query_opt("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -493,11 +516,11 @@ impl Store for PostgresStore {
                 &[&key.as_slice(), &wrapped],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let row = client
             .query_one("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(row.get(0))
     }
 
@@ -510,7 +533,7 @@ impl Store for PostgresStore {
                 &[&id.as_slice(), &int(init.expires_at), &init.sealed],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -564,14 +587,16 @@ impl Store for PostgresStore {
                 &[&id.as_slice()],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         row.as_ref().map(session_of).transpose()
     }
 
     async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let deleted =
-            client.execute("DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()]).await.map_err(store_error)?;
+        let deleted = client
+            .execute("DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(deleted > 0)
     }
 
@@ -583,7 +608,7 @@ impl Store for PostgresStore {
                 &[&id.as_slice(), &int(now)],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -595,7 +620,7 @@ impl Store for PostgresStore {
                 &[&record::user_prefix(user).as_slice()],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         rows.iter().map(session_of).collect()
     }
 
@@ -674,7 +699,7 @@ impl Store for PostgresStore {
                         .await
                 }
             }
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         row.as_ref().map(key_of).transpose()
     }
 
@@ -686,7 +711,7 @@ impl Store for PostgresStore {
                 &[&record::user_prefix(user).as_slice()],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         rows.iter().map(key_of).collect()
     }
 
@@ -730,22 +755,28 @@ impl Store for PostgresStore {
         let inits = client
             .execute("DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let sessions = client
             .execute("DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2", &[&int(now), &int(idle_before)])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let nonces = client
             .execute("DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let old = int(now.saturating_sub(BUDGET_RETENTION_SECS));
         client
             .execute("DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)])
             .await
-            .map_err(store_error)?;
-        client.execute("DELETE FROM ks_connect_users WHERE window_start < $1", &[&old]).await.map_err(store_error)?;
-        client.execute("DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old]).await.map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
+        client
+            .execute("DELETE FROM ks_connect_users WHERE window_start < $1", &[&old])
+            .await
+            .map_err(|e| self.failed(e))?;
+        client
+            .execute("DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(Swept { inits, sessions, nonces })
     }
 
@@ -754,7 +785,7 @@ impl Store for PostgresStore {
         let deleted = client
             .execute("DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(deleted > 0)
     }
 
@@ -785,7 +816,7 @@ impl Store for PostgresStore {
                 &[&int(fingerprint), &int(date)],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(inserted == 1)
     }
 
@@ -794,7 +825,7 @@ impl Store for PostgresStore {
         let rows = client
             .query("SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
     }
 
@@ -807,7 +838,7 @@ impl Store for PostgresStore {
                 &[],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(Counts { pending_inits: uint(row.get(0)), sessions: uint(row.get(1)), key_versions: uint(row.get(2)) })
     }
 
@@ -819,17 +850,19 @@ impl Store for PostgresStore {
             .read_only(true)
             .start()
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         let mut entries = Vec::new();
         let mut push = |table: &str, key: Vec<u8>, value: Vec<u8>| entries.push((table.to_owned(), key, value));
-        for row in transaction.query("SELECT name, value FROM ks_keyring", &[]).await.map_err(store_error)? {
+        for row in transaction.query("SELECT name, value FROM ks_keyring", &[]).await.map_err(|e| self.failed(e))? {
             push("keyring", row.get(0), row.get(1));
         }
-        for row in transaction.query("SELECT user_key, wrapped FROM ks_dek", &[]).await.map_err(store_error)? {
+        for row in transaction.query("SELECT user_key, wrapped FROM ks_dek", &[]).await.map_err(|e| self.failed(e))? {
             push("dek", row.get(0), row.get(1));
         }
-        for row in
-            transaction.query("SELECT id, expires_at, sealed FROM ks_pending_init", &[]).await.map_err(store_error)?
+        for row in transaction
+            .query("SELECT id, expires_at, sealed FROM ks_pending_init", &[])
+            .await
+            .map_err(|e| self.failed(e))?
         {
             let init = InitRecord { expires_at: uint(row.get(1)), sealed: row.get(2) };
             push("pending_init", row.get(0), record::encode_init(&init));
@@ -837,7 +870,7 @@ impl Store for PostgresStore {
         for row in transaction
             .query("SELECT id, user_key, expires_at, last_used, sealed FROM ks_session", &[])
             .await
-            .map_err(store_error)?
+            .map_err(|e| self.failed(e))?
         {
             let id = pseudonym(&row, "id", "session")?;
             let session = session_of(&row)?;
@@ -847,17 +880,19 @@ impl Store for PostgresStore {
         for row in transaction
             .query("SELECT user_key, version, created_at, sealed FROM ks_key_version", &[])
             .await
-            .map_err(store_error)?
+            .map_err(|e| self.failed(e))?
         {
             let user = user_of(&row)?;
             let key = key_of(&row)?;
             push("key", record::key_version_key(&user, key.version), record::encode_key(key.created_at, &key.sealed));
         }
-        for row in transaction.query("SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(store_error)? {
+        for row in
+            transaction.query("SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(|e| self.failed(e))?
+        {
             push("nonce", uint(row.get(0)).to_be_bytes().to_vec(), uint(row.get(1)).to_be_bytes().to_vec());
         }
         let own_mark = self.ledger_mark_name();
-        for row in transaction.query("SELECT name, value FROM ks_meta", &[]).await.map_err(store_error)? {
+        for row in transaction.query("SELECT name, value FROM ks_meta", &[]).await.map_err(|e| self.failed(e))? {
             let name: String = row.get(0);
             // A backup carries this node's ledger mark under the name a single node
             // uses; other nodes' marks belong to their ledgers.
@@ -867,13 +902,17 @@ impl Store for PostgresStore {
                 push("meta", name.into_bytes(), row.get(1));
             }
         }
-        transaction.commit().await.map_err(store_error)?;
+        transaction.commit().await.map_err(|e| self.failed(e))?;
         Ok(entries)
     }
 
     async fn health(&self) -> Result<(), StoreError> {
+        let full_at = self.full_at.load(std::sync::atomic::Ordering::Relaxed);
+        if full_at != 0 && crate::time::now().saturating_sub(full_at) < FULL_FOR_SECS {
+            return Err(StoreError::Full("the database refused a write for lack of space".into()));
+        }
         let client = self.client().await?;
-        client.query_one("SELECT 1", &[]).await.map_err(store_error)?;
+        client.query_one("SELECT 1", &[]).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -959,7 +998,10 @@ impl Store for PostgresStore {
 impl PostgresStore {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
-        let row = client.query_opt("SELECT value FROM ks_meta WHERE name = $1", &[&name]).await.map_err(store_error)?;
+        let row = client
+            .query_opt("SELECT value FROM ks_meta WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -971,7 +1013,7 @@ impl PostgresStore {
                 &[&name, &value],
             )
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 }

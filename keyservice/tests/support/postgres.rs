@@ -133,6 +133,14 @@ impl Server {
         assert!(status.success(), "restarting PostgreSQL failed");
     }
 
+    /// The system user the server runs as (owner of its files).
+    pub fn owner(&self) -> String {
+        let dir = self.dir.as_ref().expect("only a private server's owner is known");
+        let home = std::fs::read_to_string(dir.join("home")).unwrap();
+        let owner = Command::new("stat").args(["-c", "%U", &format!("{}/data", home.trim())]).output().unwrap();
+        String::from_utf8_lossy(&owner.stdout).trim().to_owned()
+    }
+
     /// Stops the server until [`Server::resume`].
     pub fn pause(&self) {
         self.pg_ctl("stop");
@@ -151,9 +159,8 @@ impl Server {
         let log = format!("{}/server.log", home.trim());
         let pg_ctl = format!("{}/pg_ctl", bin.trim());
         let mut command = if is_root() {
-            let owner = Command::new("stat").args(["-c", "%U", &data]).output().unwrap();
             let mut c = Command::new("runuser");
-            c.args(["-u", String::from_utf8_lossy(&owner.stdout).trim(), "--", &pg_ctl]);
+            c.args(["-u", &self.owner(), "--", &pg_ctl]);
             c
         } else {
             Command::new(&pg_ctl)
