@@ -1,0 +1,118 @@
+// Types of the keyservice JavaScript client (src/index.js).
+
+/** The header a browser sends the request date in. */
+export const X_DATE: 'X-Date';
+
+/** 64 fresh random bytes from the platform CSPRNG. */
+export function newNonce(): Uint8Array;
+
+/** base64(SHA-512(initToken)): what a device gives its Real Service. */
+export function initTokenHash(initToken: string): Promise<string>;
+
+export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView | string;
+
+export interface SignedRequest {
+  secret: string;
+  method: string;
+  /** Path and query exactly as sent. */
+  path: string;
+  body?: Bytes;
+  /** The HTTP date sent in `X-Date` (or `Date`). */
+  date: string;
+}
+
+/** Lowercase hex of the ss1 HMAC-SHA-512. */
+export function ss1Hash(request: SignedRequest & { nonce: Bytes }): Promise<string>;
+
+/** The ss1 Authorization header value; a fresh random nonce unless one is given. */
+export function ss1Authorization(
+  request: SignedRequest & { keyId: string; nonce?: Bytes | string },
+): Promise<string>;
+
+/** An error the server answered (its status and code), or a failure to reach it. */
+export class KeyserviceError extends Error {
+  constructor(message: string, details?: { status?: number; code?: string; retryAfter?: number; cause?: unknown });
+  /** The HTTP status; 0 when no answer came. */
+  readonly status: number;
+  /** The server's error code, or `network_error` / `timeout`. */
+  readonly code: string;
+  /** Seconds from `Retry-After`, when the server sent it. */
+  readonly retryAfter: number | undefined;
+}
+
+export interface KeyserviceOptions {
+  /** The fetch to use (default: the global one). */
+  fetch?: typeof fetch;
+  /** Retries of a GET after a network error (default 2). */
+  getRetries?: number;
+  /** Longest `Retry-After` waited out, in seconds (default 30). */
+  maxRetryAfter?: number;
+  /** Per-request timeout in milliseconds (default 30,000). */
+  timeoutMs?: number;
+}
+
+export interface Key {
+  version: number;
+  contentType: string;
+  bytes: Uint8Array;
+}
+
+export class Keyservice {
+  constructor(url: string, options?: KeyserviceOptions);
+  readonly url: string;
+  /** Seconds added to the local clock to match the server's (learnt automatically). */
+  clockOffset: number;
+  init(): Promise<{ initToken: string; expiresAt: string }>;
+  session(sessionToken: string, initToken: string): Session;
+  realService(credential: { keyId: string; secret: string }): RealService;
+}
+
+export interface PutOptions {
+  contentType?: string;
+  /** Compare-and-swap: write only if this is the latest version. */
+  ifMatch?: number;
+  /** First write only. */
+  ifNoneMatch?: '*';
+}
+
+export class Session {
+  putKey(bytes: Bytes, options?: PutOptions): Promise<number>;
+  getKey(version?: number): Promise<Key>;
+  getKeyVersion(): Promise<number>;
+  deleteKey(): Promise<void>;
+  logout(): Promise<void>;
+}
+
+export interface ErasureReceipt {
+  userId: string;
+  erasedAt: string;
+  versionsDestroyed: number;
+  sessionsRevoked: number;
+}
+
+export interface ExportResponse {
+  userId: string;
+  keyVersions: { version: number; size: number; contentType: string; createdAt: string }[];
+  sessions: { expiresAt: string }[];
+}
+
+export class RealService {
+  connect(namespace: string, userId: string, initTokenHash: string): Promise<{ sessionToken: string; expiresAt: string }>;
+  erase(namespace: string, userId: string): Promise<ErasureReceipt>;
+  export(namespace: string, userId: string): Promise<ExportResponse>;
+}
+
+/** Generates an AES-GCM-256 key, escrows it as the first version, returns it non-extractable. */
+export function escrowNewDataKey(session: Session): Promise<CryptoKey>;
+/** The escrowed data key as a non-extractable CryptoKey. */
+export function fetchDataKey(session: Session, version?: number): Promise<CryptoKey>;
+/** Fetched when escrowed, else made and escrowed. */
+export function getOrCreateDataKey(session: Session): Promise<CryptoKey>;
+/** AES-GCM with a fresh IV: IV ‖ ciphertext. */
+export function encrypt(key: CryptoKey, plaintext: Bytes): Promise<Uint8Array>;
+export function decrypt(key: CryptoKey, sealed: Bytes): Promise<Uint8Array>;
+
+/** Keeps a non-extractable CryptoKey in IndexedDB (browsers). */
+export function storeKey(name: string, key: CryptoKey): Promise<IDBValidKey>;
+export function loadKey(name: string): Promise<CryptoKey | undefined>;
+export function forgetKey(name: string): Promise<undefined>;

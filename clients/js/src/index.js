@@ -1,0 +1,541 @@
+// keyservice client for browsers and Node >= 20: WebCrypto only, no dependencies.
+//
+// A device keeps its data keys at keyservice: it asks for an init token (`init`), gives
+// the Real Service only `initTokenHash(token)`, receives a session token back, and then
+// reads and writes its key with requests signed by the Sessionist ss1 scheme (key id =
+// session token, secret = init token). A Real Service backend (Node) uses `RealService`
+// to connect users' devices, erase users and export what is held about them.
+
+const encoder = new TextEncoder();
+
+/** The header a browser sends the date in (it may not set `Date`). */
+export const X_DATE = 'X-Date';
+
+function subtle() {
+  const c = globalThis.crypto;
+  if (!c || !c.subtle || typeof c.getRandomValues !== 'function') {
+    throw new Error('WebCrypto is not available: keyservice needs a secure context (HTTPS or localhost) or Node >= 20');
+  }
+  return c.subtle;
+}
+
+function toHex(bytes) {
+  let out = '';
+  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  return out;
+}
+
+function fromHex(text) {
+  if (text.length % 2 !== 0 || /[^0-9a-f]/i.test(text)) throw new TypeError('not hex');
+  const out = new Uint8Array(text.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function toBase64(bytes) {
+  let binary = '';
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
+function asBytes(data) {
+  if (data === undefined || data === null) return new Uint8Array(0);
+  if (typeof data === 'string') return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError('expected a string, Uint8Array, ArrayBuffer or typed array');
+}
+
+function concat(parts) {
+  const length = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** 64 fresh random bytes from the platform CSPRNG. */
+export function newNonce() {
+  subtle();
+  return globalThis.crypto.getRandomValues(new Uint8Array(64));
+}
+
+/**
+ * The initTokenHash a device gives its Real Service: standard base64 of SHA-512 of the
+ * init token's UTF-8 bytes.
+ * @param {string} initToken
+ * @returns {Promise<string>}
+ */
+export async function initTokenHash(initToken) {
+  const digest = await subtle().digest('SHA-512', encoder.encode(initToken));
+  return toBase64(new Uint8Array(digest));
+}
+
+/**
+ * The ss1 MAC: lowercase hex of HMAC-SHA-512 keyed with the secret's UTF-8 bytes over
+ * nonce (64 raw bytes) ‖ METHOD ‖ path-and-query ‖ body ‖ date.
+ */
+export async function ss1Hash({ secret, nonce, method, path, body, date }) {
+  const key = await subtle().importKey('raw', encoder.encode(secret), { name: 'HMAC', hash: 'SHA-512' }, false, [
+    'sign',
+  ]);
+  const message = concat([
+    asBytes(nonce),
+    encoder.encode(method.toUpperCase()),
+    encoder.encode(path),
+    asBytes(body),
+    encoder.encode(date),
+  ]);
+  return toHex(new Uint8Array(await subtle().sign('HMAC', key, message)));
+}
+
+/**
+ * The ss1 Authorization header value for one request. `nonce` defaults to 64 fresh
+ * random bytes; pass one only for known-answer tests.
+ * @returns {Promise<string>}
+ */
+export async function ss1Authorization({ keyId, secret, method, path, body, date, nonce }) {
+  if (!keyId || keyId.includes(',')) throw new TypeError('a key id is non-empty and holds no comma');
+  const n = nonce === undefined ? newNonce() : typeof nonce === 'string' ? fromHex(nonce) : asBytes(nonce);
+  if (n.length !== 64) throw new TypeError('an ss1 nonce is 64 bytes');
+  const hash = await ss1Hash({ secret, nonce: n, method, path, body, date });
+  return `ss1 keyid=${keyId}, hash=${hash}, nonce=${toHex(n)}`;
+}
+
+/** An error the server answered, or a failure to reach it. */
+export class KeyserviceError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, code?: string, retryAfter?: number, cause?: unknown}} [details]
+   */
+  constructor(message, details = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'KeyserviceError';
+    /** The HTTP status; 0 when no answer came. */
+    this.status = details.status ?? 0;
+    /** The server's error code (`no_key`, `precondition_failed`, …); `network_error` or `timeout` when no answer came. */
+    this.code = details.code ?? 'network_error';
+    /** Seconds the server asked to wait, from `Retry-After`. */
+    this.retryAfter = details.retryAfter;
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function retryAfterOf(response) {
+  const value = response.headers.get('retry-after');
+  if (value === null) return undefined;
+  const seconds = Number(value);
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds : undefined;
+}
+
+async function errorOf(response) {
+  let code = `http_${response.status}`;
+  let message = `keyservice answered ${response.status}`;
+  try {
+    const body = await response.json();
+    if (body && typeof body.error === 'string') code = body.error;
+    if (body && typeof body.message === 'string') message = body.message;
+  } catch {
+    // Not our JSON error body (a proxy's page, say): keep the generic code.
+  }
+  return new KeyserviceError(message, { status: response.status, code, retryAfter: retryAfterOf(response) });
+}
+
+/**
+ * A connection to one keyservice: the device's and the Real Service's calls go through
+ * it. Keeps the offset between its clock and the server's, learnt from the server's
+ * `Date` when a request is refused for its date.
+ */
+export class Keyservice {
+  /**
+   * @param {string} url The service's base URL, e.g. `https://keys.example.com`.
+   * @param {{fetch?: typeof fetch, getRetries?: number, maxRetryAfter?: number, timeoutMs?: number}} [options]
+   */
+  constructor(url, options = {}) {
+    this.url = String(url).replace(/\/+$/, '');
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.getRetries = options.getRetries ?? 2;
+    this.maxRetryAfter = options.maxRetryAfter ?? 30;
+    this.timeoutMs = options.timeoutMs ?? 30000;
+    /** Seconds to add to the local clock to get the server's. */
+    this.clockOffset = 0;
+  }
+
+  /** The date to sign with, as an HTTP date, corrected by the learnt offset. */
+  date() {
+    return new Date(Date.now() + this.clockOffset * 1000).toUTCString();
+  }
+
+  async send(method, path, { body, headers = {}, signer } = {}) {
+    const bytes = body === undefined ? undefined : asBytes(body);
+    const all = { ...headers };
+    if (signer) {
+      const date = this.date();
+      all[X_DATE] = date;
+      all.Authorization = await ss1Authorization({
+        keyId: signer.keyId,
+        secret: signer.secret,
+        method,
+        path,
+        body: bytes,
+        date,
+      });
+    }
+    const controller = typeof AbortController === 'function' ? new AbortController() : undefined;
+    const timer = controller ? setTimeout(() => controller.abort(), this.timeoutMs) : undefined;
+    try {
+      return await this.fetch(this.url + path, {
+        method,
+        headers: all,
+        body: bytes,
+        signal: controller?.signal,
+        credentials: 'omit',
+        cache: 'no-store',
+      });
+    } catch (cause) {
+      const timedOut = controller?.signal.aborted;
+      throw new KeyserviceError(timedOut ? 'keyservice did not answer in time' : 'keyservice could not be reached', {
+        code: timedOut ? 'timeout' : 'network_error',
+        cause,
+      });
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  /**
+   * One call with the client's retry rules: a refused date is corrected from the
+   * server's clock and retried once; `Retry-After` on 429/503 is honoured (within
+   * `maxRetryAfter`) for idempotent calls; GETs are retried on network errors. A PUT
+   * without a condition is never retried: it may have landed.
+   */
+  async call(method, path, { body, headers, signer, idempotent = method === 'GET', expect = [200] } = {}) {
+    let corrected = false;
+    let networkRetries = method === 'GET' ? this.getRetries : 0;
+    let waits = 2;
+    for (;;) {
+      let response;
+      try {
+        response = await this.send(method, path, { body, headers, signer });
+      } catch (error) {
+        if (networkRetries > 0) {
+          networkRetries -= 1;
+          await sleep(200);
+          continue;
+        }
+        throw error;
+      }
+      if (expect.includes(response.status)) return response;
+      const error = await errorOf(response);
+      if (signer && !corrected && (error.code === 'clock_skew' || error.code === 'stale_date')) {
+        corrected = true;
+        const server = Date.parse(response.headers.get('date') ?? '');
+        if (error.code === 'clock_skew' && Number.isFinite(server)) {
+          this.clockOffset = Math.round((server - Date.now()) / 1000);
+          continue;
+        }
+        if (error.code === 'stale_date' && error.retryAfter !== undefined && error.retryAfter <= this.maxRetryAfter) {
+          await sleep(error.retryAfter * 1000);
+          continue;
+        }
+      }
+      if (
+        idempotent &&
+        waits > 0 &&
+        (response.status === 429 || response.status === 503) &&
+        error.retryAfter !== undefined &&
+        error.retryAfter <= this.maxRetryAfter
+      ) {
+        waits -= 1;
+        await sleep(error.retryAfter * 1000);
+        continue;
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * `POST /init`: a new init token, the device's signing secret.
+   * @returns {Promise<{initToken: string, expiresAt: string}>}
+   */
+  async init() {
+    const response = await this.call('POST', '/init', { idempotent: true });
+    const body = await response.json();
+    return { initToken: body.initToken, expiresAt: body.expiresAt };
+  }
+
+  /**
+   * A device session from the session token the Real Service handed over and the
+   * device's own init token. Makes no request.
+   * @param {string} sessionToken
+   * @param {string} initToken
+   */
+  session(sessionToken, initToken) {
+    return new Session(this, sessionToken, initToken);
+  }
+
+  /**
+   * The Real Service's side (Node backends): its namespace credential. Never ship a
+   * credential to a browser.
+   * @param {{keyId: string, secret: string}} credential
+   */
+  realService(credential) {
+    return new RealService(this, credential);
+  }
+}
+
+/** A device's session: reads and writes its user's key. */
+export class Session {
+  constructor(keyservice, sessionToken, initToken) {
+    this.keyservice = keyservice;
+    // Kept off enumerable properties so that logging the object does not print them.
+    Object.defineProperty(this, 'signer', { value: { keyId: sessionToken, secret: initToken }, enumerable: false });
+  }
+
+  /**
+   * `PUT /key`: stores a new version; returns its number. `ifMatch` (a version) makes it
+   * a compare-and-swap and `ifNoneMatch: '*'` a first write; only those are retried.
+   * @param {Uint8Array|ArrayBuffer|string} bytes
+   * @param {{contentType?: string, ifMatch?: number, ifNoneMatch?: '*'}} [options]
+   * @returns {Promise<number>}
+   */
+  async putKey(bytes, options = {}) {
+    const headers = { 'Content-Type': options.contentType ?? 'application/octet-stream' };
+    if (options.ifMatch !== undefined && options.ifNoneMatch !== undefined) {
+      throw new TypeError('ifMatch and ifNoneMatch cannot both be given');
+    }
+    if (options.ifMatch !== undefined) headers['If-Match'] = `"${options.ifMatch}"`;
+    if (options.ifNoneMatch !== undefined) {
+      if (options.ifNoneMatch !== '*') throw new TypeError("ifNoneMatch takes only '*'");
+      headers['If-None-Match'] = '*';
+    }
+    const conditional = options.ifMatch !== undefined || options.ifNoneMatch !== undefined;
+    const response = await this.keyservice.call('PUT', '/key', {
+      body: asBytes(bytes),
+      headers,
+      signer: this.signer,
+      idempotent: conditional,
+      expect: [200, 201],
+    });
+    return (await response.json()).version;
+  }
+
+  /**
+   * `GET /key`: the latest version, or the given one.
+   * @param {number} [version]
+   * @returns {Promise<{version: number, contentType: string, bytes: Uint8Array}>}
+   */
+  async getKey(version) {
+    const path = version === undefined ? '/key' : `/key?version=${Number(version)}`;
+    const response = await this.keyservice.call('GET', path, { signer: this.signer });
+    const etag = response.headers.get('etag') ?? '';
+    return {
+      version: Number(etag.replaceAll('"', '')),
+      contentType: response.headers.get('content-type') ?? 'application/octet-stream',
+      bytes: new Uint8Array(await response.arrayBuffer()),
+    };
+  }
+
+  /**
+   * The number of the latest version (a `GET /key` whose bytes are dropped).
+   * @returns {Promise<number>}
+   */
+  async getKeyVersion() {
+    const key = await this.getKey();
+    key.bytes.fill(0);
+    return key.version;
+  }
+
+  /** `DELETE /key`: every version of the key, gone. */
+  async deleteKey() {
+    await this.keyservice.call('DELETE', '/key', { signer: this.signer, idempotent: true, expect: [204] });
+  }
+
+  /** `DELETE /session`: this session ends at once. */
+  async logout() {
+    await this.keyservice.call('DELETE', '/session', { signer: this.signer, idempotent: true, expect: [204] });
+  }
+}
+
+/** The Real Service's calls, signed with its namespace credential (Node only). */
+export class RealService {
+  constructor(keyservice, credential) {
+    this.keyservice = keyservice;
+    Object.defineProperty(this, 'signer', {
+      value: { keyId: credential.keyId, secret: credential.secret },
+      enumerable: false,
+    });
+  }
+
+  async post(path, payload) {
+    const response = await this.keyservice.call('POST', path, {
+      body: JSON.stringify(payload),
+      headers: { 'Content-Type': 'application/json' },
+      signer: this.signer,
+      idempotent: path !== '/connect',
+    });
+    return response.json();
+  }
+
+  /**
+   * `POST /connect`: a session for the device whose init token hashes to
+   * `initTokenHash`, for `userId` in `namespace`.
+   * @returns {Promise<{sessionToken: string, expiresAt: string}>}
+   */
+  connect(namespace, userId, initTokenHash) {
+    return this.post('/connect', { namespace, userId, initTokenHash });
+  }
+
+  /** `POST /erase`: destroys the user's key and sessions; returns the receipt. */
+  erase(namespace, userId) {
+    return this.post('/erase', { namespace, userId });
+  }
+
+  /** `POST /export`: what keyservice holds about the user (never key bytes). */
+  export(namespace, userId) {
+    return this.post('/export', { namespace, userId });
+  }
+}
+
+// ---- Data keys: generate, escrow, fetch as non-extractable CryptoKeys. ----
+
+const AES_GCM = { name: 'AES-GCM', length: 256 };
+
+/**
+ * Generates a 256-bit AES-GCM data key, escrows its raw bytes at keyservice as the
+ * first version (`If-None-Match: *`, so two devices racing cannot both win), wipes
+ * the raw bytes and returns the key as a non-extractable `CryptoKey`.
+ * @param {Session} session
+ * @returns {Promise<CryptoKey>}
+ */
+export async function escrowNewDataKey(session) {
+  const raw = globalThis.crypto.getRandomValues(new Uint8Array(32));
+  try {
+    await session.putKey(raw, { contentType: 'application/vnd.keyservice.aes-gcm-256', ifNoneMatch: '*' });
+    return await subtle().importKey('raw', raw, AES_GCM, false, ['encrypt', 'decrypt']);
+  } finally {
+    raw.fill(0);
+  }
+}
+
+/**
+ * Fetches the escrowed data key and returns it as a non-extractable `CryptoKey`; the
+ * fetched bytes are wiped.
+ * @param {Session} session
+ * @param {number} [version]
+ * @returns {Promise<CryptoKey>}
+ */
+export async function fetchDataKey(session, version) {
+  const key = await session.getKey(version);
+  try {
+    if (key.bytes.length !== 32) throw new KeyserviceError('the escrowed key is not a 256-bit AES key', { code: 'not_a_data_key', status: 200 });
+    return await subtle().importKey('raw', key.bytes, AES_GCM, false, ['encrypt', 'decrypt']);
+  } finally {
+    key.bytes.fill(0);
+  }
+}
+
+/**
+ * The user's data key: fetched when escrowed, else made and escrowed. If another device
+ * escrowed one first, that one is fetched.
+ * @param {Session} session
+ * @returns {Promise<CryptoKey>}
+ */
+export async function getOrCreateDataKey(session) {
+  try {
+    return await fetchDataKey(session);
+  } catch (error) {
+    if (!(error instanceof KeyserviceError) || error.code !== 'no_key') throw error;
+  }
+  try {
+    return await escrowNewDataKey(session);
+  } catch (error) {
+    if (error instanceof KeyserviceError && error.code === 'precondition_failed') return fetchDataKey(session);
+    throw error;
+  }
+}
+
+/**
+ * Encrypts with AES-GCM under a fresh 96-bit IV: returns IV ‖ ciphertext.
+ * @param {CryptoKey} key
+ * @param {Uint8Array|string} plaintext
+ * @returns {Promise<Uint8Array>}
+ */
+export async function encrypt(key, plaintext) {
+  const iv = globalThis.crypto.getRandomValues(new Uint8Array(12));
+  const sealed = new Uint8Array(await subtle().encrypt({ name: 'AES-GCM', iv }, key, asBytes(plaintext)));
+  return concat([iv, sealed]);
+}
+
+/**
+ * Decrypts what `encrypt` made. Throws when the key is wrong or the data was changed.
+ * @param {CryptoKey} key
+ * @param {Uint8Array} sealed
+ * @returns {Promise<Uint8Array>}
+ */
+export async function decrypt(key, sealed) {
+  const bytes = asBytes(sealed);
+  if (bytes.length < 12 + 16) throw new TypeError('too short to be AES-GCM output');
+  const plain = await subtle().decrypt({ name: 'AES-GCM', iv: bytes.slice(0, 12) }, key, bytes.slice(12));
+  return new Uint8Array(plain);
+}
+
+// ---- Keeping a CryptoKey for the session in IndexedDB (browsers). ----
+
+const DB_NAME = 'keyservice';
+const STORE = 'keys';
+
+function openDb() {
+  return new Promise((resolve, reject) => {
+    if (!globalThis.indexedDB) {
+      reject(new Error('IndexedDB is not available here'));
+      return;
+    }
+    const request = globalThis.indexedDB.open(DB_NAME, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(STORE);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function withStore(mode, action) {
+  const db = await openDb();
+  try {
+    return await new Promise((resolve, reject) => {
+      const transaction = db.transaction(STORE, mode);
+      const request = action(transaction.objectStore(STORE));
+      transaction.oncomplete = () => resolve(request.result);
+      transaction.onerror = () => reject(transaction.error);
+      transaction.onabort = () => reject(transaction.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Keeps a (non-extractable) `CryptoKey` in IndexedDB under `name`: the browser stores
+ * the key object itself, and script can use it but never read its bytes. Never put key
+ * bytes in localStorage.
+ */
+export function storeKey(name, key) {
+  if (key.extractable) throw new TypeError('store only non-extractable keys');
+  return withStore('readwrite', (store) => store.put(key, name));
+}
+
+/** The `CryptoKey` kept under `name`, or `undefined`. */
+export function loadKey(name) {
+  return withStore('readonly', (store) => store.get(name));
+}
+
+/** Forgets the key kept under `name` (at logout). */
+export function forgetKey(name) {
+  return withStore('readwrite', (store) => store.delete(name));
+}
