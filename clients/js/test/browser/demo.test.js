@@ -1,0 +1,208 @@
+// The demo web app in headless Chromium: the whole promise, clicked through.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { Keyservice, initTokenHash } from '../../src/index.js';
+import { binary } from '../support.js';
+
+const artefacts = fileURLToPath(new URL('../../test-results/', import.meta.url));
+const NOTE = 'Meet Åsa at noon — the results are fine.';
+
+let demo;
+let site;
+let keyserviceUrl;
+let browser;
+let profile;
+
+before(async () => {
+  mkdirSync(artefacts, { recursive: true });
+  demo = spawn(binary(join('examples', 'demo')), ['--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  [site, keyserviceUrl] = await new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`the demo did not start:\n${seen}`)), 30000);
+    demo.stdout.setEncoding('utf8');
+    demo.stdout.on('data', (chunk) => {
+      seen += chunk;
+      const page = /open (http:\/\/\S+?)\/ in a browser/.exec(seen);
+      const keys = /keyservice at (http:\/\/\S+)/.exec(seen);
+      if (page && keys) {
+        clearTimeout(timer);
+        resolve([page[1], keys[1]]);
+      }
+    });
+    demo.on('exit', (code) => reject(new Error(`the demo exited (${code}):\n${seen}`)));
+  });
+  profile = mkdtempSync(join(tmpdir(), 'keyservice-chromium-'));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  demo?.kill('SIGKILL');
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+async function logIn(page, user) {
+  await page.goto(`${site}/`);
+  await page.fill('#user', user);
+  await page.click('#login');
+  await page.waitForSelector('#app', { state: 'visible' });
+  assert.equal(await page.isVisible('#login-form'), false, 'the login form still shows');
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'Key ready.');
+}
+
+async function shown(page) {
+  return page.evaluate(() => {
+    const element = document.getElementById('note-shown');
+    return { text: element.textContent, state: element.dataset.state };
+  });
+}
+
+/** What the Real Service has stored, as raw bytes. */
+async function storedRecords() {
+  const { records } = await (await fetch(`${site}/admin/records`)).json();
+  return records.map((r) => ({ ...r, bytes: Buffer.from(r.base64, 'base64') }));
+}
+
+/** The user's raw data key, fetched as a device of theirs would (outside the browser). */
+async function rawKeyOf(user) {
+  const login = await (await fetch(`${site}/login`, { method: 'POST', body: user })).json();
+  const keyservice = new Keyservice(keyserviceUrl);
+  const { initToken } = await keyservice.init();
+  const response = await fetch(`${site}/keyservice-session`, {
+    method: 'POST',
+    headers: { 'X-Session': login.session },
+    body: JSON.stringify({ initTokenHash: await initTokenHash(initToken) }),
+  });
+  const { sessionToken } = await response.json();
+  return Buffer.from((await keyservice.session(sessionToken, initToken).getKey()).bytes);
+}
+
+function contains(haystack, needle) {
+  const forms = [needle, Buffer.from(needle.toString('base64')), Buffer.from(needle.toString('hex'))];
+  return forms.some((form) => haystack.includes(form));
+}
+
+test('a note is encrypted in the browser, read back after a reload and from a second browser', async () => {
+  const first = await browser.newContext();
+  const page = await first.newPage();
+  await logIn(page, 'alice');
+  assert.deepEqual(await shown(page), { text: '(no note yet)', state: 'empty' });
+  await page.fill('#note', NOTE);
+  await page.click('#save');
+  await page.waitForFunction(() => document.getElementById('note-shown').dataset.state === 'decrypted');
+  assert.equal((await shown(page)).text, NOTE);
+  await page.screenshot({ path: join(artefacts, 'demo-1-saved.png') });
+
+  // A reload keeps the login and decrypts again.
+  await page.reload();
+  await page.waitForFunction(() => document.getElementById('note-shown').dataset.state === 'decrypted');
+  assert.equal((await shown(page)).text, NOTE);
+
+  // The Real Service holds only ciphertext: neither the note nor the key.
+  const records = await storedRecords();
+  assert.equal(records.length, 1);
+  const stored = records[0].bytes;
+  assert.ok(!contains(stored, Buffer.from(NOTE)), 'the Real Service stores the note in clear');
+  assert.ok(!contains(stored, Buffer.from('Meet Åsa')), 'the Real Service stores part of the note in clear');
+  const key = await rawKeyOf('alice');
+  assert.equal(key.length, 32);
+  assert.ok(!contains(stored, key), 'the Real Service stores the key');
+  assert.ok(stored.length >= NOTE.length + 12 + 16, 'not AES-GCM output');
+
+  // Another browser, the same user: the same note.
+  const second = await browser.newContext();
+  const other = await second.newPage();
+  await logIn(other, 'alice');
+  await other.waitForFunction(() => document.getElementById('note-shown').dataset.state === 'decrypted');
+  assert.equal((await shown(other)).text, NOTE);
+  await other.screenshot({ path: join(artefacts, 'demo-2-second-browser.png') });
+
+  // Another user cannot read it (they have no note, and their own key).
+  const third = await (await browser.newContext()).newPage();
+  await logIn(third, 'mallory');
+  assert.equal((await shown(third)).state, 'empty');
+
+  // Logout ends the page's keyservice session at once.
+  const beforeLogout = await page.evaluate(() => Boolean(window.keyserviceDemo.session));
+  assert.ok(beforeLogout, 'the page holds no keyservice session');
+  const loginId = await page.evaluate(() => {
+    window.endedSession = window.keyserviceDemo.session;
+    return sessionStorage.getItem('login');
+  });
+  const kept = await page.evaluate(async (name) => {
+    const { loadKey } = await import('/keyservice-client.js');
+    const key = await loadKey(name);
+    return { type: key?.type, extractable: key?.extractable };
+  }, `note-key:${loginId}`);
+  assert.deepEqual(kept, { type: 'secret', extractable: false }, 'the page keeps a non-extractable key');
+  await page.click('#logout');
+  await page.waitForSelector('#login-form', { state: 'visible' });
+  const afterLogout = await page.evaluate(() => window.endedSession.getKey().then(() => 'read', (e) => e.code));
+  assert.equal(afterLogout, 'unknown_session');
+  const cached = await page.evaluate(async (name) => {
+    const { loadKey } = await import('/keyservice-client.js');
+    return String(await loadKey(name));
+  }, `note-key:${loginId}`);
+  assert.equal(cached, 'undefined', 'logout left the key in IndexedDB');
+
+  // Erasure: the key is destroyed, and the stored ciphertext can no longer be read.
+  await other.click('#erase');
+  await other.waitForSelector('#login-form', { state: 'visible' });
+  await logIn(other, 'alice');
+  await other.waitForFunction(() => document.getElementById('note-shown').dataset.state === 'unreadable');
+  await other.screenshot({ path: join(artefacts, 'demo-3-erased.png') });
+  const after = await storedRecords();
+  assert.equal(after.length, 1);
+  assert.ok(after[0].bytes.equals(stored), 'the ciphertext is still stored, unchanged: only unreadable');
+  await first.close();
+  await second.close();
+});
+
+test('a page from another origin is refused by CORS', async () => {
+  const foreign = createServer((request, response) => {
+    response.writeHead(200, { 'content-type': 'text/html' });
+    response.end('<!doctype html><title>elsewhere</title>');
+  });
+  await new Promise((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${foreign.address().port}`;
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${origin}/`);
+    const answer = await page.evaluate(
+      (url) => fetch(`${url}/init`, { method: 'POST' }).then((r) => `status ${r.status}`, (e) => e.name),
+      keyserviceUrl,
+    );
+    assert.equal(answer, 'TypeError', 'keyservice answered a page of another origin');
+    // The demo's own origin is allowed (the same call from there works).
+    await page.goto(`${site}/`);
+    const allowed = await page.evaluate(
+      (url) => fetch(`${url}/init`, { method: 'POST' }).then((r) => r.status, (e) => e.name),
+      keyserviceUrl,
+    );
+    assert.equal(allowed, 200);
+    await context.close();
+  } finally {
+    foreign.close();
+  }
+});

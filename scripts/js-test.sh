@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The JavaScript client's tests: its ss1 vectors and calls against the real server
+# (node --test), its type declarations (tsc), and the demo web app clicked through in
+# headless Chromium (playwright-core driving the distribution's chromium; no browser
+# download). Installs what is missing: Chromium from the distribution's packages, the
+# npm dev dependencies from the lock file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if (( node_major < 20 )); then
+    echo "js-test.sh: Node.js 20 or later is needed (found: $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+fi
+if ! command -v chromium >/dev/null; then
+    echo "js-test.sh: installing Chromium from the distribution's packages" >&2
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "js-test.sh: chromium is not installed and installing it needs root" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends chromium >&2
+fi
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --locked -q -p keyservice -p keyservice-examples --bin keyservice --example demo
+
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+cd clients/js
+npx --no-install tsc -p tsconfig.json
+node --test --test-reporter=spec --test-reporter-destination=stdout test/*.test.js test/browser/*.test.js
