@@ -18,3 +18,18 @@ echo "== flow (init, connect, put, get), 64 connections"; run --scenario flow --
 for users in 10000 100000 1000000; do
   echo "== GET with $users users stored";                run --scenario get --connections 64 --users "$users" --no-baseline
 done
+
+# The same scenarios on PostgreSQL, one node and three sharing it (a throwaway server
+# from scripts/postgres.sh on this machine), beside sled in the same run.
+if [[ "${BENCH_POSTGRES:-1}" == 1 ]]; then
+  pg_dir=$(mktemp -d)
+  trap 'scripts/postgres.sh stop "$pg_dir/pg"; rm -rf "$pg_dir"' EXIT
+  pg_url=$(scripts/postgres.sh start "$pg_dir/pg" $$)
+  for scenario in get put flow; do
+    echo "== $scenario on sled, 64 connections";          run --scenario "$scenario" --connections 64 --users 1000 --no-baseline
+    for nodes in 1 3; do
+      echo "== $scenario on PostgreSQL, $nodes node(s), 64 connections"
+      run --scenario "$scenario" --connections 64 --users 1000 --no-baseline --postgres "$pg_url" --nodes "$nodes"
+    done
+  done
+fi

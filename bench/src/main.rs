@@ -9,7 +9,12 @@
 //! ```text
 //! keyservice-bench run --scenario get --connections 64 --duration 10 --users 10000 --runs 3
 //! keyservice-bench soak --duration 60 --connections 64
+//! keyservice-bench run --postgres postgres://postgres:pw@127.0.0.1:5432/postgres --nodes 3
 //! ```
+//!
+//! With `--postgres` (a superuser URL; a fresh database is made and dropped), the store
+//! is that PostgreSQL and `--nodes` servers share it, each connection going to one node
+//! in turn; the database's own CPU is reported beside the nodes'.
 //!
 //! Reported: requests per second, latency p50/p99/p99.9, errors, the server's CPU time
 //! per request (from /proc, all threads) and its peak RSS; `--json` for machines.
@@ -28,7 +33,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyservice::escrow::{Escrow, Policy};
 use keyservice::store::Precondition;
-use keyservice::{ErasureLedger, MasterKey, SledStore, Store};
+use keyservice::{ErasureLedger, MasterKey};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
 use serde::Serialize;
@@ -102,6 +107,13 @@ struct RunArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Store in this PostgreSQL server (a superuser URL, password included; the bench
+    /// makes a fresh database and drops it afterwards) instead of sled.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// keyservice nodes sharing the database (with `--postgres`).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(clap::Args)]
@@ -139,6 +151,8 @@ struct Measurement {
     p999_us: u64,
     server_cpu_us_per_request: f64,
     server_peak_rss_mib: f64,
+    /// CPU of the database's processes per request (`--postgres` only).
+    database_cpu_us_per_request: Option<f64>,
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -242,14 +256,14 @@ fn server_bin(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
 
 /// Writes the server's config into `dir`: generous limits (the generator is one
 /// address), long sessions, no per-request log lines.
-fn write_config(dir: &Path, extra: &str) -> Result<PathBuf, Failure> {
+fn write_config(dir: &Path, extra: &str, storage: &str) -> Result<PathBuf, Failure> {
     let file = |name: &str| format!("{:?}", dir.join(name).display().to_string());
     let text = format!(
         "{extra}listen = \"127.0.0.1:0\"\ndata_dir = {}\nmaster_key_file = {}\nerasure_ledger_file = {}\naudit_log_file = {}\nadmin_socket = {}\n\
          session_ttl_secs = 2592000\nsession_idle_secs = 2592000\ninit_per_minute = 100000000\n\
          auth_failures_per_minute = 100000000\nmax_pending_inits = 100000000\nmax_connections = 4096\n\
          [namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [ {{ key_id = \"{KEY_ID}\", secret = \"{SECRET}\" }} ]\n\
-         connect_per_minute = 100000000\nconnect_users_per_window = 100000000\n",
+         connect_per_minute = 100000000\nconnect_users_per_window = 100000000\n{storage}",
         file("data"),
         file("master.key"),
         file("erasures.jsonl"),
@@ -265,7 +279,7 @@ fn write_config(dir: &Path, extra: &str) -> Result<PathBuf, Failure> {
 /// them, straight through the library; returns (session token, init token) pairs.
 async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> Result<Vec<(Secret, Secret)>, Failure> {
     let config = keyservice::Config::load(config_path)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
+    let store = keyservice::store::open(&config).await?;
     let master = MasterKey::load_or_create(&config.master_key_file)?;
     let ledger = ErasureLedger::open(&config.erasure_ledger_file)?;
     let policy = Policy { max_key_versions: 1_000_000, session_idle_secs: 30 * 86_400 };
@@ -321,7 +335,7 @@ struct Load {
 
 /// Drives `addr` with `scenario` over `connections` for `duration`.
 async fn load(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     sessions: Arc<Vec<(Secret, Secret)>>,
     scenario: Scenario,
     connections: usize,
@@ -332,6 +346,7 @@ async fn load(
     let mut tasks = Vec::new();
     for c in 0..connections {
         let sessions = sessions.clone();
+        let addr = addrs[c % addrs.len()];
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
             let (mut requests, mut errors) = (0u64, 0u64);
@@ -477,8 +492,9 @@ fn measurement(
     args: &RunArgs,
     load: &Load,
     cpu: Duration,
-    server: &Server,
+    servers: &[Server],
     seconds: f64,
+    database_cpu: Option<Duration>,
 ) -> Measurement {
     let h = &load.histogram;
     Measurement {
@@ -493,65 +509,154 @@ fn measurement(
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         server_cpu_us_per_request: cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64,
-        server_peak_rss_mib: server.status_kib("VmHWM:") as f64 / 1024.0,
+        server_peak_rss_mib: servers.iter().map(|s| s.status_kib("VmHWM:")).max().unwrap_or(0) as f64 / 1024.0,
+        database_cpu_us_per_request: database_cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / load.requests.max(1) as f64),
     }
+}
+
+/// CPU time of every process named `postgres` on this machine (the database under
+/// test: run the bench where no other PostgreSQL works).
+fn postgres_cpu() -> Duration {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres")
+            && let Ok(text) = std::fs::read_to_string(path.join("schedstat"))
+        {
+            total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
 }
 
 async fn measure(
     target: &'static str,
-    server: &Server,
+    servers: &[Server],
     args: &RunArgs,
     sessions: Arc<Vec<(Secret, Secret)>>,
 ) -> Measurement {
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let cpu = || servers.iter().map(Server::cpu).sum::<Duration>();
+    let on_postgres = args.postgres.is_some() && target == "keyservice";
     // A short warm-up, then the measured window.
     let _ =
-        load(server.addr, sessions.clone(), args.scenario, args.connections, Duration::from_secs(1), args.key_bytes)
-            .await;
-    let cpu_before = server.cpu();
+        load(&addrs, sessions.clone(), args.scenario, args.connections, Duration::from_secs(1), args.key_bytes).await;
+    let cpu_before = cpu();
+    let database_before = postgres_cpu();
     let started = Instant::now();
-    let result = load(
-        server.addr,
-        sessions,
-        args.scenario,
-        args.connections,
-        Duration::from_secs(args.duration),
-        args.key_bytes,
-    )
-    .await;
+    let result =
+        load(&addrs, sessions, args.scenario, args.connections, Duration::from_secs(args.duration), args.key_bytes)
+            .await;
     let seconds = started.elapsed().as_secs_f64();
-    measurement(target, args, &result, server.cpu().saturating_sub(cpu_before), server, seconds)
+    let database = on_postgres.then(|| postgres_cpu().saturating_sub(database_before));
+    measurement(target, args, &result, cpu().saturating_sub(cpu_before), servers, seconds, database)
 }
 
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let bin = server_bin(args.server_bin.clone())?;
     let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-    let config = write_config(dir.path(), "")?;
+    if args.nodes == 0 || (args.nodes > 1 && args.postgres.is_none()) {
+        return Err("--nodes above 1 needs --postgres (nodes share a database)".into());
+    }
+    let database = match &args.postgres {
+        Some(url) => Some(BenchDatabase::create(url, dir.path()).await?),
+        None => None,
+    };
+    let storage = database.as_ref().map(BenchDatabase::storage_toml).unwrap_or_default();
+    let config = write_config(dir.path(), "", &storage)?;
     let sessions = Arc::new(seed(dir.path(), &config, args.users.max(1), args.key_bytes).await?);
 
     let mut results = Vec::new();
     for run in 0..args.runs {
-        let mut command = Command::new(&bin);
-        command
-            .args(["serve", "--config", config.to_str().ok_or("a UTF-8 path")?])
-            .env("RUST_LOG", "info,keyservice::request=off");
-        let server = spawn(command, "keyservice listening")?;
-        let measured = measure("keyservice", &server, &args, sessions.clone()).await;
+        let mut servers = Vec::new();
+        for node in 0..args.nodes {
+            // Nodes share the database and the master key; each has its own files.
+            let node_config = if node == 0 {
+                config.clone()
+            } else {
+                let node_dir = dir.path().join(format!("node-{node}"));
+                std::fs::create_dir_all(&node_dir)?;
+                std::fs::copy(dir.path().join("master.key"), node_dir.join("master.key"))?;
+                write_config(&node_dir, &format!("node_id = \"node-{node}\"\n"), &storage)?
+            };
+            let mut command = Command::new(&bin);
+            command
+                .args(["serve", "--config", node_config.to_str().ok_or("a UTF-8 path")?])
+                .env("RUST_LOG", "info,keyservice::request=off");
+            servers.push(spawn(command, "keyservice listening")?);
+        }
+        let measured = measure("keyservice", &servers, &args, sessions.clone()).await;
         eprintln!("run {}: keyservice {:.0} req/s", run + 1, measured.requests_per_second);
         results.push(measured);
-        drop(server);
+        drop(servers);
         // A restart refuses requests dated in the last second it served.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         if !args.no_baseline && matches!(args.scenario, Scenario::Get | Scenario::Mixed) {
             let mut command = Command::new(std::env::current_exe()?);
             command.args(["baseline", "--body-bytes", &args.key_bytes.to_string()]);
-            let baseline = spawn(command, "baseline listening")?;
+            let baseline = [spawn(command, "baseline listening")?];
             let measured = measure("baseline", &baseline, &args, sessions.clone()).await;
             eprintln!("run {}: baseline {:.0} req/s", run + 1, measured.requests_per_second);
             results.push(measured);
         }
     }
     report(&args, &results);
+    if let Some(database) = database {
+        database.drop_database().await?;
+    }
     Ok(())
+}
+
+/// A fresh database for one bench run.
+struct BenchDatabase {
+    superuser: String,
+    name: String,
+    url: String,
+    password_file: PathBuf,
+}
+
+impl BenchDatabase {
+    async fn create(superuser: &str, dir: &Path) -> Result<Self, Failure> {
+        let config: tokio_postgres::Config = superuser.parse()?;
+        let password = String::from_utf8(config.get_password().ok_or("the --postgres URL needs a password")?.to_vec())?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => return Err("the --postgres URL needs a TCP host".into()),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().ok_or("the --postgres URL needs a user")?;
+        let name = format!("ksbench_{}", std::process::id());
+        let (client, connection) = tokio_postgres::connect(superuser, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await?;
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        let password_file = dir.join("db-password");
+        std::fs::write(&password_file, password)?;
+        let mut permissions = std::fs::metadata(&password_file)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+        std::fs::set_permissions(&password_file, permissions)?;
+        Ok(Self {
+            superuser: superuser.to_owned(),
+            url: format!("postgres://{user}@{host}:{port}/{name}"),
+            name,
+            password_file,
+        })
+    }
+
+    fn storage_toml(&self) -> String {
+        format!(
+            "[storage]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = {:?}\npool_size = 32\n",
+            self.url,
+            self.password_file.display().to_string()
+        )
+    }
+
+    async fn drop_database(self) -> Result<(), Failure> {
+        let (client, connection) = tokio_postgres::connect(&self.superuser, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await?;
+        Ok(())
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -594,6 +699,13 @@ fn report(args: &RunArgs, results: &[Measurement]) {
         of("keyservice", |r| r.server_cpu_us_per_request),
         of("keyservice", |r| r.server_peak_rss_mib)
     );
+    if results.iter().any(|r| r.database_cpu_us_per_request.is_some()) {
+        println!(
+            "median database cpu: {:.1} µs/req ({} node(s) on PostgreSQL)",
+            of("keyservice", |r| r.database_cpu_us_per_request.unwrap_or(0.0)),
+            args.nodes
+        );
+    }
     let base = of("baseline", |r| r.requests_per_second);
     if base > 0.0 {
         println!(
@@ -610,7 +722,7 @@ async fn soak(args: SoakArgs) -> Result<(), Failure> {
     // The replay memory holds every request for the skew window and a bucket, so the
     // server reaches its steady size only after that: a 10 s window lets the warm-up
     // cover it.
-    let config = write_config(dir.path(), "max_clock_skew_secs = 10\n")?;
+    let config = write_config(dir.path(), "max_clock_skew_secs = 10\n", "")?;
     let sessions = Arc::new(seed(dir.path(), &config, 1000, 32).await?);
     let mut command = Command::new(&bin);
     command
@@ -618,13 +730,13 @@ async fn soak(args: SoakArgs) -> Result<(), Failure> {
         .env("RUST_LOG", "info,keyservice::request=off");
     let server = spawn(command, "keyservice listening")?;
     let warm =
-        load(server.addr, sessions.clone(), args.scenario, args.connections, Duration::from_secs(args.warmup), 32)
+        load(&[server.addr], sessions.clone(), args.scenario, args.connections, Duration::from_secs(args.warmup), 32)
             .await;
     // The reference is the high-water mark of the warm-up: the replay memory drops a
     // whole date bucket at a time, so the resident size saws up and down by a bucket.
     let (rss_warm, fds_warm) = (server.status_kib("VmHWM:"), server.open_fds());
     let main =
-        load(server.addr, sessions, args.scenario, args.connections, Duration::from_secs(args.duration), 32).await;
+        load(&[server.addr], sessions, args.scenario, args.connections, Duration::from_secs(args.duration), 32).await;
     let (rss_end, fds_end) = (server.status_kib("VmRSS:"), server.open_fds());
     let growth = 100.0 * (rss_end as f64 - rss_warm as f64) / rss_warm.max(1) as f64;
     println!(

@@ -442,12 +442,49 @@ async fn begin(client: &mut Object) -> Result<deadpool_postgres::Transaction<'_>
     Ok(client.transaction().await?)
 }
 
+/// Runs `sql` as a statement prepared once per connection: one round trip per call
+/// instead of a parse and an execute.
+async fn sql_query<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+async fn sql_query_opt<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_opt(&statement, params).await
+}
+
+async fn sql_query_one<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query_one(&statement, params).await
+}
+
+async fn sql_execute<C: deadpool_postgres::GenericClient + Sync>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT value FROM ks_keyring WHERE name = $1", &[&name])
+        let row = sql_query_opt(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
@@ -455,15 +492,14 @@ impl Store for PostgresStore {
 
     async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                &[&name, &value],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
-        let row = client
-            .query_one("SELECT value FROM ks_keyring WHERE name = $1", &[&name])
+        sql_execute(
+            &client,
+            "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &value],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        let row = sql_query_one(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(row.get(0))
@@ -471,8 +507,9 @@ impl Store for PostgresStore {
 
     async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
         let client = self.client().await?;
-        let rows =
-            client.query("SELECT name, value FROM ks_keyring ORDER BY name", &[]).await.map_err(|e| self.failed(e))?;
+        let rows = sql_query(&client, "SELECT name, value FROM ks_keyring ORDER BY name", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
         Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
@@ -482,13 +519,13 @@ impl Store for PostgresStore {
             async move {
                 let transaction = begin(&mut client).await?;
                 for (name, value) in entries {
-                    transaction
-                        .execute(
-                            "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) \
+                    sql_execute(
+                        &transaction,
+                        "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) \
                              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                            &[name, value],
-                        )
-                        .await?;
+                        &[name, value],
+                    )
+                    .await?;
                 }
                 transaction.commit().await?;
                 Ok(())
@@ -500,8 +537,7 @@ impl Store for PostgresStore {
     async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
         let key = record::user_prefix(user);
-        let row = client
-            .query_opt("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
+        let row = sql_query_opt(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
@@ -510,15 +546,14 @@ impl Store for PostgresStore {
     async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let client = self.client().await?;
         let key = record::user_prefix(user);
-        client
-            .execute(
-                "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
-                &[&key.as_slice(), &wrapped],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
-        let row = client
-            .query_one("SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
+        sql_execute(
+            &client,
+            "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
+            &[&key.as_slice(), &wrapped],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        let row = sql_query_one(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(row.get(0))
@@ -526,14 +561,14 @@ impl Store for PostgresStore {
 
     async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO ks_pending_init (id, expires_at, sealed) VALUES ($1, $2, $3) \
+        sql_execute(
+            &client,
+            "INSERT INTO ks_pending_init (id, expires_at, sealed) VALUES ($1, $2, $3) \
                  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, sealed = excluded.sealed",
-                &[&id.as_slice(), &int(init.expires_at), &init.sealed],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+            &[&id.as_slice(), &int(init.expires_at), &init.sealed],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -549,9 +584,12 @@ impl Store for PostgresStore {
             let transaction = begin(&mut client).await?;
             // Deleting is the claim: of several nodes racing for one token, exactly one
             // gets the row back.
-            let Some(row) = transaction
-                .query_opt("DELETE FROM ks_pending_init WHERE id = $1 RETURNING expires_at, sealed", &[&id.as_slice()])
-                .await?
+            let Some(row) = sql_query_opt(
+                &transaction,
+                "DELETE FROM ks_pending_init WHERE id = $1 RETURNING expires_at, sealed",
+                &[&id.as_slice()],
+            )
+            .await?
             else {
                 return Ok(Redeemed::UnknownInit);
             };
@@ -561,18 +599,18 @@ impl Store for PostgresStore {
                 return Ok(Redeemed::ExpiredInit);
             }
             let session = make_session(&init)?;
-            transaction
-                .execute(
-                    "INSERT INTO ks_session (id, user_key, expires_at, last_used, sealed) VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &session_id.as_slice(),
-                        &record::user_prefix(&session.user).as_slice(),
-                        &int(session.expires_at),
-                        &int(session.last_used),
-                        &session.sealed,
-                    ],
-                )
-                .await?;
+            sql_execute(
+                &transaction,
+                "INSERT INTO ks_session (id, user_key, expires_at, last_used, sealed) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &session_id.as_slice(),
+                    &record::user_prefix(&session.user).as_slice(),
+                    &int(session.expires_at),
+                    &int(session.last_used),
+                    &session.sealed,
+                ],
+            )
+            .await?;
             transaction.commit().await?;
             Ok(Redeemed::Session)
         })
@@ -581,20 +619,19 @@ impl Store for PostgresStore {
 
     async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE id = $1",
-                &[&id.as_slice()],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        let row = sql_query_opt(
+            &client,
+            "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE id = $1",
+            &[&id.as_slice()],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         row.as_ref().map(session_of).transpose()
     }
 
     async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let deleted = client
-            .execute("DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()])
+        let deleted = sql_execute(&client, "DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(deleted > 0)
@@ -602,25 +639,25 @@ impl Store for PostgresStore {
 
     async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE ks_session SET last_used = $2 WHERE id = $1 AND last_used < $2",
-                &[&id.as_slice(), &int(now)],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        sql_execute(
+            &client,
+            "UPDATE ks_session SET last_used = $2 WHERE id = $1 AND last_used < $2",
+            &[&id.as_slice(), &int(now)],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
     async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE user_key = $1 ORDER BY id",
-                &[&record::user_prefix(user).as_slice()],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        let rows = sql_query(
+            &client,
+            "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE user_key = $1 ORDER BY id",
+            &[&record::user_prefix(user).as_slice()],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         rows.iter().map(session_of).collect()
     }
 
@@ -639,14 +676,15 @@ impl Store for PostgresStore {
             let transaction = begin(&mut client).await?;
             // The head row is the user's lock: writers take turns on it, so the check,
             // the write and the pruning see no other writer's half.
-            transaction
-                .execute(
-                    "INSERT INTO ks_key_head (user_key, latest) VALUES ($1, 0) ON CONFLICT (user_key) DO NOTHING",
-                    &[&key],
-                )
-                .await?;
+            sql_execute(
+                &transaction,
+                "INSERT INTO ks_key_head (user_key, latest) VALUES ($1, 0) ON CONFLICT (user_key) DO NOTHING",
+                &[&key],
+            )
+            .await?;
             let Some(row) =
-                transaction.query_opt("SELECT latest FROM ks_key_head WHERE user_key = $1 FOR UPDATE", &[&key]).await?
+                sql_query_opt(&transaction, "SELECT latest FROM ks_key_head WHERE user_key = $1 FOR UPDATE", &[&key])
+                    .await?
             else {
                 // Erased between the two statements: start over.
                 return Err(Attempt::Retry);
@@ -658,19 +696,21 @@ impl Store for PostgresStore {
             }
             let version = latest + 1;
             let sealed = seal(version)?;
-            transaction
-                .execute(
-                    "INSERT INTO ks_key_version (user_key, version, created_at, sealed) VALUES ($1, $2, $3, $4)",
-                    &[&key, &int(version), &int(created_at), &sealed],
-                )
-                .await?;
-            transaction
-                .execute("UPDATE ks_key_head SET latest = $2 WHERE user_key = $1", &[&key, &int(version)])
+            sql_execute(
+                &transaction,
+                "INSERT INTO ks_key_version (user_key, version, created_at, sealed) VALUES ($1, $2, $3, $4)",
+                &[&key, &int(version), &int(created_at), &sealed],
+            )
+            .await?;
+            sql_execute(&transaction, "UPDATE ks_key_head SET latest = $2 WHERE user_key = $1", &[&key, &int(version)])
                 .await?;
             if let Some(cutoff) = version.checked_sub(keep.max(1)).filter(|c| *c >= 1) {
-                transaction
-                    .execute("DELETE FROM ks_key_version WHERE user_key = $1 AND version <= $2", &[&key, &int(cutoff)])
-                    .await?;
+                sql_execute(
+                    &transaction,
+                    "DELETE FROM ks_key_version WHERE user_key = $1 AND version <= $2",
+                    &[&key, &int(cutoff)],
+                )
+                .await?;
             }
             transaction.commit().await?;
             Ok(PutOutcome::Stored { version })
@@ -681,37 +721,38 @@ impl Store for PostgresStore {
     async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
         let client = self.client().await?;
         let key = record::user_prefix(user);
-        let row =
-            match version {
-                Some(version) => client
-                    .query_opt(
-                        "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 AND version = $2",
-                        &[&key.as_slice(), &int(version)],
-                    )
-                    .await,
-                None => {
-                    client
-                        .query_opt(
-                            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 \
-                         ORDER BY version DESC LIMIT 1",
-                            &[&key.as_slice()],
-                        )
-                        .await
-                }
+        let row = match version {
+            Some(version) => {
+                sql_query_opt(
+                    &client,
+                    "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 AND version = $2",
+                    &[&key.as_slice(), &int(version)],
+                )
+                .await
             }
-            .map_err(|e| self.failed(e))?;
+            None => {
+                sql_query_opt(
+                    &client,
+                    "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 \
+                         ORDER BY version DESC LIMIT 1",
+                    &[&key.as_slice()],
+                )
+                .await
+            }
+        }
+        .map_err(|e| self.failed(e))?;
         row.as_ref().map(key_of).transpose()
     }
 
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
-                &[&record::user_prefix(user).as_slice()],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        let rows = sql_query(
+            &client,
+            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
+            &[&record::user_prefix(user).as_slice()],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         rows.iter().map(key_of).collect()
     }
 
@@ -721,9 +762,9 @@ impl Store for PostgresStore {
             let key = key.as_slice();
             let transaction = begin(&mut client).await?;
             // Locks the head first, as a PUT does, so the two take turns.
-            transaction.execute("DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
-            let versions = transaction.execute("DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
-            transaction.execute("DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
+            sql_execute(&transaction, "DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
+            let versions = sql_execute(&transaction, "DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
+            sql_execute(&transaction, "DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
             transaction.commit().await?;
             Ok(versions)
         })
@@ -735,10 +776,10 @@ impl Store for PostgresStore {
         self.retrying(|mut client| async move {
             let key = key.as_slice();
             let transaction = begin(&mut client).await?;
-            transaction.execute("DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
-            let versions = transaction.execute("DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
-            transaction.execute("DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
-            let sessions = transaction.execute("DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
+            sql_execute(&transaction, "DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
+            let versions = sql_execute(&transaction, "DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
+            sql_execute(&transaction, "DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
+            let sessions = sql_execute(&transaction, "DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
             transaction.commit().await?;
             Ok(Erased { versions, sessions })
         })
@@ -752,29 +793,27 @@ impl Store for PostgresStore {
         forget_nonces_before: UnixTime,
     ) -> Result<Swept, StoreError> {
         let client = self.client().await?;
-        let inits = client
-            .execute("DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)])
+        let inits = sql_execute(&client, "DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)])
             .await
             .map_err(|e| self.failed(e))?;
-        let sessions = client
-            .execute("DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2", &[&int(now), &int(idle_before)])
-            .await
-            .map_err(|e| self.failed(e))?;
-        let nonces = client
-            .execute("DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)])
+        let sessions = sql_execute(
+            &client,
+            "DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2",
+            &[&int(now), &int(idle_before)],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        let nonces = sql_execute(&client, "DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)])
             .await
             .map_err(|e| self.failed(e))?;
         let old = int(now.saturating_sub(BUDGET_RETENTION_SECS));
-        client
-            .execute("DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)])
+        sql_execute(&client, "DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)])
             .await
             .map_err(|e| self.failed(e))?;
-        client
-            .execute("DELETE FROM ks_connect_users WHERE window_start < $1", &[&old])
+        sql_execute(&client, "DELETE FROM ks_connect_users WHERE window_start < $1", &[&old])
             .await
             .map_err(|e| self.failed(e))?;
-        client
-            .execute("DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old])
+        sql_execute(&client, "DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(Swept { inits, sessions, nonces })
@@ -782,8 +821,7 @@ impl Store for PostgresStore {
 
     async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let deleted = client
-            .execute("DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()])
+        let deleted = sql_execute(&client, "DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(deleted > 0)
@@ -810,20 +848,19 @@ impl Store for PostgresStore {
 
     async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let inserted = client
-            .execute(
-                "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
-                &[&int(fingerprint), &int(date)],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        let inserted = sql_execute(
+            &client,
+            "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
+            &[&int(fingerprint), &int(date)],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(inserted == 1)
     }
 
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
+        let rows = sql_query(&client, "SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
@@ -831,14 +868,14 @@ impl Store for PostgresStore {
 
     async fn counts(&self) -> Result<Counts, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM ks_pending_init), (SELECT count(*) FROM ks_session), \
+        let row = sql_query_one(
+            &client,
+            "SELECT (SELECT count(*) FROM ks_pending_init), (SELECT count(*) FROM ks_session), \
                  (SELECT count(*) FROM ks_key_version)",
-                &[],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+            &[],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(Counts { pending_inits: uint(row.get(0)), sessions: uint(row.get(1)), key_versions: uint(row.get(2)) })
     }
 
@@ -853,22 +890,24 @@ impl Store for PostgresStore {
             .map_err(|e| self.failed(e))?;
         let mut entries = Vec::new();
         let mut push = |table: &str, key: Vec<u8>, value: Vec<u8>| entries.push((table.to_owned(), key, value));
-        for row in transaction.query("SELECT name, value FROM ks_keyring", &[]).await.map_err(|e| self.failed(e))? {
+        for row in
+            sql_query(&transaction, "SELECT name, value FROM ks_keyring", &[]).await.map_err(|e| self.failed(e))?
+        {
             push("keyring", row.get(0), row.get(1));
         }
-        for row in transaction.query("SELECT user_key, wrapped FROM ks_dek", &[]).await.map_err(|e| self.failed(e))? {
+        for row in
+            sql_query(&transaction, "SELECT user_key, wrapped FROM ks_dek", &[]).await.map_err(|e| self.failed(e))?
+        {
             push("dek", row.get(0), row.get(1));
         }
-        for row in transaction
-            .query("SELECT id, expires_at, sealed FROM ks_pending_init", &[])
+        for row in sql_query(&transaction, "SELECT id, expires_at, sealed FROM ks_pending_init", &[])
             .await
             .map_err(|e| self.failed(e))?
         {
             let init = InitRecord { expires_at: uint(row.get(1)), sealed: row.get(2) };
             push("pending_init", row.get(0), record::encode_init(&init));
         }
-        for row in transaction
-            .query("SELECT id, user_key, expires_at, last_used, sealed FROM ks_session", &[])
+        for row in sql_query(&transaction, "SELECT id, user_key, expires_at, last_used, sealed FROM ks_session", &[])
             .await
             .map_err(|e| self.failed(e))?
         {
@@ -877,8 +916,7 @@ impl Store for PostgresStore {
             push("user_session", record::user_session_key(&session.user, &id), Vec::new());
             push("session", id.to_vec(), record::encode_session(&session));
         }
-        for row in transaction
-            .query("SELECT user_key, version, created_at, sealed FROM ks_key_version", &[])
+        for row in sql_query(&transaction, "SELECT user_key, version, created_at, sealed FROM ks_key_version", &[])
             .await
             .map_err(|e| self.failed(e))?
         {
@@ -887,12 +925,12 @@ impl Store for PostgresStore {
             push("key", record::key_version_key(&user, key.version), record::encode_key(key.created_at, &key.sealed));
         }
         for row in
-            transaction.query("SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(|e| self.failed(e))?
+            sql_query(&transaction, "SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(|e| self.failed(e))?
         {
             push("nonce", uint(row.get(0)).to_be_bytes().to_vec(), uint(row.get(1)).to_be_bytes().to_vec());
         }
         let own_mark = self.ledger_mark_name();
-        for row in transaction.query("SELECT name, value FROM ks_meta", &[]).await.map_err(|e| self.failed(e))? {
+        for row in sql_query(&transaction, "SELECT name, value FROM ks_meta", &[]).await.map_err(|e| self.failed(e))? {
             let name: String = row.get(0);
             // A backup carries this node's ledger mark under the name a single node
             // uses; other nodes' marks belong to their ledgers.
@@ -912,7 +950,7 @@ impl Store for PostgresStore {
             return Err(StoreError::Full("the database refused a write for lack of space".into()));
         }
         let client = self.client().await?;
-        client.query_one("SELECT 1", &[]).await.map_err(|e| self.failed(e))?;
+        sql_query_one(&client, "SELECT 1", &[]).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -938,8 +976,7 @@ impl Store for PostgresStore {
         let outcome = self
             .retrying(|mut client| async move {
                 let transaction = begin(&mut client).await?;
-                let calls: i64 = transaction
-                    .query_one(
+                let calls: i64 = sql_query_one(&transaction,
                         "INSERT INTO ks_connect_calls (namespace, minute, calls) VALUES ($1, $2, 1) \
                          ON CONFLICT (namespace, minute) DO UPDATE SET calls = ks_connect_calls.calls + 1 \
                          RETURNING calls",
@@ -951,8 +988,7 @@ impl Store for PostgresStore {
                     // A refused call is not counted: dropping the transaction rolls it back.
                     return Ok(ConnectCount::TooManyCalls { retry_after: 60 - now % 60 });
                 }
-                let new_user = transaction
-                    .execute(
+                let new_user = sql_execute(&transaction,
                         "INSERT INTO ks_connect_users (namespace, window_start, user_id) VALUES ($1, $2, $3) \
                          ON CONFLICT (namespace, window_start, user_id) DO NOTHING",
                         &[&namespace.as_slice(), &int(window_start), &user.as_slice()],
@@ -960,8 +996,7 @@ impl Store for PostgresStore {
                     .await?
                     == 1;
                 if new_user {
-                    let users: i64 = transaction
-                        .query_one(
+                    let users: i64 = sql_query_one(&transaction,
                             "INSERT INTO ks_connect_windows (namespace, window_start, users) VALUES ($1, $2, 1) \
                              ON CONFLICT (namespace, window_start) DO UPDATE SET users = ks_connect_windows.users + 1 \
                              RETURNING users",
@@ -971,14 +1006,12 @@ impl Store for PostgresStore {
                         .get(0);
                     if uint(users) > u64::from(budget.users_per_window) {
                         // The user is not let in, but the call counts.
-                        transaction
-                            .execute(
+                        sql_execute(&transaction,
                                 "DELETE FROM ks_connect_users WHERE namespace = $1 AND window_start = $2 AND user_id = $3",
                                 &[&namespace.as_slice(), &int(window_start), &user.as_slice()],
                             )
                             .await?;
-                        transaction
-                            .execute(
+                        sql_execute(&transaction,
                                 "UPDATE ks_connect_windows SET users = users - 1 WHERE namespace = $1 AND window_start = $2",
                                 &[&namespace.as_slice(), &int(window_start)],
                             )
@@ -998,8 +1031,7 @@ impl Store for PostgresStore {
 impl PostgresStore {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT value FROM ks_meta WHERE name = $1", &[&name])
+        let row = sql_query_opt(&client, "SELECT value FROM ks_meta WHERE name = $1", &[&name])
             .await
             .map_err(|e| self.failed(e))?;
         Ok(row.map(|row| row.get(0)))
@@ -1007,13 +1039,13 @@ impl PostgresStore {
 
     async fn meta_set(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                &[&name, &value],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+        sql_execute(
+            &client,
+            "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&name, &value],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         Ok(())
     }
 }
