@@ -7,7 +7,7 @@
 #                               per target (default 300), new inputs kept in the corpus
 #   scripts/fuzz.sh --smoke     what the test command runs: a quick debug build without
 #                               a sanitizer (the code has no unsafe), FUZZ_SECONDS per
-#                               target (default 10), the corpus left as committed
+#                               target (default 5), the corpus left as committed
 #
 # A crash, panic or timeout fails the run (exit 1) and leaves the input under
 # fuzz/artifacts/<target>/: turn it into a regression case in
@@ -24,7 +24,7 @@ if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VE
 fi
 
 if [ "${1:-}" = "--smoke" ]; then
-  seconds="${FUZZ_SECONDS:-10}"
+  seconds="${FUZZ_SECONDS:-5}"
   build=(--dev --sanitizer none)
   keep_new=0
 else

@@ -10,6 +10,8 @@
 # starts it on a free loopback port. With WATCH_PID, a watcher stops the server and
 # removes DIR once that process is gone, so a test run that dies leaves nothing behind.
 # The server runs with fsync on: the tests check acknowledged writes against it.
+# With PG_TLS_DIR (holding server.crt and server.key, as scripts/tls-certificates.sh
+# makes them), it accepts TLS connections only.
 set -euo pipefail
 
 command=${1:?usage: postgres.sh start|stop DIR [WATCH_PID]}
@@ -82,6 +84,14 @@ synchronous_commit = on
 shared_buffers = 64MB
 log_min_messages = warning
 EOF
+    if [[ -n "${PG_TLS_DIR:-}" ]]; then
+        run_as sh -c "umask 077; cat >'$home/server.crt'" <"$PG_TLS_DIR/server.crt"
+        run_as sh -c "umask 077; cat >'$home/server.key'" <"$PG_TLS_DIR/server.key"
+        printf "ssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" "$home/server.crt" "$home/server.key" |
+            run_as sh -c "cat >>'$home/data/postgresql.conf'"
+        printf 'local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n' |
+            run_as sh -c "cat >'$home/data/pg_hba.conf'"
+    fi
     run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
         { cat "$home/server.log" >&2; exit 1; }
     echo "$port" >"$dir/port"

@@ -114,6 +114,10 @@ struct RunArgs {
     /// keyservice nodes sharing the database (with `--postgres`).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// Run the server as users do: a request log line for every request (otherwise
+    /// switched off to measure keyservice's own work). The audit log is on either way.
+    #[arg(long)]
+    default_config: bool,
 }
 
 #[derive(clap::Args)]
@@ -582,7 +586,7 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             let mut command = Command::new(&bin);
             command
                 .args(["serve", "--config", node_config.to_str().ok_or("a UTF-8 path")?])
-                .env("RUST_LOG", "info,keyservice::request=off");
+                .env("RUST_LOG", if args.default_config { "info" } else { "info,keyservice::request=off" });
             servers.push(spawn(command, "keyservice listening")?);
         }
         let measured = measure("keyservice", &servers, &args, sessions.clone()).await;

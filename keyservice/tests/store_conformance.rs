@@ -359,3 +359,37 @@ async fn sled_refuses_a_directory_another_store_holds() {
     let _first = SledStore::open(dir.path()).unwrap();
     assert!(SledStore::open(dir.path()).is_err());
 }
+
+/// TLS to the database: verified against the configured CA, refused against another,
+/// and a server that takes TLS only cannot be reached without it.
+#[tokio::test]
+async fn postgres_over_tls_is_verified_against_the_configured_ca() {
+    let make = |dir: &std::path::Path| {
+        let status = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tls-certificates.sh"))
+            .arg(dir)
+            .arg("127.0.0.1")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let certificates = tempfile::tempdir().unwrap();
+    make(certificates.path());
+    let server = pg::private_tls(certificates.path());
+    let database = server.database_over_tls();
+
+    let mut config = database.config();
+    config.ca_file = Some(certificates.path().join("ca.crt"));
+    let store = PostgresStore::open(&config, "node-a").await.unwrap();
+    assert!(store.remember_nonce(1, NOW).await.unwrap(), "a write over TLS");
+
+    let other = tempfile::tempdir().unwrap();
+    make(other.path());
+    config.ca_file = Some(other.path().join("ca.crt"));
+    let refused = PostgresStore::open(&config, "node-a").await.err().expect("another CA was trusted");
+    assert!(refused.to_string().contains("cannot reach the database"), "{refused}");
+
+    config.ca_file = None;
+    let plain = PostgresStore::open(&config, "node-a").await.err().expect("plain TCP was let in");
+    assert!(plain.to_string().contains("cannot reach the database"), "{plain}");
+}

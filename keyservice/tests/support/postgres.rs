@@ -37,9 +37,12 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
 }
 
-fn start(dir: &Path, watch: bool) -> Server {
+fn start(dir: &Path, watch: bool, tls: Option<&Path>) -> Server {
     let mut command = Command::new("bash");
     command.arg(script()).arg("start").arg(dir);
+    if let Some(tls) = tls {
+        command.env("PG_TLS_DIR", tls);
+    }
     if watch {
         command.arg(std::process::id().to_string());
     }
@@ -79,7 +82,7 @@ pub fn shared() -> &'static Server {
         Ok(url) => parse(&url),
         Err(_) => {
             let tmp = tempfile::tempdir().unwrap();
-            let mut server = start(&tmp.path().join("pg"), true);
+            let mut server = start(&tmp.path().join("pg"), true, None);
             // The watcher removes the directory once this process exits.
             let _ = tmp.keep();
             server.dir = None;
@@ -91,7 +94,16 @@ pub fn shared() -> &'static Server {
 /// A server of this test's own, stopped when dropped.
 pub fn private() -> Server {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = start(&tmp.path().join("pg"), true);
+    let mut server = start(&tmp.path().join("pg"), true, None);
+    server._tmp = Some(tmp);
+    server
+}
+
+/// A server of this test's own that takes TLS connections only, with the certificate
+/// and key in `tls` (`server.crt`, `server.key`).
+pub fn private_tls(tls: &Path) -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = start(&tmp.path().join("pg"), true, Some(tls));
     server._tmp = Some(tmp);
     server
 }
@@ -123,6 +135,21 @@ impl Server {
         let name = format!("ks_{}", hex::encode(rand::random::<[u8; 8]>()));
         let admin = self.connect("postgres").await;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
+        Database { name, host: self.host.clone(), port: self.port, password: self.password.clone() }
+    }
+
+    /// A database on a server that takes TLS only, made through psql (libpq's own TLS).
+    pub fn database_over_tls(&self) -> Database {
+        let name = format!("ks_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let status = Command::new("psql")
+            .args(["-h", &self.host, "-p", &self.port.to_string(), "-U", "postgres", "-q", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .arg("postgres")
+            .env("PGPASSWORD", &self.password)
+            .env("PGSSLMODE", "require")
+            .status()
+            .expect("run psql");
+        assert!(status.success(), "creating a database over TLS failed");
         Database { name, host: self.host.clone(), port: self.port, password: self.password.clone() }
     }
 
