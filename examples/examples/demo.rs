@@ -61,6 +61,7 @@ async fn run() -> Result<(), Failure> {
             allow: vec!["127.0.0.1/32".parse()?],
             credentials: vec![ServerCredential { key_id: "notes-1".into(), secret: secret.clone() }],
             connect_budget: keyservice::config::default_connect_budget(),
+            oidc: None,
         },
     );
     let master = MasterKey::load_or_create(&config.master_key_file)?;

@@ -107,6 +107,7 @@ async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<Sock
             allow: vec!["127.0.0.0/8".parse()?],
             credentials: vec![ServerCredential { key_id: "rs-1".into(), secret: secret.clone() }],
             connect_budget: keyservice::config::default_connect_budget(),
+            oidc: None,
         },
     );
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);

@@ -169,6 +169,8 @@ pub struct Namespace {
     /// default 10,000; `connect_window_secs`, default 3,600; `erase_per_minute`, default
     /// 600).
     pub connect_budget: ConnectBudget,
+    /// Require an OpenID Connect ID token on `/connect` (`[namespaces.<name>.oidc]`).
+    pub oidc: Option<std::sync::Arc<crate::oidc::Oidc>>,
 }
 
 /// The default connect budget of a namespace.
@@ -395,6 +397,7 @@ impl Config {
             allow: vec![loopback_v4(), loopback_v6()],
             credentials: vec![Credential { key_id: DEV_KEY_ID.to_owned(), secret: secret.clone() }],
             connect_budget: default_connect_budget(),
+            oidc: None,
         };
         let config = Self {
             namespaces: BTreeMap::from([(DEV_NAMESPACE.to_owned(), namespace)]),
@@ -494,6 +497,71 @@ struct FileNamespace {
     connect_users_per_window: Option<u32>,
     connect_window_secs: Option<u64>,
     erase_per_minute: Option<u32>,
+    oidc: Option<FileOidc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    issuer: String,
+    audience: String,
+    user_claim: Option<String>,
+    jwks_file: PathBuf,
+    algorithms: Option<Vec<String>>,
+    leeway_secs: Option<u64>,
+}
+
+impl FileOidc {
+    fn validate(self, field: &str) -> Result<crate::oidc::Oidc, ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(invalid(format!("{field}.issuer"), "must name the identity provider (its `iss`)"));
+        }
+        if self.audience.is_empty() {
+            return Err(invalid(format!("{field}.audience"), "must name the client id the tokens are issued for"));
+        }
+        let algorithms = match self.algorithms {
+            None => crate::oidc::DEFAULT_ALGORITHMS.to_vec(),
+            Some(names) => {
+                let mut algorithms = Vec::new();
+                for name in names {
+                    let algorithm: jsonwebtoken::Algorithm = name.parse().map_err(|_| {
+                        invalid(format!("{field}.algorithms"), format!("{name} is not a JWS algorithm"))
+                    })?;
+                    if matches!(
+                        algorithm,
+                        jsonwebtoken::Algorithm::HS256
+                            | jsonwebtoken::Algorithm::HS384
+                            | jsonwebtoken::Algorithm::HS512
+                    ) {
+                        return Err(invalid(
+                            format!("{field}.algorithms"),
+                            "HMAC algorithms are refused: the token must be signed by the provider's private key",
+                        ));
+                    }
+                    algorithms.push(algorithm);
+                }
+                if algorithms.is_empty() {
+                    return Err(invalid(format!("{field}.algorithms"), "must name at least one algorithm"));
+                }
+                algorithms
+            }
+        };
+        let jwks =
+            crate::oidc::read_jwks(&self.jwks_file).map_err(|reason| invalid(format!("{field}.jwks_file"), reason))?;
+        Ok(crate::oidc::Oidc {
+            issuer: self.issuer,
+            audience: self.audience,
+            user_claim: self.user_claim.unwrap_or_else(|| "sub".to_owned()),
+            jwks_file: self.jwks_file,
+            jwks,
+            algorithms,
+            leeway_secs: match self.leeway_secs {
+                None => 60,
+                Some(secs) if secs <= 300 => secs,
+                Some(_) => return Err(invalid(format!("{field}.leeway_secs"), "must be at most 300")),
+            },
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -849,7 +917,11 @@ impl FileNamespace {
                 defaults.erase_per_minute,
             )?,
         };
-        Ok(Namespace { allow, credentials, connect_budget })
+        let oidc = match self.oidc {
+            Some(oidc) => Some(std::sync::Arc::new(oidc.validate(&format!("{field}.oidc"))?)),
+            None => None,
+        };
+        Ok(Namespace { allow, credentials, connect_budget, oidc })
     }
 }
 

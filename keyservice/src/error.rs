@@ -70,6 +70,10 @@ pub enum RequestError {
     /// The caller's address is not in the namespace's allowlist.
     #[error("this address may not connect for the namespace")]
     IpNotAllowed,
+    /// The namespace requires an ID token from its identity provider, and this one was
+    /// missing or refused.
+    #[error(transparent)]
+    IdToken(#[from] crate::oidc::IdTokenError),
     /// The credential does not belong to the namespace in the body.
     #[error("the signing credential does not belong to this namespace")]
     WrongNamespace,
@@ -164,6 +168,7 @@ impl Error {
                 R::BadPrecondition => (StatusCode::BAD_REQUEST, "bad_precondition"),
                 R::ConflictingPreconditions => (StatusCode::BAD_REQUEST, "conflicting_preconditions"),
                 R::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
+                R::IdToken(error) => (StatusCode::UNAUTHORIZED, error.code()),
                 R::UnusableForwardedChain => (StatusCode::BAD_REQUEST, "unusable_forwarded_chain"),
                 R::CorsNotAllowed => (StatusCode::FORBIDDEN, "cors_not_allowed"),
                 R::WrongNamespace => (StatusCode::FORBIDDEN, "wrong_namespace"),

@@ -30,6 +30,7 @@ mod http;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod oidc;
 pub mod proxy;
 pub mod server;
 pub mod store;

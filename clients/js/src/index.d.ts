@@ -97,7 +97,12 @@ export interface ExportResponse {
 }
 
 export class RealService {
-  connect(namespace: string, userId: string, initTokenHash: string): Promise<{ sessionToken: string; expiresAt: string }>;
+  connect(
+    namespace: string,
+    userId: string,
+    initTokenHash: string,
+    options?: { idToken?: string },
+  ): Promise<{ sessionToken: string; expiresAt: string }>;
   erase(namespace: string, userId: string): Promise<ErasureReceipt>;
   export(namespace: string, userId: string): Promise<ExportResponse>;
 }

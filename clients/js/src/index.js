@@ -386,11 +386,15 @@ export class RealService {
 
   /**
    * `POST /connect`: a session for the device whose init token hashes to
-   * `initTokenHash`, for `userId` in `namespace`.
+   * `initTokenHash`, for `userId` in `namespace`. A namespace that requires independent
+   * identity also needs `idToken`: the ID token the user's identity provider issued for
+   * this login, with `nonce` = `initTokenHash`.
    * @returns {Promise<{sessionToken: string, expiresAt: string}>}
    */
-  connect(namespace, userId, initTokenHash) {
-    return this.post('/connect', { namespace, userId, initTokenHash });
+  connect(namespace, userId, initTokenHash, { idToken } = {}) {
+    const body = { namespace, userId, initTokenHash };
+    if (idToken !== undefined) body.idToken = idToken;
+    return this.post('/connect', body);
   }
 
   /** `POST /erase`: destroys the user's key and sessions; returns the receipt. */

@@ -55,12 +55,31 @@ impl RealService {
         user_id: &str,
         init_token_hash: &str,
     ) -> Result<ConnectResponse, Error> {
+        self.connect_with_id_token(namespace, user_id, init_token_hash, None).await
+    }
+
+    /// [`RealService::connect`] for a namespace that requires independent identity: with
+    /// the ID token the user's identity provider issued for this login, whose `nonce` is
+    /// `init_token_hash`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RealService::connect`]; a refused token is [`crate::ErrorKind::Unauthorized`]
+    /// with its `id_token_…` code.
+    pub async fn connect_with_id_token(
+        &self,
+        namespace: &str,
+        user_id: &str,
+        init_token_hash: &str,
+        id_token: Option<&str>,
+    ) -> Result<ConnectResponse, Error> {
         let request = ConnectRequest {
             namespace: namespace.to_owned(),
             user_id: user_id.to_owned(),
             init_token_hash: init_token_hash.to_owned(),
+            id_token: id_token.map(str::to_owned),
         };
-        // Serialising three strings cannot fail.
+        // Serialising strings cannot fail.
         let body = serde_json::to_vec(&request).expect("a ConnectRequest serialises");
         self.post("/connect", body).await
     }

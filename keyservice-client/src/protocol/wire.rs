@@ -38,6 +38,11 @@ pub struct ConnectRequest {
     pub user_id: String,
     /// [`init_token_hash`] of the device's init token.
     pub init_token_hash: String,
+    /// An OpenID Connect ID token from the namespace's identity provider for this user,
+    /// whose `nonce` is `init_token_hash`; required by namespaces configured with
+    /// `oidc`, ignored by others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// `POST /connect` → 200.

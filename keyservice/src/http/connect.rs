@@ -18,6 +18,20 @@ pub async fn handle<B: RequestBody>(
     let from = signed::real_service(app, request, info.client).await?;
     let request: ConnectRequest = from.json()?;
     let digest = crypto::decode_init_token_hash(&request.init_token_hash).ok_or(RequestError::InvalidInitTokenHash)?;
+    // Independent identity, where the namespace asks for it: before anything is spent.
+    if let Some(oidc) = app.tenants().namespaces.get(&request.namespace).and_then(|ns| ns.oidc.clone()) {
+        let checked =
+            crate::oidc::verify(&oidc, request.id_token.as_deref(), &request.user_id, &request.init_token_hash);
+        if let Err(refused) = checked {
+            let user = app.inner.escrow.user(&request.namespace, &request.user_id);
+            let subject =
+                AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: Some(refused.code()) };
+            tracing::warn!(request_id = %info.id, namespace = %request.namespace, reason = refused.code(), "connect refused: ID token");
+            app.inner.metrics.auth_failure(refused.code());
+            let _ = app.audit(info, "connect", "denied", subject);
+            return Err(RequestError::IdToken(refused).into());
+        }
+    }
     app.inner.disks.admit_growth()?;
 
     let escrow = &app.inner.escrow;

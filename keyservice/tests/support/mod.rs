@@ -49,6 +49,7 @@ pub fn config(data_dir: &Path) -> Config {
             allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
             credentials: vec![Credential { key_id: KEY_ID.into(), secret: Secret::new(SECRET) }],
             connect_budget: keyservice::config::default_connect_budget(),
+            oidc: None,
         },
     );
     config.namespaces.insert(
@@ -57,6 +58,7 @@ pub fn config(data_dir: &Path) -> Config {
             allow: vec!["192.0.2.0/24".parse().unwrap()],
             credentials: vec![Credential { key_id: FAR_KEY_ID.into(), secret: Secret::new(FAR_SECRET) }],
             connect_budget: keyservice::config::default_connect_budget(),
+            oidc: None,
         },
     );
     config

@@ -1,0 +1,144 @@
+//! Independent identity on /connect: a namespace configured with an identity provider
+//! accepts only an ID token that provider signed for the same user and this device's
+//! init; every way a token can be wrong has its own error, and a refused /connect
+//! spends nothing.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use keyservice_client::protocol::wire::init_token_hash;
+use support::*;
+
+const ISSUER: &str = "https://idp.example.test";
+const AUDIENCE: &str = "shop-web";
+
+/// A test identity provider: a P-256 key and its JWKS.
+struct IdentityProvider {
+    key: EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl IdentityProvider {
+    fn new(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let raw = pair.public_key_raw();
+        assert_eq!(raw.len(), 65, "an uncompressed P-256 point");
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&raw[33..65]),
+        });
+        Self { key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(), jwk }
+    }
+
+    fn token(&self, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn claims(user: &str, nonce: &str) -> serde_json::Value {
+    let now = unix_now();
+    serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": user, "nonce": nonce,
+        "iat": now, "nbf": now - 5, "exp": now + 300,
+    })
+}
+
+fn with(mut claims: serde_json::Value, field: &str, value: serde_json::Value) -> serde_json::Value {
+    claims[field] = value;
+    claims
+}
+
+async fn connect(addr: std::net::SocketAddr, user: &str, hash: &str, id_token: Option<&str>) -> Reply {
+    let mut body = serde_json::json!({ "namespace": NAMESPACE, "userId": user, "initTokenHash": hash });
+    if let Some(token) = id_token {
+        body["idToken"] = token.into();
+    }
+    connect_raw(addr, body.to_string().as_bytes()).await
+}
+
+#[tokio::test]
+async fn only_a_token_the_provider_signed_for_this_user_and_init_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = IdentityProvider::new("idp-1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
+    let text = format!(
+        "{}[namespaces.{NAMESPACE}.oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        shop_toml("127.0.0.0/8"),
+        jwks.display().to_string()
+    );
+    let file_config = keyservice::Config::from_toml(&text, |_| None).unwrap();
+    let mut config = config(dir.path());
+    config.namespaces.insert(NAMESPACE.into(), file_config.namespaces[NAMESPACE].clone());
+    let server = TestServer::start_sled(config).await;
+
+    let token = init(server.addr).await;
+    let hash = init_token_hash(&token);
+    let other_init = init_token_hash(&init(server.addr).await);
+    let impostor = IdentityProvider::new("idp-1");
+    let now = unix_now() as i64;
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("id_token_required", None),
+        ("id_token_malformed", Some("not.a.jwt".to_owned())),
+        ("id_token_unknown_key", Some(idp.token("idp-2", claims("alice", &hash)))),
+        ("id_token_bad_signature", Some(impostor.token("idp-1", claims("alice", &hash)))),
+        ("id_token_expired", Some(idp.token("idp-1", with(claims("alice", &hash), "exp", (now - 120).into())))),
+        ("id_token_not_yet_valid", Some(idp.token("idp-1", with(claims("alice", &hash), "nbf", (now + 600).into())))),
+        ("id_token_wrong_issuer", Some(idp.token("idp-1", with(claims("alice", &hash), "iss", "https://evil".into())))),
+        ("id_token_wrong_audience", Some(idp.token("idp-1", with(claims("alice", &hash), "aud", "other".into())))),
+        // A token minted for another init cannot be replayed for this one.
+        ("id_token_nonce_mismatch", Some(idp.token("idp-1", claims("alice", &other_init)))),
+        ("id_token_user_mismatch", Some(idp.token("idp-1", claims("mallory", &hash)))),
+        // HMAC keyed with the provider's public key (the classic algorithm confusion).
+        ("id_token_algorithm_not_allowed", Some(hmac_token(&idp, &hash))),
+    ];
+    for (code, id_token) in cases {
+        let reply = connect(server.addr, "alice", &hash, id_token.as_deref()).await;
+        reply.expect(401, code);
+    }
+
+    // Nothing was spent by the refusals: the right token connects this very init.
+    let good = idp.token("idp-1", claims("alice", &hash));
+    let reply = connect(server.addr, "alice", &hash, Some(&good)).await;
+    reply.expect_status(200);
+    // And the same token cannot connect another init (its nonce binds it).
+    connect(server.addr, "alice", &other_init, Some(&good)).await.expect(401, "id_token_nonce_mismatch");
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("id_token_user_mismatch"), "refusals are audited");
+    assert!(!audit.contains(&good), "a token reached the audit log");
+}
+
+fn hmac_token(idp: &IdentityProvider, hash: &str) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("idp-1".to_owned());
+    let secret = idp.jwk.to_string();
+    jsonwebtoken::encode(&header, &claims("alice", hash), &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+#[test]
+fn oidc_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [IdentityProvider::new("k").jwk] }).to_string()).unwrap();
+    let parse = |oidc: &str| {
+        let text = format!("{}[namespaces.{NAMESPACE}.oidc]\n{oidc}", shop_toml("127.0.0.0/8"));
+        keyservice::Config::from_toml(&text, |_| None).err().map(|e| e.to_string())
+    };
+    let base =
+        format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n", jwks.display().to_string());
+    assert_eq!(parse(&base), None);
+    let hmac = parse(&format!("{base}algorithms = [\"HS256\"]\n")).unwrap();
+    assert!(hmac.contains("algorithms") && hmac.contains("HMAC"), "{hmac}");
+    std::fs::write(&jwks, "{\"keys\": []}").unwrap();
+    assert!(parse(&base).unwrap().contains("holds no key"));
+    std::fs::write(&jwks, "not json").unwrap();
+    assert!(parse(&base).unwrap().contains("is not a JWKS"));
+    let missing = parse(&format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n")).unwrap();
+    assert!(missing.contains("jwks_file"), "{missing}");
+}
