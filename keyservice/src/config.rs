@@ -506,9 +506,11 @@ struct FileOidc {
     issuer: String,
     audience: String,
     user_claim: Option<String>,
-    jwks_file: PathBuf,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
     algorithms: Option<Vec<String>>,
     leeway_secs: Option<u64>,
+    refetch_secs: Option<u64>,
 }
 
 impl FileOidc {
@@ -546,21 +548,52 @@ impl FileOidc {
                 algorithms
             }
         };
-        let jwks =
-            crate::oidc::read_jwks(&self.jwks_file).map_err(|reason| invalid(format!("{field}.jwks_file"), reason))?;
-        Ok(crate::oidc::Oidc {
-            issuer: self.issuer,
-            audience: self.audience,
-            user_claim: self.user_claim.unwrap_or_else(|| "sub".to_owned()),
-            jwks_file: self.jwks_file,
-            jwks,
+        let leeway_secs = match self.leeway_secs {
+            None => 60,
+            Some(secs) if secs <= 300 => secs,
+            Some(_) => return Err(invalid(format!("{field}.leeway_secs"), "must be at most 300")),
+        };
+        let (source, keys) = match (self.jwks_file, self.jwks_url) {
+            (Some(file), None) => {
+                let keys =
+                    crate::oidc::read_jwks(&file).map_err(|reason| invalid(format!("{field}.jwks_file"), reason))?;
+                (crate::oidc::JwksSource::File(file), keys)
+            }
+            (None, Some(url)) => {
+                let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{field}.jwks_url"), "is not a URL"))?;
+                let loopback = uri.host().is_some_and(|host| {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                });
+                match uri.scheme_str() {
+                    Some("https") => {}
+                    Some("http") if loopback => {}
+                    _ => {
+                        return Err(invalid(
+                            format!("{field}.jwks_url"),
+                            "must be https:// (http:// only to a loopback host)",
+                        ));
+                    }
+                }
+                (crate::oidc::JwksSource::Url(url), jsonwebtoken::jwk::JwkSet { keys: Vec::new() })
+            }
+            _ => return Err(invalid(field, "needs exactly one of jwks_file or jwks_url")),
+        };
+        Ok(crate::oidc::Oidc::new(
+            self.issuer,
+            self.audience,
+            self.user_claim.unwrap_or_else(|| "sub".to_owned()),
+            source,
+            keys,
             algorithms,
-            leeway_secs: match self.leeway_secs {
-                None => 60,
-                Some(secs) if secs <= 300 => secs,
-                Some(_) => return Err(invalid(format!("{field}.leeway_secs"), "must be at most 300")),
-            },
-        })
+            leeway_secs,
+            seconds(
+                self.refetch_secs,
+                &format!("{field}.refetch_secs"),
+                crate::oidc::MIN_REFETCH,
+                Duration::from_secs(3600),
+            )?,
+        ))
     }
 }
 

@@ -15,17 +15,42 @@
 //! at the identity provider: it would need a token the provider signed for that user
 //! with that device's nonce. Verification is done by the `jsonwebtoken` crate; this
 //! module only chooses what to require.
+//!
+//! The provider's keys come from a JWKS file (re-read on SIGHUP) or from its JWKS URL:
+//! fetched at the first `/connect`, again when a token names a key not held (the
+//! provider rotated its keys) and every [`REFRESH_EVERY`], but never more often than
+//! every `refetch_secs` ([`MIN_REFETCH`] by default), so tokens with made-up key ids cannot make keyservice hammer
+//! the provider. While the provider cannot be reached, the keys last fetched stay in use.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// How often fetched keys are fetched again anyway.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
+/// The least time between two fetches, by default (`refetch_secs`).
+pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// The largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Longest a fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a namespace's identity provider keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file (`jwks_file`).
+    File(PathBuf),
+    /// The provider's JWKS URL (`jwks_url`): https, or http to a loopback host.
+    Url(String),
+}
 
 /// Algorithms an ID token may be signed with by default.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 /// A namespace's identity provider, as configured.
-#[derive(Clone)]
 pub struct Oidc {
     /// The `iss` the tokens must carry.
     pub issuer: String,
@@ -33,14 +58,18 @@ pub struct Oidc {
     pub audience: String,
     /// The claim holding the user id the Real Service sends as `userId`.
     pub user_claim: String,
-    /// Where the provider's public keys were read from (reloaded on SIGHUP).
-    pub jwks_file: PathBuf,
-    /// The provider's public keys.
-    pub jwks: JwkSet,
+    /// Where the keys come from.
+    pub source: JwksSource,
     /// Accepted signature algorithms.
     pub algorithms: Vec<Algorithm>,
     /// Seconds of clock difference tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// The least time between two fetches of the provider's keys.
+    pub refetch: Duration,
+    /// The keys held now, and when they were fetched (`None`: read from a file).
+    keys: RwLock<(Arc<JwkSet>, Option<Instant>)>,
+    /// When a fetch was last tried; serialises fetches.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -49,10 +78,116 @@ impl std::fmt::Debug for Oidc {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("user_claim", &self.user_claim)
-            .field("jwks_file", &self.jwks_file)
-            .field("keys", &self.jwks.keys.len())
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+impl Oidc {
+    /// A provider whose keys are `keys` (from a file) or will be fetched (an empty set
+    /// for a URL).
+    #[allow(clippy::too_many_arguments)] // One per setting; called from the config only.
+    pub fn new(
+        issuer: String,
+        audience: String,
+        user_claim: String,
+        source: JwksSource,
+        keys: JwkSet,
+        algorithms: Vec<Algorithm>,
+        leeway_secs: u64,
+        refetch: Duration,
+    ) -> Self {
+        Self {
+            issuer,
+            audience,
+            user_claim,
+            source,
+            algorithms,
+            leeway_secs,
+            refetch,
+            keys: RwLock::new((Arc::new(keys), None)),
+            last_fetch: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn held(&self) -> (Arc<JwkSet>, Option<Instant>) {
+        let keys = self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (keys.0.clone(), keys.1)
+    }
+
+    /// The key `kid`, fetching the provider's keys again when it is not held or they
+    /// are old (at most every [`MIN_REFETCH`]).
+    async fn key(&self, kid: &str) -> Option<Jwk> {
+        let JwksSource::Url(url) = &self.source else {
+            return self.held().0.find(kid).cloned();
+        };
+        let (keys, fetched) = self.held();
+        let stale = fetched.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
+        if let Some(key) = keys.find(kid).filter(|_| !stale) {
+            return Some(key.clone());
+        }
+        {
+            let mut last = self.last_fetch.lock().await;
+            // Another request may have fetched while this one waited.
+            let (keys, fetched) = self.held();
+            let fresh = fetched.is_some_and(|at| at.elapsed() < REFRESH_EVERY);
+            if fresh && keys.find(kid).is_some() {
+                return keys.find(kid).cloned();
+            }
+            if last.is_none_or(|at| at.elapsed() >= self.refetch) {
+                *last = Some(Instant::now());
+                match fetch_jwks(url).await {
+                    Ok(keys) => {
+                        tracing::info!(url = %url, keys = keys.keys.len(), "identity provider keys fetched");
+                        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            (Arc::new(keys), Some(Instant::now()));
+                    }
+                    Err(error) => tracing::warn!(url = %url, %error, "fetching the identity provider's keys failed"),
+                }
+            }
+        }
+        self.held().0.find(kid).cloned()
+    }
+}
+
+/// Fetches and checks a JWKS document.
+async fn fetch_jwks(url: &str) -> Result<JwkSet, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let uri: http::Uri = url.parse().map_err(|_| "the JWKS URL does not parse".to_owned())?;
+    let response = tokio::time::timeout(FETCH_TIMEOUT, client.get(uri))
+        .await
+        .map_err(|_| "the identity provider did not answer in time".to_owned())?
+        .map_err(|e| format!("cannot reach the identity provider: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("the identity provider answered {}", response.status()));
+    }
+    let body = tokio::time::timeout(FETCH_TIMEOUT, Limited::new(response.into_body(), MAX_JWKS_BYTES).collect())
+        .await
+        .map_err(|_| "the identity provider did not send its keys in time".to_owned())?
+        .map_err(|_| "the JWKS document is too large or broke off".to_owned())?
+        .to_bytes();
+    let keys: JwkSet = serde_json::from_slice(&body).map_err(|_| "the document is not a JWKS".to_owned())?;
+    let usable: Vec<Jwk> =
+        keys.keys.into_iter().filter(|key| key.common.key_id.is_some() && DecodingKey::from_jwk(key).is_ok()).collect();
+    if usable.is_empty() {
+        return Err("the JWKS holds no usable key with a kid".to_owned());
+    }
+    Ok(JwkSet { keys: usable })
 }
 
 /// Reads a JWKS file (`{"keys": [...]}`) and checks every key can verify.
@@ -139,14 +274,20 @@ impl IdTokenError {
 /// # Errors
 ///
 /// The first [`IdTokenError`] found.
-pub fn verify(oidc: &Oidc, token: Option<&str>, user_id: &str, init_token_hash: &str) -> Result<(), IdTokenError> {
+pub async fn verify(
+    oidc: &Oidc,
+    token: Option<&str>,
+    user_id: &str,
+    init_token_hash: &str,
+) -> Result<(), IdTokenError> {
     let token = token.ok_or(IdTokenError::Required)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     if !oidc.algorithms.contains(&header.alg) {
         return Err(IdTokenError::AlgorithmNotAllowed);
     }
-    let jwk = header.kid.as_deref().and_then(|kid| oidc.jwks.find(kid)).ok_or(IdTokenError::UnknownKey)?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::UnknownKey)?;
+    let kid = header.kid.as_deref().ok_or(IdTokenError::UnknownKey)?;
+    let jwk = oidc.key(kid).await.ok_or(IdTokenError::UnknownKey)?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| IdTokenError::UnknownKey)?;
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[&oidc.issuer]);
     validation.set_audience(&[&oidc.audience]);

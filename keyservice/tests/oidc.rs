@@ -140,5 +140,94 @@ fn oidc_settings_are_checked() {
     std::fs::write(&jwks, "not json").unwrap();
     assert!(parse(&base).unwrap().contains("is not a JWKS"));
     let missing = parse(&format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n")).unwrap();
-    assert!(missing.contains("jwks_file"), "{missing}");
+    assert!(missing.contains("jwks_file or jwks_url"), "{missing}");
+    let plain =
+        parse(&format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"http://idp.example/jwks\"\n"));
+    assert!(plain.unwrap().contains("https://"), "plain http to a remote provider was accepted");
+}
+
+/// A JWKS endpoint on loopback: serves whatever it is set to, counts its fetches.
+struct JwksEndpoint {
+    url: String,
+    document: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksEndpoint {
+    async fn start(document: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let document = std::sync::Arc::new(std::sync::Mutex::new(document));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), fetches.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            }
+        });
+        Self { url, document, fetches, task }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn keys_fetched_from_the_provider_follow_its_rotation_without_hammering_it() {
+    let first = IdentityProvider::new("k1");
+    let second = IdentityProvider::new("k2");
+    let endpoint = JwksEndpoint::start(serde_json::json!({ "keys": [first.jwk] }).to_string()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[namespaces.{NAMESPACE}.oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"{}\"\nrefetch_secs = 2\n",
+        shop_toml("127.0.0.0/8"),
+        endpoint.url
+    );
+    let file_config = keyservice::Config::from_toml(&text, |_| None).unwrap();
+    let mut config = config(dir.path());
+    config.namespaces.insert(NAMESPACE.into(), file_config.namespaces[NAMESPACE].clone());
+    let server = TestServer::start_sled(config).await;
+    let connect_as = |idp: &IdentityProvider, kid: &str, hash: &str| idp.token(kid, claims("alice", hash));
+
+    // Fetched at the first /connect.
+    let hash = init_token_hash(&init(server.addr).await);
+    connect(server.addr, "alice", &hash, Some(&connect_as(&first, "k1", &hash))).await.expect_status(200);
+    assert_eq!(endpoint.fetches(), 1);
+
+    // Made-up key ids do not make keyservice fetch again and again.
+    for n in 0..10 {
+        let hash = init_token_hash(&init(server.addr).await);
+        let token = connect_as(&first, &format!("forged-{n}"), &hash);
+        connect(server.addr, "alice", &hash, Some(&token)).await.expect(401, "id_token_unknown_key");
+    }
+    assert!(endpoint.fetches() <= 2, "{} fetches for 10 unknown key ids", endpoint.fetches());
+
+    // The provider rotates to a new key: once the refetch interval has passed, a token
+    // signed with it works, and the old key is gone.
+    *endpoint.document.lock().unwrap() = serde_json::json!({ "keys": [second.jwk] }).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let hash = init_token_hash(&init(server.addr).await);
+    connect(server.addr, "alice", &hash, Some(&connect_as(&second, "k2", &hash))).await.expect_status(200);
+    let hash = init_token_hash(&init(server.addr).await);
+    connect(server.addr, "alice", &hash, Some(&connect_as(&first, "k1", &hash)))
+        .await
+        .expect(401, "id_token_unknown_key");
+
+    // The provider goes away: the keys last fetched stay in use.
+    endpoint.task.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let hash = init_token_hash(&init(server.addr).await);
+    connect(server.addr, "alice", &hash, Some(&connect_as(&second, "k2", &hash))).await.expect_status(200);
 }

@@ -21,7 +21,7 @@ pub async fn handle<B: RequestBody>(
     // Independent identity, where the namespace asks for it: before anything is spent.
     if let Some(oidc) = app.tenants().namespaces.get(&request.namespace).and_then(|ns| ns.oidc.clone()) {
         let checked =
-            crate::oidc::verify(&oidc, request.id_token.as_deref(), &request.user_id, &request.init_token_hash);
+            crate::oidc::verify(&oidc, request.id_token.as_deref(), &request.user_id, &request.init_token_hash).await;
         if let Err(refused) = checked {
             let user = app.inner.escrow.user(&request.namespace, &request.user_id);
             let subject =
