@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz.sh [SECONDS]   long run: release build with AddressSanitizer, SECONDS
 #                               per target (default 300), new inputs kept in the corpus
-#   scripts/fuzz.sh --smoke     what the test command runs: a quick debug build without
+#   scripts/fuzz.sh --smoke     a quick check: a debug build without
 #                               a sanitizer (the code has no unsafe), FUZZ_SECONDS per
 #                               target (default 5), the corpus left as committed
 #

@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The project's test command: the fuzz targets briefly from their corpus, then every
-# Rust test of the workspace (unit, integration over loopback HTTP and the real
-# binaries, property tests, crash cycles, full-disk tests on tmpfs mounts, the store
+# The project's test command: every Rust test of the workspace (unit, integration over
+# loopback HTTP and the real binaries, property tests, the fuzz corpus replayed, crash
+# cycles, full-disk tests on tmpfs mounts, the store
 # conformance suite and a cluster of nodes on a real PostgreSQL); then the JavaScript
 # client's tests, its demo in headless Chromium included (scripts/js-test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-scripts/fuzz.sh --smoke
 
 log=$(mktemp)
 pg_dir=$(mktemp -d)
