@@ -121,18 +121,14 @@ impl Oidc {
         let JwksSource::Url(url) = &self.source else {
             return self.held().0.find(kid).cloned();
         };
-        let (keys, fetched) = self.held();
-        let stale = fetched.is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
-        if let Some(key) = keys.find(kid).filter(|_| !stale) {
-            return Some(key.clone());
+        if let Some(key) = self.fresh_key(kid) {
+            return Some(key);
         }
         {
             let mut last = self.last_fetch.lock().await;
             // Another request may have fetched while this one waited.
-            let (keys, fetched) = self.held();
-            let fresh = fetched.is_some_and(|at| at.elapsed() < REFRESH_EVERY);
-            if fresh && keys.find(kid).is_some() {
-                return keys.find(kid).cloned();
+            if let Some(key) = self.fresh_key(kid) {
+                return Some(key);
             }
             if last.is_none_or(|at| at.elapsed() >= self.refetch) {
                 *last = Some(Instant::now());
@@ -146,7 +142,15 @@ impl Oidc {
                 }
             }
         }
+        // Fetched now, or stale keys while the provider cannot be reached.
         self.held().0.find(kid).cloned()
+    }
+
+    /// The key `kid` if it is held and was fetched less than [`REFRESH_EVERY`] ago.
+    fn fresh_key(&self, kid: &str) -> Option<Jwk> {
+        let (keys, fetched) = self.held();
+        let fresh = fetched.is_some_and(|at| at.elapsed() < REFRESH_EVERY);
+        keys.find(kid).filter(|_| fresh).cloned()
     }
 }
 
