@@ -13,14 +13,7 @@ if (( node_major < 20 )); then
     exit 1
 fi
 if ! command -v chromium >/dev/null; then
-    echo "js-test.sh: installing Chromium from the distribution's packages" >&2
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "js-test.sh: chromium is not installed and installing it needs root" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends chromium >&2
+    scripts/install-package.sh chromium Chromium
 fi
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
 cargo build --locked -q -p keyservice -p keyservice-examples --bin keyservice --example demo

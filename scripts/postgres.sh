@@ -2,9 +2,10 @@
 # A throwaway PostgreSQL server for the tests, from the distribution's packages.
 #
 #   scripts/postgres.sh start DIR [WATCH_PID]   prints the superuser URL on stdout
+#   scripts/postgres.sh restart|pause|resume DIR
 #   scripts/postgres.sh stop DIR
 #
-# `start` installs the server package when no initdb is found (Debian: apt-get, as
+# `start` installs the server package when no initdb is found (scripts/install-package.sh, as
 # root), runs initdb in DIR/data as an unprivileged user (PostgreSQL refuses to run as
 # root), with a random superuser password and scram-sha-256 on loopback only, and
 # starts it on a free loopback port. With WATCH_PID, a watcher stops the server and
@@ -14,8 +15,9 @@
 # makes them), it accepts TLS connections only.
 set -euo pipefail
 
-command=${1:?usage: postgres.sh start|stop DIR [WATCH_PID]}
-dir=${2:?usage: postgres.sh start|stop DIR [WATCH_PID]}
+usage="usage: postgres.sh start|restart|pause|resume|stop DIR [WATCH_PID]"
+command=${1:?$usage}
+dir=${2:?$usage}
 watch_pid=${3:-}
 
 find_bin() {
@@ -43,14 +45,7 @@ case "$command" in
 start)
     bin=$(find_bin)
     if [[ -z "$bin" ]]; then
-        echo "postgres.sh: installing PostgreSQL from the distribution's packages" >&2
-        if [[ $(id -u) -ne 0 ]]; then
-            echo "postgres.sh: PostgreSQL is not installed and installing it needs root" >&2
-            exit 1
-        fi
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >&2
-        apt-get install -y -qq --no-install-recommends postgresql >&2
+        "$(dirname "$(readlink -f "$0")")/install-package.sh" postgresql PostgreSQL
         bin=$(find_bin)
         [[ -n "$bin" ]] || { echo "postgres.sh: no initdb after installing postgresql" >&2; exit 1; }
     fi
@@ -106,11 +101,15 @@ EOF
     fi
     echo "postgres://postgres:$password@127.0.0.1:$port/postgres"
     ;;
-restart)
+restart | pause | resume)
+    # pause stops the server keeping its data; resume starts it again.
     bin=$(cat "$dir/bin")
     home=$(cat "$dir/home")
     server_user=$(stat -c %U "$home/data")
-    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 -m fast restart >/dev/null
+    action=$command
+    [[ $command == pause ]] && action=stop
+    [[ $command == resume ]] && action=start
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 -m fast "$action" >/dev/null
     ;;
 stop)
     if [[ -f "$dir/bin" && -f "$dir/home" ]]; then
@@ -125,7 +124,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: postgres.sh start|restart|stop DIR [WATCH_PID]" >&2
+    echo "$usage" >&2
     exit 2
     ;;
 esac

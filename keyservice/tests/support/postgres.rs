@@ -155,9 +155,7 @@ impl Server {
 
     /// Restarts the server (a fast shutdown: open connections are cut).
     pub fn restart(&self) {
-        let dir = self.dir.as_ref().expect("only a private server is restarted");
-        let status = Command::new("bash").arg(script()).arg("restart").arg(dir).status().unwrap();
-        assert!(status.success(), "restarting PostgreSQL failed");
+        self.script("restart");
     }
 
     /// The system user the server runs as (owner of its files).
@@ -170,35 +168,19 @@ impl Server {
 
     /// Stops the server until [`Server::resume`].
     pub fn pause(&self) {
-        self.pg_ctl("stop");
+        self.script("pause");
     }
 
     /// Starts a paused server again.
     pub fn resume(&self) {
-        self.pg_ctl("start");
+        self.script("resume");
     }
 
-    fn pg_ctl(&self, action: &str) {
-        let dir = self.dir.as_ref().expect("only a private server is stopped");
-        let bin = std::fs::read_to_string(dir.join("bin")).unwrap();
-        let home = std::fs::read_to_string(dir.join("home")).unwrap();
-        let data = format!("{}/data", home.trim());
-        let log = format!("{}/server.log", home.trim());
-        let pg_ctl = format!("{}/pg_ctl", bin.trim());
-        let mut command = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", &self.owner(), "--", &pg_ctl]);
-            c
-        } else {
-            Command::new(&pg_ctl)
-        };
-        let status = command.args(["-D", &data, "-l", &log, "-w", "-t", "60", "-m", "fast", action]).status().unwrap();
-        assert!(status.success(), "pg_ctl {action} failed");
+    fn script(&self, action: &str) {
+        let dir = self.dir.as_ref().expect("only a private server is restarted or stopped");
+        let status = Command::new("bash").arg(script()).arg(action).arg(dir).status().unwrap();
+        assert!(status.success(), "postgres.sh {action} failed");
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 impl Database {
