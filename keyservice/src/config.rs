@@ -792,12 +792,9 @@ impl FileStorage {
         if parsed.get_hosts().is_empty() || parsed.get_dbname().is_none() || parsed.get_user().is_none() {
             return Err(invalid("storage.url", "must name the user, the host and the database"));
         }
-        let password = match (&self.password_env, &self.password_file) {
-            (None, None) => None,
-            (env_name, file) => {
-                Some(read_secret("storage", "password", None, env_name.as_ref(), file.as_ref(), env)?.1)
-            }
-        };
+        let password =
+            read_secret("storage", "password", None, self.password_env.as_ref(), self.password_file.as_ref(), env)?
+                .map(|(_, password)| password);
         if let Some(ca_file) = &self.ca_file
             && !ca_file.is_file()
         {
@@ -967,7 +964,8 @@ impl FileCredential {
             self.secret_env.as_ref(),
             self.secret_file.as_ref(),
             env,
-        )?;
+        )?
+        .ok_or_else(|| invalid(field, "needs one of secret, secret_env or secret_file"))?;
         if secret.len() < MIN_SECRET_LEN {
             return Err(invalid(
                 format!("{field}.{source}"),
@@ -978,9 +976,9 @@ impl FileCredential {
     }
 }
 
-/// A secret given in exactly one way: inline as `<name>`, from the environment variable
+/// A secret given at most one way: inline as `<name>`, from the environment variable
 /// `<name>_env` names, or from the file `<name>_file` names (readable by its owner
-/// only); with the field it came from.
+/// only); with the field it came from. `None` when it is not given at all.
 fn read_secret(
     field: &str,
     name: &str,
@@ -988,14 +986,25 @@ fn read_secret(
     env_name: Option<&String>,
     file: Option<&PathBuf>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<(String, Secret), ConfigError> {
-    match (inline, env_name, file) {
-        (Some(secret), None, None) => Ok((name.to_owned(), secret.clone())),
-        (None, Some(variable), None) => {
+) -> Result<Option<(String, Secret)>, ConfigError> {
+    let given: Vec<String> = [
+        (inline.is_some(), name.to_owned()),
+        (env_name.is_some(), format!("{name}_env")),
+        (file.is_some(), format!("{name}_file")),
+    ]
+    .into_iter()
+    .filter_map(|(set, key)| set.then_some(key))
+    .collect();
+    if given.len() > 1 {
+        return Err(invalid(field, format!("gives the {name} more than one way ({}); keep one", given.join(", "))));
+    }
+    let read = match (inline, env_name, file) {
+        (Some(secret), _, _) => (name.to_owned(), secret.clone()),
+        (None, Some(variable), _) => {
             let value = env(variable).ok_or_else(|| {
                 invalid(format!("{field}.{name}_env"), format!("environment variable {variable} is not set"))
             })?;
-            Ok((format!("{name}_env"), Secret::new(value)))
+            (format!("{name}_env"), Secret::new(value))
         }
         (None, None, Some(path)) => {
             #[cfg(unix)]
@@ -1014,13 +1023,11 @@ fn read_secret(
             }
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid(format!("{field}.{name}_file"), format!("cannot read {}: {e}", path.display())))?;
-            Ok((format!("{name}_file"), Secret::new(text.trim_end_matches(['\r', '\n']))))
+            (format!("{name}_file"), Secret::new(text.trim_end_matches(['\r', '\n'])))
         }
-        _ if inline.is_none() && name == "password" => {
-            Err(invalid(field, format!("needs only one of {name}_env or {name}_file")))
-        }
-        _ => Err(invalid(field, format!("needs exactly one of {name}, {name}_env or {name}_file"))),
-    }
+        (None, None, None) => return Ok(None),
+    };
+    Ok(Some(read))
 }
 
 /// The TOML parser's message and position, without the source line it would quote and
@@ -1123,6 +1130,13 @@ mod tests {
             "storage.statement_timeout_ms"
         );
         assert!(matches!(storage("backend = \"mongo\""), Err(ConfigError::Syntax(_))));
+        let twice = storage(
+            "backend = \"postgres\"\nurl = \"postgres://ks@db/k\"\npassword_env = \"KS_SECRET_RS1\"\npassword_file = \"/p\"",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(twice.contains("`storage`") && twice.contains("password_env, password_file"), "{twice}");
         assert_eq!(field_of(parse("node_id = \"a b\"")), "node_id");
         assert_eq!(parse("node_id = \"ks-1\"").unwrap().node_id, "ks-1");
     }
@@ -1154,6 +1168,17 @@ mod tests {
             "namespaces.shop.allow[0]"
         );
         assert_eq!(field_of(parse(&ns("allow = [\"::1\"]\ncredentials = []"))), "namespaces.shop.credentials");
+        assert_eq!(
+            field_of(parse(&ns("allow = [\"::1\"]\ncredentials = [{ key_id = \"k\" }]"))),
+            "namespaces.shop.credentials[0]"
+        );
+        let both = format!(
+            r#"allow = ["::1"]
+credentials = [{{ key_id = "k", secret = "{SECRET}", secret_env = "KS_SECRET_RS1" }}]"#
+        );
+        let error = parse(&ns(&both)).err().unwrap().to_string();
+        assert!(error.contains("credentials[0]") && error.contains("secret, secret_env"), "{error}");
+        assert!(!error.contains(SECRET), "the error shows the secret: {error}");
         assert_eq!(
             field_of(parse(&ns("allow = [\"::1\"]\ncredentials = [{ key_id = \"k\", secret_env = \"MISSING\" }]"))),
             "namespaces.shop.credentials[0].secret_env"
