@@ -393,3 +393,36 @@ async fn postgres_over_tls_is_verified_against_the_configured_ca() {
     let plain = PostgresStore::open(&config, "node-a").await.err().expect("plain TCP was let in");
     assert!(plain.to_string().contains("cannot reach the database"), "{plain}");
 }
+
+/// A server that does not make commits durable is refused, as a configuration error.
+#[tokio::test]
+async fn postgres_without_fsync_is_refused() {
+    let server = pg::private();
+    let database = server.database().await;
+    let admin = server.connect("postgres").await;
+    admin.batch_execute("ALTER SYSTEM SET fsync = off").await.unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let refused = PostgresStore::open(&database.config(), "node-a").await.err().expect("fsync = off was accepted");
+    assert!(refused.is_configuration());
+    assert!(refused.to_string().contains("fsync = off"), "{refused}");
+}
+
+/// A statement the database cancels for taking too long fails as transient (503), and
+/// changes nothing: here a PUT waits on the user's row, locked by another session.
+#[tokio::test]
+async fn postgres_statement_timeout_is_transient_and_changes_nothing() {
+    let database = pg::shared().database().await;
+    let mut config = database.config();
+    config.statement_timeout = std::time::Duration::from_millis(200);
+    let store = PostgresStore::open(&config, "node-a").await.unwrap();
+    assert_eq!(put(&store, 1, b"v1", Precondition::None).await, PutOutcome::Stored { version: 1 });
+
+    let mut other = database.connect().await;
+    let holding = other.transaction().await.unwrap();
+    holding.batch_execute("SELECT latest FROM ks_key_head FOR UPDATE").await.unwrap();
+    let seal = Box::new(|_| Ok(b"v2".to_vec()));
+    let refused = store.put_key(&user(1), &Precondition::None, KEEP_ALL, NOW, seal).await.unwrap_err();
+    assert!(refused.is_transient(), "{refused:?}");
+    holding.rollback().await.unwrap();
+    assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 1, "the timed-out PUT wrote something");
+}
