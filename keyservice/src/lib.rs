@@ -13,6 +13,7 @@
 //! - `crypto`: tokens, digests, the master key and the vault that seals data at rest.
 //! - `disk`: the free-space reserve on the disks the server writes to.
 //! - `error`: the crate's errors and their HTTP statuses.
+//! - `logwriter`: the request log's batching writer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod fuzzing;
 mod http;
 pub mod ledger;
 pub mod limits;
+pub mod logwriter;
 pub mod metrics;
 pub mod oidc;
 pub mod proxy;

@@ -311,8 +311,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    // Kept until the end of serve(): dropping it writes the lines still queued.
-    let _log_writer = init_logging(config.log_format);
+    // Kept until the end of serve(): dropping it writes the lines still buffered.
+    let _log_writer = match init_logging(config.log_format) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: cannot start the logging thread: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if config.namespaces.is_empty() {
         tracing::warn!("no namespaces are configured: /connect will refuse every caller");
     }
@@ -426,18 +432,13 @@ async fn run(
 
 /// Logs go to standard error, readable or as JSON lines; `RUST_LOG` sets the level.
 ///
-/// A request thread only formats its line and queues it; one logging thread writes
-/// whatever has queued in one `write(2)` and flushes whenever the queue is empty. A
-/// line per request to a pipe (journald, a container runtime) otherwise costs each
-/// request a system call and a wake-up of the reader. Nothing is dropped: a full queue
-/// (65,536 lines) makes requests wait. Lines still queued are written when the returned
-/// guard is dropped, at exit; a SIGKILL loses them, as it would lose a buffer anywhere.
-fn init_logging(format: keyservice::config::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(65_536)
-        .thread_name("keyservice-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+/// Lines are gathered in memory and written in batches ([`keyservice::logwriter`]): a
+/// line per request written on its own costs each request a system call and a wake-up
+/// of whatever reads the pipe. The returned guard writes what is left at exit.
+fn init_logging(
+    format: keyservice::config::LogFormat,
+) -> std::io::Result<keyservice::logwriter::FlushGuard<std::io::Stderr>> {
+    let (writer, guard) = keyservice::logwriter::BatchedWriter::new(std::io::stderr(), "keyservice-log")?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -450,7 +451,7 @@ fn init_logging(format: keyservice::config::LogFormat) -> tracing_appender::non_
         keyservice::config::LogFormat::Human => builder.init(),
         keyservice::config::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }
 
 /// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
