@@ -286,7 +286,7 @@ async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> R
     let store = keyservice::store::open(&config).await?;
     let master = MasterKey::load_or_create(&config.master_key_file)?;
     let ledger = ErasureLedger::open(&config.erasure_ledger_file)?;
-    let policy = Policy { max_key_versions: 1_000_000, session_idle_secs: 30 * 86_400 };
+    let policy = Policy { max_key_versions: 1_000_000, session_idle_secs: 30 * 86_400, ..Policy::from(&config) };
     let escrow = Arc::new(Escrow::open(store.clone(), &master, ledger, policy).await?);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let started = Instant::now();
@@ -306,7 +306,7 @@ async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> R
                     let token = keyservice::new_token()?;
                     escrow.add_init(&init, now + 3600).await?;
                     let digest = keyservice::crypto::init_digest(&init);
-                    escrow.connect(&digest, user, &token, now, now + 30 * 86_400).await?;
+                    escrow.connect(&digest, user, "bench", &token, now, now + 30 * 86_400).await?;
                     sessions.push((token, init));
                 }
                 i += workers;

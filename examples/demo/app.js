@@ -132,6 +132,32 @@ $('save').addEventListener('click', () =>
   }),
 );
 
+/** Fills the history table from `GET /key/history` (newest first, one page). */
+async function showHistory() {
+  const session = window.keyserviceDemo.session ?? (await openSession());
+  const { entries } = await session.accessHistory({ limit: 50 });
+  const body = $('history').querySelector('tbody');
+  body.replaceChildren(
+    ...entries.map((entry) => {
+      const row = document.createElement('tr');
+      row.dataset.operation = entry.operation;
+      if (entry.session && !entry.currentSession) row.classList.add('other');
+      const session = entry.session === null ? 'the site itself' : entry.currentSession ? 'this page' : entry.session;
+      const what = entry.version === null ? entry.operation : `${entry.operation} (version ${entry.version})`;
+      for (const text of [new Date(entry.time).toLocaleString(), what, session, entry.address, entry.credential ?? '']) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        row.append(cell);
+      }
+      return row;
+    }),
+  );
+  $('history').classList.remove('hidden');
+  status(`${entries.length} accesses on record.`);
+}
+
+$('show-history').addEventListener('click', () => run(showHistory));
+
 $('logout').addEventListener('click', () =>
   run(async () => {
     const name = `note-key:${login()}`;

@@ -55,6 +55,8 @@ pub struct Config {
     /// Versions kept per user; a PUT beyond it deletes the oldest (`max_key_versions`).
     /// Default 10.
     pub max_key_versions: u64,
+    /// Days an entry of a user's access history is kept (`access_history_days`).
+    pub access_history_days: u64,
     /// `/init` calls per minute from one client address (`init_per_minute`). Default 60.
     pub init_per_minute: NonZeroU32,
     /// Failed authentications per minute from one client address before its signed
@@ -251,6 +253,7 @@ impl Default for Config {
             master_key_file: beside(&data_dir, ".master.key"),
             erasure_ledger_file: beside(&data_dir, ".erasures.jsonl"),
             max_key_versions: 10,
+            access_history_days: 90,
             admin_socket: beside(&data_dir, ".admin.sock"),
             proxies: ProxyTrust::default(),
             client_prefix: ClientPrefix::default(),
@@ -423,6 +426,7 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     erasure_ledger_file: Option<PathBuf>,
     max_key_versions: Option<u64>,
+    access_history_days: Option<u64>,
     admin_socket: Option<PathBuf>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -697,6 +701,13 @@ impl FileConfig {
             log_format: self.log_format.unwrap_or(defaults.log_format),
             max_key_versions: count(self.max_key_versions.map(|v| v as usize), "max_key_versions", 10, 1, 1_000_000)?
                 as u64,
+            access_history_days: count(
+                self.access_history_days.map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
+                "access_history_days",
+                90,
+                1,
+                3650,
+            )? as u64,
             namespaces,
             init_ttl: seconds(self.init_ttl_secs, "init_ttl_secs", defaults.init_ttl, DAY)?,
             session_ttl: seconds(self.session_ttl_secs, "session_ttl_secs", defaults.session_ttl, 30 * DAY)?,

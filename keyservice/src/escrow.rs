@@ -5,21 +5,28 @@
 use std::sync::Arc;
 
 use keyservice_client::protocol::Secret;
-use keyservice_client::protocol::wire::{ErasureReceipt, ExportResponse, KeyVersionInfo, SessionInfo};
+use keyservice_client::protocol::wire::{AccessHistory, ErasureReceipt, ExportResponse, KeyVersionInfo, SessionInfo};
 use zeroize::Zeroizing;
 
+use crate::access::{self, Entry};
 use crate::crypto::master::MasterKey;
 use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
-    InitRecord, Precondition, PutOutcome, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey,
+    AccessId, AccessRecord, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
+    StoreError, UnixTime, UserKey,
 };
 
 /// A device's session, opened.
 pub struct Session {
+    /// Its pseudonym.
+    pub id: Pseudonym,
     /// Whose key it reaches.
     pub user: UserKey,
+    /// The namespace credential (key id) that connected it; `None` for sessions made
+    /// before credentials were recorded.
+    pub credential: Option<String>,
     /// The init token the device signs with.
     pub secret: Secret,
     /// When it ends.
@@ -43,6 +50,18 @@ pub struct Policy {
     pub max_key_versions: u64,
     /// Seconds a session may go unused before it is refused.
     pub session_idle_secs: u64,
+    /// Days an entry of a user's access history is kept.
+    pub access_history_days: u64,
+}
+
+impl From<&crate::Config> for Policy {
+    fn from(config: &crate::Config) -> Self {
+        Self {
+            max_key_versions: config.max_key_versions,
+            session_idle_secs: config.session_idle.as_secs(),
+            access_history_days: config.access_history_days,
+        }
+    }
 }
 
 /// A key version, opened.
@@ -61,6 +80,7 @@ pub struct Escrow {
     vault: Arc<Vault>,
     ledger: ErasureLedger,
     policy: Policy,
+    accesses: access::Queue,
 }
 
 impl Escrow {
@@ -78,7 +98,8 @@ impl Escrow {
         policy: Policy,
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
-        let escrow = Self { store, vault, ledger, policy };
+        let accesses = access::Queue::new().map_err(VaultError::from)?;
+        let escrow = Self { store, vault, ledger, policy, accesses };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
@@ -133,10 +154,12 @@ impl Escrow {
     /// # Errors
     ///
     /// Storage failures, or a pending init that fails to open.
+    /// `credential` is the namespace key id that made the call, kept with the session.
     pub async fn connect(
         &self,
         digest: &[u8; 64],
         user: UserKey,
+        credential: &str,
         session_token: &Secret,
         now: UnixTime,
         expires_at: UnixTime,
@@ -144,12 +167,18 @@ impl Escrow {
         let init_id = self.vault.init_id(digest);
         let session_id = self.vault.session_id(session_token.expose());
         let vault = self.vault.clone();
+        let credential = credential.to_owned();
         let make = Box::new(move |init: &InitRecord| {
             let token = vault.open_init(&init_id, &init.sealed).map_err(seal_error)?;
-            let sealed = vault.seal_session(&session_id, &user, &token).map_err(seal_error)?;
+            let sealed = vault.seal_session(&session_id, &user, &token, &credential).map_err(seal_error)?;
             Ok(SessionRecord { user, sealed, expires_at, last_used: now })
         });
         Ok(self.store.redeem_init(&init_id, now, session_id, make).await?)
+    }
+
+    /// The pseudonym of the session with this token.
+    pub fn session_id(&self, session_token: &str) -> Pseudonym {
+        self.vault.session_id(session_token)
     }
 
     /// The session with this token, opened, or `None` when there is none.
@@ -162,8 +191,15 @@ impl Escrow {
         let Some(record) = self.store.session(&id).await? else {
             return Ok(None);
         };
-        let secret = self.vault.open_session(&id, &record.user, &record.sealed)?;
-        Ok(Some(Session { user: record.user, secret, expires_at: record.expires_at, last_used: record.last_used }))
+        let (secret, credential) = self.vault.open_session(&id, &record.user, &record.sealed)?;
+        Ok(Some(Session {
+            id,
+            user: record.user,
+            credential,
+            secret,
+            expires_at: record.expires_at,
+            last_used: record.last_used,
+        }))
     }
 
     /// Whether the session may still be used at `now`.
@@ -252,7 +288,11 @@ impl Escrow {
     ///
     /// Ledger or storage failures; the erasure is then not acknowledged (and a later
     /// start re-applies it if the ledger line was written).
+    ///
+    /// The user's queued access entries are written first, so the erasure deletes them
+    /// too, and any queued while it ran are dropped.
     pub async fn erase(&self, user: &UserKey, now: UnixTime) -> Result<ErasureReceipt, Error> {
+        self.flush_accesses().await?;
         self.ledger.append(user, now).map_err(|e| {
             if e.is_disk_full() {
                 Error::Storage(crate::disk::InsufficientStorage { disk: "ledger" })
@@ -261,11 +301,13 @@ impl Escrow {
             }
         })?;
         let erased = self.store.erase_user(user).await?;
+        self.accesses.forget(user);
         Ok(ErasureReceipt {
             user_id: hex::encode(user.user),
             erased_at: crate::time::rfc3339(now),
             versions_destroyed: erased.versions,
             sessions_revoked: erased.sessions,
+            access_records_destroyed: erased.accesses,
         })
     }
 
@@ -300,6 +342,89 @@ impl Escrow {
         expiries.sort_unstable();
         let sessions = expiries.into_iter().map(|e| SessionInfo { expires_at: crate::time::rfc3339(e) }).collect();
         Ok(ExportResponse { user_id: hex::encode(user.user), key_versions, sessions })
+    }
+}
+
+/// Access history.
+impl Escrow {
+    /// Puts an entry on `user`'s access history; it is written within
+    /// [`access::FLUSH_INTERVAL`] (by the caller, when the queue is over its bound).
+    ///
+    /// # Errors
+    ///
+    /// Only a write the caller had to make because the queue was full; the entries stay
+    /// queued then.
+    pub async fn record_access(&self, user: UserKey, entry: Entry) -> Result<(), Error> {
+        if self.accesses.push(user, entry) {
+            self.flush_accesses().await?;
+        }
+        Ok(())
+    }
+
+    /// Seals and writes every queued access entry in one batch. On failure the entries
+    /// are queued again, to be written with the next batch.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn flush_accesses(&self) -> Result<(), Error> {
+        let queued = self.accesses.take();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let mut sealed = Vec::with_capacity(queued.len());
+        for (user, id, entry) in &queued {
+            let plain = zeroize::Zeroizing::new(serde_json::to_vec(entry).map_err(|e| StoreError::Seal(Box::new(e)))?);
+            sealed.push((*user, AccessRecord { id: *id, sealed: self.vault.seal_access(user, id, &plain)? }));
+        }
+        if let Err(error) = self.store.append_accesses(sealed).await {
+            let dropped = self.accesses.restore(queued);
+            if dropped > 0 {
+                tracing::error!(dropped, "access history entries dropped: the store has refused them for too long");
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// A page of `user`'s access history, newest first, after writing what is queued;
+    /// `current` is the asking session.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures, or an entry that fails to open.
+    pub async fn access_history(
+        &self,
+        user: &UserKey,
+        current: &Pseudonym,
+        before: Option<AccessId>,
+        limit: usize,
+    ) -> Result<AccessHistory, Error> {
+        self.flush_accesses().await?;
+        // One more than asked, to know whether there is a next page.
+        let mut records = self.store.accesses(user, before, limit + 1).await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let current = Entry::session_tag(current);
+        let mut entries = Vec::with_capacity(records.len());
+        for record in &records {
+            let plain = self.vault.open_access(user, &record.id, &record.sealed)?;
+            let entry: Entry =
+                serde_json::from_slice(&plain).map_err(|_| Error::Vault(VaultError::Tampered("access entry")))?;
+            entries.push(entry.to_wire(&record.id, &current));
+        }
+        let next = if more { records.last().map(|r| hex::encode(r.id)) } else { None };
+        Ok(AccessHistory { entries, next })
+    }
+
+    /// Deletes access entries older than the retention; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn purge_accesses(&self, now: UnixTime) -> Result<u64, Error> {
+        let cutoff = now.saturating_sub(self.policy.access_history_days.saturating_mul(86_400));
+        Ok(self.store.purge_accesses(crate::store::access_id_floor(cutoff.saturating_mul(1_000_000))).await?)
     }
 }
 

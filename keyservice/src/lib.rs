@@ -2,6 +2,7 @@
 //! Sessionist ss1; the Real Service that stores their data never holds a key.
 //!
 //! - `config`: the validated settings, from TOML or `--dev`.
+//! - `access`: each user's access history, queued and written in batches.
 //! - `admin`: backup, restore and master-key rotation, online or offline.
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `http`: routing and one handler per endpoint.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 mod auth;

@@ -159,6 +159,7 @@ pub async fn run_tls(
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let sweeper = tokio::spawn(app.clone().sweep_forever(limits.sweep_interval));
+    let access_writer = tokio::spawn(app.clone().write_accesses_forever());
     let audit_syncer = tokio::spawn({
         let app = app.clone();
         async move {
@@ -174,6 +175,7 @@ pub async fn run_tls(
 
     drop(listener);
     sweeper.abort();
+    access_writer.abort();
     audit_syncer.abort();
     let _ = stopping.send(true);
     let drained =

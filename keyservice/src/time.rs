@@ -14,6 +14,11 @@ pub fn rfc3339(secs: UnixTime) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// `millis` (since the Unix epoch) as RFC 3339 in UTC, e.g. `2026-11-22T06:00:00.250Z`.
+pub fn rfc3339_millis(millis: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
 /// Parses an HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms) into
 /// Unix seconds.
 pub fn parse_http_date(text: &str) -> Option<UnixTime> {

@@ -301,7 +301,8 @@ async fn sessions_must_exist_and_be_current() {
     let session_token = Secret::new("expired-session-token-0000000000000000000000");
     escrow.add_init(&init_token, unix_now() + 60).await.unwrap();
     let user = escrow.user(NAMESPACE, "u");
-    let redeemed = escrow.connect(&init_digest(&init_token), user, &session_token, unix_now(), unix_now() - 1).await;
+    let redeemed =
+        escrow.connect(&init_digest(&init_token), user, "rs", &session_token, unix_now(), unix_now() - 1).await;
     assert_eq!(redeemed.unwrap(), keyservice::store::Redeemed::Session);
     signed(server.addr, session_token.expose(), init_token.expose(), "GET", "/key", b"", &[])
         .await

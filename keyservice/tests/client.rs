@@ -268,3 +268,103 @@ async fn rate_limits_come_with_when_to_try_again() {
     let wait = error.retry_after().expect("a Retry-After");
     assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(60), "{wait:?}");
 }
+
+/// Every operation of `page`'s entries as (operation, is-the-asking-session, version).
+fn operations(page: &[keyservice_client::protocol::wire::AccessEntry]) -> Vec<(&str, bool, Option<u64>)> {
+    page.iter().map(|e| (e.operation.as_str(), e.current_session, e.version)).collect()
+}
+
+#[tokio::test]
+async fn the_access_history_shows_the_user_every_use_of_their_key() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let phone = connected(&client, "ada").await;
+    assert_eq!(phone.put_key(b"k1", None, Condition::None).await.unwrap(), 1);
+    phone.get_key().await.unwrap();
+    // Someone holding the Real Service's credential connects Ada and reads her key.
+    let other = connected(&client, "ada").await;
+    other.get_key_version(1).await.unwrap();
+    client.real_service(shop()).export(NAMESPACE, "ada").await.unwrap();
+    // Another user's activity never shows.
+    let bob = connected(&client, "bob").await;
+    bob.put_key(b"b", None, Condition::None).await.unwrap();
+
+    let history = phone.access_history(None, None).await.unwrap();
+    assert_eq!(history.next, None);
+    assert_eq!(
+        operations(&history.entries),
+        [
+            ("export", false, None),
+            ("key_read", false, Some(1)),
+            ("connect", false, None),
+            ("key_read", true, Some(1)),
+            ("key_write", true, Some(1)),
+            ("connect", true, None),
+        ]
+    );
+    for entry in &history.entries {
+        assert_eq!(entry.address, "127.0.0.1");
+        assert_eq!(entry.credential.as_deref(), Some(KEY_ID), "{entry:?}");
+        assert!(entry.time.ends_with('Z') && entry.time.starts_with("20"), "{}", entry.time);
+    }
+    let sessions: Vec<_> = history.entries.iter().map(|e| e.session.clone()).collect();
+    assert_eq!(sessions[0], None, "export is the Real Service's own call");
+    assert_eq!(sessions[1], sessions[2]);
+    assert_eq!(sessions[3], sessions[5]);
+    assert_ne!(sessions[1], sessions[3], "two sessions are told apart");
+    assert!(sessions[1].as_ref().is_some_and(|s| s.len() == 16), "{sessions:?}");
+
+    // The other session sees the same history, marked from its side.
+    let seen_by_other = other.access_history(None, None).await.unwrap();
+    assert_eq!(seen_by_other.entries.iter().filter(|e| e.current_session).count(), 2);
+
+    // Pages of two, followed to the end, give the same entries.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = phone.access_history(Some(2), before.as_deref()).await.unwrap();
+        assert!(page.entries.len() <= 2);
+        paged.extend(page.entries);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, history.entries);
+
+    // Bob's history is Bob's alone.
+    let bobs = bob.access_history(None, None).await.unwrap();
+    assert_eq!(operations(&bobs.entries), [("key_write", true, Some(1)), ("connect", true, None)]);
+
+    // Logging out and deleting the key are on record too.
+    other.logout().await.unwrap();
+    phone.delete_key().await.unwrap();
+    let latest = phone.access_history(Some(2), None).await.unwrap();
+    assert_eq!(operations(&latest.entries), [("key_delete", true, None), ("logout", false, None)]);
+
+    // Erasure destroys the history with everything else.
+    let receipt = client.real_service(shop()).erase(NAMESPACE, "ada").await.unwrap();
+    assert_eq!(receipt.access_records_destroyed, 8);
+    let again = connected(&client, "ada").await;
+    let fresh = again.access_history(None, None).await.unwrap();
+    assert_eq!(operations(&fresh.entries), [("connect", true, None)]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn access_history_queries_are_checked() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let session = connected(&client, "q").await;
+    for (limit, before) in [(Some(0), None), (Some(501), None), (None, Some("abcd")), (None, Some("x"))] {
+        let error = session.access_history(limit, before).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::BadRequest, "{limit:?} {before:?}");
+    }
+    let error = session.access_history(Some(0), None).await.unwrap_err();
+    assert_eq!(error.code(), Some("bad_query"));
+    // An unsigned request, or one with a wrong secret, learns nothing.
+    let reply = send(server.addr, "GET", "/key/history", &[], b"").await;
+    reply.expect(401, "missing_authorization");
+    assert_eq!(session.access_history(Some(500), None).await.unwrap().entries.len(), 1);
+    server.stop().await;
+}

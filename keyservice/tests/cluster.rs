@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use binary::{Serving, serve};
 use keyservice::MasterKey;
+use keyservice::store::postgres::SCHEMA_VERSION;
 use keyservice_client::protocol::Secret;
 use keyservice_client::{Client, Condition, Credential, Session};
 use support::*;
@@ -179,6 +180,31 @@ async fn every_guarantee_holds_across_nodes() {
             assert_eq!(line["event"]["node"], name, "{line}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_access_history_gathers_every_nodes_accesses() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let a = cluster.start("node-a", "");
+    let b = cluster.start("node-b", "");
+    let at_a = session(&a, &a, "eve").await;
+    at_a.put_key(b"k", None, Condition::None).await.unwrap();
+    let at_b = device_at(&at_a, &b);
+    at_b.get_key().await.unwrap();
+    // Node b writes its queued entries within its flush interval (200 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let history = at_a.access_history(None, None).await.unwrap();
+        let operations: Vec<&str> = history.entries.iter().map(|e| e.operation.as_str()).collect();
+        if operations == ["key_read", "key_write", "connect"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node b's read never showed at node a: {operations:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Erasing at one node removes what both wrote.
+    let receipt = real_service(&b).erase(NAMESPACE, "eve").await.unwrap();
+    assert_eq!(receipt.access_records_destroyed, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -398,14 +424,15 @@ async fn nodes_started_together_migrate_once_and_a_newer_schema_is_refused() {
     let alice = session(&nodes[0], &nodes[2], "alice").await;
     device_at(&alice, &nodes[1]).put_key(b"k", None, Condition::None).await.unwrap();
     let db = cluster.database.connect().await;
-    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), 1);
+    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), SCHEMA_VERSION);
     drop(nodes);
 
     // A binary older than the schema refuses to touch it.
     db.execute("UPDATE ks_schema SET version = 99", &[]).await.unwrap();
     let (code, _, stderr) = binary::run(&["serve", "--config", configs[0].to_str().unwrap()], &[("RUST_LOG", "error")]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("schema is version 99, newer than this keyservice knows (1)"), "{stderr}");
+    let known = format!("schema is version 99, newer than this keyservice knows ({SCHEMA_VERSION})");
+    assert!(stderr.contains(&known), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -420,8 +447,20 @@ async fn an_older_schema_is_migrated_by_a_new_binary() {
     .await
     .unwrap();
     let node = cluster.start("node-a", "");
-    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), 1);
-    session(&node, &node, "alice").await.put_key(b"k", None, Condition::None).await.unwrap();
+    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), SCHEMA_VERSION);
+    let alice = session(&node, &node, "alice").await;
+    alice.put_key(b"k", None, Condition::None).await.unwrap();
+    drop(node);
+
+    // A database as version 1 left it (no access history), with its data: the next
+    // start adds the history and keeps the rest.
+    db.batch_execute("DROP TABLE ks_access; UPDATE ks_schema SET version = 1").await.unwrap();
+    let node = cluster.start("node-a", "");
+    assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), SCHEMA_VERSION);
+    let alice = device_at(&alice, &node);
+    assert_eq!(alice.get_key().await.unwrap().bytes(), b"k");
+    let history = alice.access_history(None, None).await.unwrap();
+    assert_eq!(history.entries.iter().map(|e| e.operation.as_str()).collect::<Vec<_>>(), ["key_read"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

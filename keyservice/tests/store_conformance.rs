@@ -7,7 +7,8 @@ mod pg;
 use std::sync::Arc;
 
 use keyservice::store::{
-    EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, UserKey,
+    AccessId, AccessRecord, EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed,
+    SessionRecord, Store, UserKey,
 };
 use keyservice::{MemoryStore, PostgresStore, SledStore};
 
@@ -97,6 +98,12 @@ macro_rules! conformance {
             async fn sweep_deletes_only_what_expired() {
                 let (store, _guard) = $make;
                 sweep(&*store).await;
+            }
+
+            #[tokio::test]
+            async fn access_history_pages_newest_first_and_is_erased_and_purged() {
+                let (store, _guard) = $make;
+                access_history(&*store).await;
             }
 
             #[tokio::test]
@@ -241,8 +248,13 @@ async fn erasure(store: &dyn Store) {
     assert!(store.session(&[1; 32]).await.unwrap().is_some());
     assert_eq!(put(store, 1, b"again", Precondition::None).await, PutOutcome::Stored { version: 1 });
 
-    // Erasure: versions, DEK and every session of that user go; the other user keeps all.
-    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased { versions: 1, sessions: 2 });
+    // Erasure: versions, DEK, every session and the access history of that user go; the
+    // other user keeps all.
+    let entries = (1..=3).map(|t| (user(1), access(t, 1))).chain([(user(2), access(1, 2))]).collect();
+    store.append_accesses(entries).await.unwrap();
+    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased { versions: 1, sessions: 2, accesses: 3 });
+    assert!(store.accesses(&user(1), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.accesses(&user(2), None, 10).await.unwrap().len(), 1);
     assert!(store.session(&[1; 32]).await.unwrap().is_none());
     assert!(store.session(&[11; 32]).await.unwrap().is_none());
     assert!(store.get_key(&user(1), None).await.unwrap().is_none());
@@ -251,6 +263,40 @@ async fn erasure(store: &dyn Store) {
     assert_eq!(store.user_dek(&user(2)).await.unwrap(), Some(vec![2]));
     assert!(store.session(&[2; 32]).await.unwrap().is_some());
     assert_eq!(expiries(store, 2).await.len(), 2);
+}
+
+/// An access entry at microsecond `micros`, told apart by `tag`.
+fn access(micros: u64, tag: u8) -> AccessRecord {
+    let mut id: AccessId = keyservice::store::access_id_floor(micros);
+    id[15] = tag;
+    AccessRecord { id, sealed: vec![tag; 20 + micros as usize] }
+}
+
+async fn access_history(store: &dyn Store) {
+    assert!(store.accesses(&user(1), None, 10).await.unwrap().is_empty());
+    store.append_accesses(Vec::new()).await.unwrap();
+    // Out of order, across two batches, and one id twice: the first one stays.
+    let first: Vec<_> = [5, 1, 3].iter().map(|&t| (user(1), access(t, 1))).collect();
+    store.append_accesses(first).await.unwrap();
+    let mut again = access(3, 1);
+    again.sealed = b"other".to_vec();
+    store.append_accesses(vec![(user(1), access(4, 1)), (user(1), again), (user(2), access(2, 2))]).await.unwrap();
+
+    let all = store.accesses(&user(1), None, 10).await.unwrap();
+    assert_eq!(all, [access(5, 1), access(4, 1), access(3, 1), access(1, 1)], "newest first, bytes kept");
+    let page = store.accesses(&user(1), None, 2).await.unwrap();
+    assert_eq!(page, [access(5, 1), access(4, 1)]);
+    let next = store.accesses(&user(1), Some(page[1].id), 2).await.unwrap();
+    assert_eq!(next, [access(3, 1), access(1, 1)], "the page after, without the cursor's own entry");
+    assert!(store.accesses(&user(1), Some(access(1, 1).id), 2).await.unwrap().is_empty());
+    assert_eq!(store.accesses(&user(2), None, 10).await.unwrap(), [access(2, 2)], "users never mix");
+    assert!(store.accesses(&user(3), None, 10).await.unwrap().is_empty());
+
+    // Purging by time reaches every user and nothing newer.
+    assert_eq!(store.purge_accesses(keyservice::store::access_id_floor(4)).await.unwrap(), 3);
+    assert_eq!(store.accesses(&user(1), None, 10).await.unwrap(), [access(5, 1), access(4, 1)]);
+    assert!(store.accesses(&user(2), None, 10).await.unwrap().is_empty());
+    assert_eq!(store.purge_accesses(keyservice::store::access_id_floor(4)).await.unwrap(), 0);
 }
 
 async fn sessions(store: &dyn Store) {

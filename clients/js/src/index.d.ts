@@ -81,6 +81,7 @@ export class Session {
   getKeyVersion(): Promise<number>;
   deleteKey(): Promise<void>;
   logout(): Promise<void>;
+  accessHistory(options?: { limit?: number; before?: string }): Promise<AccessHistory>;
 }
 
 export interface ErasureReceipt {
@@ -121,3 +122,28 @@ export function decrypt(key: CryptoKey, sealed: Bytes): Promise<Uint8Array>;
 export function storeKey(name: string, key: CryptoKey): Promise<IDBValidKey>;
 export function loadKey(name: string): Promise<CryptoKey | undefined>;
 export function forgetKey(name: string): Promise<undefined>;
+
+/** One page of a user's access history, newest first. */
+export interface AccessHistory {
+  entries: AccessEntry[];
+  /** Pass as `before` for the next (older) page; null on the last page. */
+  next: string | null;
+}
+
+/** One access to a user's key or sessions. */
+export interface AccessEntry {
+  id: string;
+  /** RFC 3339, UTC. */
+  time: string;
+  operation: 'connect' | 'key_read' | 'key_write' | 'key_delete' | 'logout' | 'export';
+  /** Short id of the session used; null for the Real Service's own calls. */
+  session: string | null;
+  /** Whether that session is the one asking. */
+  currentSession: boolean;
+  /** The client address keyservice saw (the Real Service's, for connect and export). */
+  address: string;
+  /** The Real Service credential that connected the session or made the call. */
+  credential: string | null;
+  /** The key version read or written. */
+  version: number | null;
+}

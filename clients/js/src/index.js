@@ -362,7 +362,34 @@ export class Session {
   async logout() {
     await this.keyservice.call('DELETE', '/session', { signer: this.signer, idempotent: true, expect: [204] });
   }
+
+  /**
+   * `GET /key/history`: a page of who used this user's key and sessions, newest first.
+   * Pass a page's `next` as `before` for the older page after it.
+   * @param {{limit?: number, before?: string}} [options]
+   * @returns {Promise<{entries: AccessEntry[], next: string|null}>}
+   */
+  async accessHistory(options = {}) {
+    const query = new URLSearchParams();
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.before !== undefined) query.set('before', options.before);
+    const path = query.size === 0 ? '/key/history' : `/key/history?${query}`;
+    const response = await this.keyservice.call('GET', path, { signer: this.signer });
+    return response.json();
+  }
 }
+
+/**
+ * @typedef {object} AccessEntry
+ * @property {string} id
+ * @property {string} time RFC 3339, UTC
+ * @property {'connect'|'key_read'|'key_write'|'key_delete'|'logout'|'export'} operation
+ * @property {string|null} session short id of the session used; null for the Real Service's own calls
+ * @property {boolean} currentSession whether that is the session asking
+ * @property {string} address the client address keyservice saw
+ * @property {string|null} credential the Real Service credential that connected the session or made the call
+ * @property {number|null} version the key version read or written
+ */
 
 /** The Real Service's calls, signed with its namespace credential (Node only). */
 export class RealService {

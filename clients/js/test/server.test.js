@@ -72,6 +72,37 @@ test('delete, logout and erase take effect', async () => {
   await rejectsWith(carol.getKey(), 401, 'unknown_session');
 });
 
+test('the access history shows each use of the key, paged, to the user alone', async () => {
+  const mine = await device('carol');
+  await mine.putKey('k');
+  await mine.getKey();
+  const other = await device('carol');
+  await other.getKey(1);
+  const history = await mine.accessHistory();
+  assert.deepEqual(
+    history.entries.map((e) => [e.operation, e.currentSession, e.version]),
+    [
+      ['key_read', false, 1],
+      ['connect', false, null],
+      ['key_read', true, 1],
+      ['key_write', true, 1],
+      ['connect', true, null],
+    ],
+  );
+  assert.equal(history.next, null);
+  for (const entry of history.entries) {
+    assert.equal(entry.credential, CREDENTIAL.keyId);
+    assert.equal(entry.address, '127.0.0.1');
+  }
+  const first = await mine.accessHistory({ limit: 3 });
+  assert.equal(first.entries.length, 3);
+  const rest = await mine.accessHistory({ limit: 3, before: first.next });
+  assert.deepEqual([...first.entries, ...rest.entries], history.entries);
+  assert.equal(rest.next, null);
+  assert.deepEqual((await (await device('dave')).accessHistory()).entries.map((e) => e.operation), ['connect']);
+  await rejectsWith(mine.accessHistory({ limit: 0 }), 400, 'bad_query');
+});
+
 test('a wrong credential or namespace is a typed error', async () => {
   const keyservice = new Keyservice(server.url);
   const { initToken } = await keyservice.init();

@@ -121,6 +121,18 @@ enum Command {
         #[command(flatten)]
         session: SessionArgs,
     },
+    /// Device: who used this user's key and sessions, newest first: one line per access
+    /// (time, operation, session, address, credential, version), or a page as JSON.
+    History {
+        /// Entries per page [default: the server's, 50].
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Start after this entry (the `next` of a previous page).
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
+        #[command(flatten)]
+        session: SessionArgs,
+    },
 }
 
 /// A Real Service's credential and the user a command is about.
@@ -287,6 +299,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logout { session } => {
             open_session(&client, &session)?.logout().await?;
             print(json, &serde_json::json!({ "loggedOut": true }), "logged out")
+        }
+        Command::History { limit, before, session } => {
+            let page = open_session(&client, &session)?.access_history(limit, before.as_deref()).await?;
+            let lines: Vec<String> = page
+                .entries
+                .iter()
+                .map(|e| {
+                    let session = match (&e.session, e.current_session) {
+                        (Some(tag), true) => format!("{tag} (this session)"),
+                        (Some(tag), false) => tag.clone(),
+                        (None, _) => "-".to_owned(),
+                    };
+                    let version = e.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                    let credential = e.credential.as_deref().unwrap_or("-");
+                    format!("{}  {:<10}  {session}  {}  {credential}  {version}", e.time, e.operation, e.address)
+                })
+                .chain(page.next.iter().map(|next| format!("more: --before {next}")))
+                .collect();
+            print(json, &to_json(&page), &lines.join("\n"))
         }
         Command::Put { file, content_type, if_match, if_none_match, session } => {
             let bytes = zeroize::Zeroizing::new(match file.as_deref() {

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::error::{Error, ErrorKind};
 use super::transport::{Answer, Call, Client};
 use crate::protocol::Secret;
-use crate::protocol::wire::{InitResponse, PutKeyResponse, init_token_hash};
+use crate::protocol::wire::{AccessHistory, InitResponse, PutKeyResponse, init_token_hash};
 
 /// A device's init token: its signing secret for the session the Real Service will
 /// connect. Keep it on the device; hand over only [`InitToken::hash`].
@@ -191,6 +191,37 @@ impl Session {
     /// [`ErrorKind::Unauthorized`] when it had already ended, and the transport errors.
     pub async fn logout(&self) -> Result<(), Error> {
         self.empty(Method::DELETE, "/session").await
+    }
+
+    /// `GET /key/history`: a page of who used this user's key and sessions, newest
+    /// first: at most `limit` entries (the server's default when `None`), older than the
+    /// entry `before` (a previous page's `next`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::BadRequest`] (code `bad_query`) for a limit out of range or a
+    /// malformed cursor, and the transport errors.
+    pub async fn access_history(&self, limit: Option<usize>, before: Option<&str>) -> Result<AccessHistory, Error> {
+        let mut query = Vec::new();
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        if let Some(before) = before {
+            if !before.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::new(ErrorKind::BadRequest).with_message("the cursor is not hexadecimal"));
+            }
+            query.push(format!("before={before}"));
+        }
+        let path =
+            if query.is_empty() { "/key/history".to_owned() } else { format!("/key/history?{}", query.join("&")) };
+        let call = Call {
+            method: Method::GET,
+            path,
+            body: Bytes::new(),
+            headers: vec![],
+            signer: Some((self.session_token.expose(), &self.init_token)),
+        };
+        json(&self.client.send(call).await?)
     }
 
     async fn empty(&self, method: Method, path: &str) -> Result<(), Error> {

@@ -85,6 +85,44 @@ pub struct ErasureReceipt {
     pub versions_destroyed: u64,
     /// Sessions revoked.
     pub sessions_revoked: u64,
+    /// Entries of the user's access history destroyed (0 from servers that keep none).
+    #[serde(default)]
+    pub access_records_destroyed: u64,
+}
+
+/// `GET /key/history` → 200: one page of the access history of the caller's key,
+/// newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessHistory {
+    /// The entries of this page.
+    pub entries: Vec<AccessEntry>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One access to a user's key or session, as the user sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEntry {
+    /// The entry's id (hex); the history is ordered by it.
+    pub id: String,
+    /// When (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// `connect`, `key_read`, `key_write`, `key_delete`, `logout` or `export`.
+    pub operation: String,
+    /// The session it was done with (a short hex id), or `None` for the Real Service's
+    /// own calls (`export`).
+    pub session: Option<String>,
+    /// Whether that session is the one asking.
+    pub current_session: bool,
+    /// The client address keyservice saw: the device's, or for `connect` and `export`
+    /// the Real Service's.
+    pub address: String,
+    /// The Real Service credential (key id) that connected the session, or made the call.
+    pub credential: Option<String>,
+    /// The key version read or written.
+    pub version: Option<u64>,
 }
 
 /// `POST /export` → 200: what keyservice holds for a user, never the key bytes.

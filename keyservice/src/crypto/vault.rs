@@ -30,7 +30,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::master::MasterKey;
-use crate::store::{Pseudonym, Store, StoreError, UserKey};
+use crate::store::{AccessId, Pseudonym, Store, StoreError, UserKey};
 
 const ENVELOPE_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 24;
@@ -225,23 +225,63 @@ impl Vault {
         utf8_secret(&plain, "init token")
     }
 
-    /// Seals a session's secret, bound to the session and its user.
+    /// Seals a session's secret, and the namespace credential that connected it, bound
+    /// to the session and its user.
     ///
     /// # Errors
     ///
     /// Only when the OS cannot supply a nonce.
-    pub fn seal_session(&self, id: &Pseudonym, user: &UserKey, secret: &Secret) -> Result<Vec<u8>, VaultError> {
-        self.system.seal(&session_aad(id, user), secret.as_bytes())
+    pub fn seal_session(
+        &self,
+        id: &Pseudonym,
+        user: &UserKey,
+        secret: &Secret,
+        credential: &str,
+    ) -> Result<Vec<u8>, VaultError> {
+        // Tokens are base64url, so the first newline ends the secret.
+        let plain = Zeroizing::new([secret.as_bytes(), b"\n", credential.as_bytes()].concat());
+        self.system.seal(&session_aad(id, user), &plain)
     }
 
-    /// Opens what [`Vault::seal_session`] sealed for the same session and user.
+    /// Opens what [`Vault::seal_session`] sealed for the same session and user: the
+    /// secret, and the credential that connected it (`None` for a session sealed before
+    /// credentials were recorded).
     ///
     /// # Errors
     ///
     /// [`VaultError::Tampered`].
-    pub fn open_session(&self, id: &Pseudonym, user: &UserKey, sealed: &[u8]) -> Result<Secret, VaultError> {
+    pub fn open_session(
+        &self,
+        id: &Pseudonym,
+        user: &UserKey,
+        sealed: &[u8],
+    ) -> Result<(Secret, Option<String>), VaultError> {
         let plain = self.system.open(&session_aad(id, user), sealed, "session")?;
-        utf8_secret(&plain, "session")
+        match plain.iter().position(|&b| b == b'\n') {
+            None => Ok((utf8_secret(&plain, "session")?, None)),
+            Some(end) => {
+                let credential = std::str::from_utf8(&plain[end + 1..]).map_err(|_| VaultError::Tampered("session"))?;
+                Ok((utf8_secret(&plain[..end], "session")?, Some(credential.to_owned())))
+            }
+        }
+    }
+
+    /// Seals an entry of a user's access history, bound to the user and its place.
+    ///
+    /// # Errors
+    ///
+    /// Only when the OS cannot supply a nonce.
+    pub fn seal_access(&self, user: &UserKey, id: &AccessId, plain: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.system.seal(&access_aad(user, id), plain)
+    }
+
+    /// Opens what [`Vault::seal_access`] sealed for the same user and place.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`], for an entry damaged or moved under another user.
+    pub fn open_access(&self, user: &UserKey, id: &AccessId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.system.open(&access_aad(user, id), sealed, "access entry")
     }
 
     /// The user's DEK; created (durably, with the namespace's KEK if need be) when
@@ -381,6 +421,10 @@ async fn load_or_create(
 
 fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {
     [b"session\0".as_slice(), id, &user.namespace, &user.user].concat()
+}
+
+fn access_aad(user: &UserKey, id: &AccessId) -> Vec<u8> {
+    [b"access\0".as_slice(), &user.namespace, &user.user, id].concat()
 }
 
 fn key_aad(user: &UserKey, version: u64) -> Vec<u8> {

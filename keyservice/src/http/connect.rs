@@ -55,7 +55,8 @@ pub async fn handle<B: RequestBody>(
         return Err(refusal.into());
     }
     app.audit(info, "connect", "allowed", subject)?;
-    let redeemed = escrow.connect(&digest, user, &session_token, now, expires_at).await;
+    let credential = from.signed.key_id();
+    let redeemed = escrow.connect(&digest, user, credential, &session_token, now, expires_at).await;
     let refused = |reason| {
         let _ = app.audit(info, "connect", "denied", AuditSubject { reason: Some(reason), ..subject });
     };
@@ -65,7 +66,17 @@ pub async fn handle<B: RequestBody>(
     }
     match redeemed {
         Redeemed::Session => {
-            tracing::info!(request_id = %info.id, credential = from.signed.key_id(), namespace = %from.namespace, "session created");
+            tracing::info!(request_id = %info.id, credential, namespace = %from.namespace, "session created");
+            let session = escrow.session_id(session_token.expose());
+            app.record_access(
+                user,
+                crate::access::Operation::Connect,
+                Some(&session),
+                Some(credential),
+                info.client,
+                None,
+            )
+            .await;
             let body = ConnectResponse { session_token, expires_at: crate::time::rfc3339(expires_at) };
             Ok(response::json(StatusCode::OK, &body))
         }

@@ -1,4 +1,4 @@
-//! CORS for browsers: only the device's routes (`/init`, `/key`, `/session`), only for
+//! CORS for browsers: only the device's routes (`/init`, `/key`, `/key/history`, `/session`), only for
 //! the configured origins. The Real Service's routes (`/connect`, `/erase`, `/export`)
 //! never answer a browser: a preflight for them is refused, and so is any request to
 //! them that carries an `Origin`, which a server-to-server call has no reason to send.
@@ -15,7 +15,7 @@ use super::{ROUTES, response};
 use crate::error::{Error, RequestError};
 
 /// Routes a browser may call.
-const BROWSER_ROUTES: [&str; 3] = ["/init", "/key", "/session"];
+const BROWSER_ROUTES: [&str; 4] = ["/init", "/key", "/key/history", "/session"];
 const ALLOW_HEADERS: &str = "Authorization, X-Date, Content-Type, If-Match, If-None-Match, X-Request-Id";
 const EXPOSE_HEADERS: &str = "ETag, Date, X-Request-Id, Retry-After";
 

@@ -109,6 +109,7 @@ pub const ROUTES: &[Route] = &[
     Route { path: "/init", allow: "POST" },
     Route { path: "/connect", allow: "POST" },
     Route { path: "/key", allow: "GET, PUT, DELETE" },
+    Route { path: "/key/history", allow: "GET" },
     Route { path: "/session", allow: "DELETE" },
     Route { path: "/erase", allow: "POST" },
     Route { path: "/export", allow: "POST" },
@@ -142,9 +143,7 @@ impl App {
     /// memory cannot be read.
     pub async fn new(config: &Config, store: Arc<dyn Store>, master: &MasterKey) -> Result<Self, Error> {
         let ledger = ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| Error::Ledger(e.to_string()))?;
-        let policy =
-            Policy { max_key_versions: config.max_key_versions, session_idle_secs: config.session_idle.as_secs() };
-        let escrow = Escrow::open(store.clone(), master, ledger, policy).await?;
+        let escrow = Escrow::open(store.clone(), master, ledger, Policy::from(config)).await?;
         let auth =
             Authenticator::open(store, config.max_clock_skew, config.header_read_timeout + config.body_read_timeout)
                 .await?;
@@ -226,6 +225,9 @@ impl App {
     ///
     /// Fails when the store cannot be written.
     pub async fn close(&self) -> Result<(), StoreError> {
+        if let Err(error) = self.inner.escrow.flush_accesses().await {
+            tracing::warn!(%error, "writing the last access history entries failed");
+        }
         self.inner.auth.close().await?;
         self.audit_denial_summaries(true);
         self.sync_audit();
@@ -358,6 +360,7 @@ impl App {
             (&Method::POST, "/init") => init::handle(self, info).await,
             (&Method::POST, "/connect") => connect::handle(self, request, info).await,
             (&Method::GET | &Method::PUT | &Method::DELETE, "/key") => key::handle(self, request, info).await,
+            (&Method::GET, "/key/history") => key::history(self, request, info).await,
             (&Method::DELETE, "/session") => session::delete(self, request, info).await,
             (&Method::POST, "/erase") => subject::erase(self, request, info).await,
             (&Method::POST, "/export") => subject::export(self, request, info).await,
@@ -369,14 +372,59 @@ impl App {
         }
     }
 
-    /// Deletes expired inits, sessions and remembered nonces every `interval`, forever,
-    /// starting one interval after the call.
-    pub async fn sweep_forever(self, interval: Duration) {
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    /// Puts an operation on the user's access history. A history that cannot be written
+    /// now stays queued (and the store's failure shows elsewhere), so this never fails
+    /// the request.
+    pub(crate) async fn record_access(
+        &self,
+        user: crate::store::UserKey,
+        op: crate::access::Operation,
+        session: Option<&crate::store::Pseudonym>,
+        credential: Option<&str>,
+        client: IpAddr,
+        version: Option<u64>,
+    ) {
+        let entry = crate::access::Entry {
+            op,
+            session: session.map(crate::access::Entry::session_tag),
+            address: client,
+            credential: credential.map(str::to_owned),
+            version,
+        };
+        if let Err(error) = self.inner.escrow.record_access(user, entry).await {
+            tracing::warn!(%error, "writing access history entries failed; they stay queued");
+        }
+    }
+
+    /// Writes queued access history entries every [`crate::access::FLUSH_INTERVAL`],
+    /// forever.
+    pub async fn write_accesses_forever(self) {
+        let mut ticker = tokio::time::interval(crate::access::FLUSH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if let Err(error) = self.inner.escrow.flush_accesses().await {
+                tracing::warn!(%error, "writing access history entries failed; they stay queued");
+            }
+        }
+    }
+
+    /// Deletes expired inits, sessions and remembered nonces every `interval`, forever,
+    /// starting one interval after the call; access history past its retention, hourly.
+    pub async fn sweep_forever(self, interval: Duration) {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_purge: Option<tokio::time::Instant> = None;
+        loop {
+            ticker.tick().await;
             let now = crate::time::now();
+            if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
+                last_purge = Some(tokio::time::Instant::now());
+                match self.inner.escrow.purge_accesses(now).await {
+                    Ok(purged) => tracing::debug!(purged, "purged access history past its retention"),
+                    Err(error) => tracing::warn!(%error, "purging old access history failed"),
+                }
+            }
             let forget = self.inner.auth.forget_nonces_before(now);
             let idle_before = self.inner.escrow.idle_before(now);
             self.inner.limiter.forget_quiet_clients();

@@ -20,5 +20,15 @@ pub async fn delete<B: RequestBody>(
     app.audit(info, "session_revoke", "allowed", subject)?;
     let revoked = app.inner.escrow.revoke_session(from.signed.key_id()).await;
     audit_failure(app, info, "session_revoke", subject, revoked)?;
+    let session = &from.session;
+    app.record_access(
+        session.user,
+        crate::access::Operation::Logout,
+        Some(&session.id),
+        session.credential.as_deref(),
+        info.client,
+        None,
+    )
+    .await;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }

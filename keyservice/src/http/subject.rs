@@ -7,6 +7,7 @@ use http_body_util::Full;
 use keyservice_client::protocol::wire::UserRequest;
 
 use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
+use crate::access::Operation;
 use crate::error::Error;
 use crate::store::UserKey;
 
@@ -17,7 +18,7 @@ pub async fn erase<B: RequestBody>(
     request: Request<B>,
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let (namespace, user) = subject(app, request, info).await?;
+    let (namespace, user, _) = subject(app, request, info).await?;
     let subject = AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None };
     if let Err(refusal) = app.inner.limiter.admit_erase(&namespace) {
         tracing::warn!(request_id = %info.id, namespace = %namespace, "namespace exceeded its erase budget");
@@ -44,21 +45,22 @@ pub async fn export<B: RequestBody>(
     request: Request<B>,
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let (namespace, user) = subject(app, request, info).await?;
+    let (namespace, user, credential) = subject(app, request, info).await?;
     let export = app.inner.escrow.export(&user, crate::time::now()).await?;
     app.audit(info, "export", "ok", AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None })?;
+    app.record_access(user, Operation::Export, None, Some(&credential), info.client, None).await;
     Ok(response::json(StatusCode::OK, &export))
 }
 
 /// The namespace and the (pseudonymised) user a Real Service's `{namespace, userId}`
-/// request names.
+/// request names, and the credential (key id) that signed it.
 async fn subject<B: RequestBody>(
     app: &App,
     request: Request<B>,
     info: &RequestInfo,
-) -> Result<(String, UserKey), Error> {
+) -> Result<(String, UserKey, String), Error> {
     let from = signed::real_service(app, request, info.client).await?;
     let request: UserRequest = from.json()?;
     let user = app.inner.escrow.user(&request.namespace, &request.user_id);
-    Ok((request.namespace, user))
+    Ok((request.namespace, user, from.signed.key_id().to_owned()))
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::record;
 use super::{
-    Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
-    SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
+    AccessId, AccessRecord, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
+    PutOutcome, Redeemed, SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// A [`Store`] held in process memory.
@@ -28,6 +28,7 @@ struct Inner {
     replay_floor: UnixTime,
     ledger_mark: Option<Vec<u8>>,
     nonces: HashMap<u64, UnixTime>,
+    accesses: BTreeMap<(UserKey, AccessId), Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -163,7 +164,10 @@ impl Store for MemoryStore {
         let versions = inner.keys.remove(user).map_or(0, |v| v.len() as u64);
         let before = inner.sessions.len();
         inner.sessions.retain(|_, s| s.user != *user);
-        Ok(Erased { versions, sessions: (before - inner.sessions.len()) as u64 })
+        let sessions = (before - inner.sessions.len()) as u64;
+        let before = inner.accesses.len();
+        inner.accesses.retain(|(owner, _), _| owner != user);
+        Ok(Erased { versions, sessions, accesses: (before - inner.accesses.len()) as u64 })
     }
 
     async fn sweep(
@@ -215,6 +219,39 @@ impl Store for MemoryStore {
         Ok(inner.nonces.iter().filter(|(_, date)| **date >= since).map(|(f, d)| (*f, *d)).collect())
     }
 
+    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (user, entry) in entries {
+            inner.accesses.entry((user, entry.id)).or_insert(entry.sealed);
+        }
+        Ok(())
+    }
+
+    async fn accesses(
+        &self,
+        user: &UserKey,
+        before: Option<AccessId>,
+        limit: usize,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let inner = self.lock();
+        let end =
+            before.map_or(std::ops::Bound::Included((*user, [0xff; 16])), |id| std::ops::Bound::Excluded((*user, id)));
+        Ok(inner
+            .accesses
+            .range((std::ops::Bound::Included((*user, [0; 16])), end))
+            .rev()
+            .take(limit)
+            .map(|((_, id), sealed)| AccessRecord { id: *id, sealed: sealed.clone() })
+            .collect())
+    }
+
+    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let count = inner.accesses.len();
+        inner.accesses.retain(|(_, id), _| *id >= before);
+        Ok((count - inner.accesses.len()) as u64)
+    }
+
     async fn counts(&self) -> Result<Counts, StoreError> {
         let inner = self.lock();
         Ok(Counts {
@@ -252,6 +289,9 @@ impl Store for MemoryStore {
         }
         for (fingerprint, date) in &inner.nonces {
             push("nonce", fingerprint.to_be_bytes().to_vec(), date.to_be_bytes().to_vec());
+        }
+        for ((user, id), sealed) in &inner.accesses {
+            push("access", record::access_key(user, id), record::encode_access(sealed));
         }
         push("meta", b"replay_floor".to_vec(), inner.replay_floor.to_be_bytes().to_vec());
         if let Some(mark) = &inner.ledger_mark {

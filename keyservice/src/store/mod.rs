@@ -222,6 +222,28 @@ pub struct Erased {
     pub versions: u64,
     /// Sessions revoked.
     pub sessions: u64,
+    /// Entries of the user's access history deleted.
+    pub accesses: u64,
+}
+
+/// Orders a user's access history: when (microseconds since the epoch, big-endian)
+/// followed by 8 random bytes, so ids are unique and sort by time.
+pub type AccessId = [u8; 16];
+
+/// One entry of a user's access history, sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Its place in the history.
+    pub id: AccessId,
+    /// The sealed entry: which operation, session, address and credential.
+    pub sealed: Vec<u8>,
+}
+
+/// The first id at or after `micros` (microseconds since the epoch).
+pub fn access_id_floor(micros: u64) -> AccessId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&micros.to_be_bytes());
+    id
 }
 
 /// A keyring entry: its name and its (wrapped) value.
@@ -416,6 +438,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every remembered nonce dated at or after `since`, as `(fingerprint, date)`.
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError>;
+
+    /// Durably appends entries to users' access histories (ids are unique; an id already
+    /// stored is kept as it is).
+    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError>;
+
+    /// Up to `limit` entries of the user's access history with ids below `before` (all,
+    /// for `None`), newest first.
+    async fn accesses(
+        &self,
+        user: &UserKey,
+        before: Option<AccessId>,
+        limit: usize,
+    ) -> Result<Vec<AccessRecord>, StoreError>;
+
+    /// Deletes every user's access entries with ids below `before`; returns how many.
+    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError>;
 
     /// How many records of each kind are stored (may walk the store: call it rarely).
     async fn counts(&self) -> Result<Counts, StoreError>;

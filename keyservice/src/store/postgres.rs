@@ -45,39 +45,46 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::record;
 use super::{
-    ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
-    PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, Store, StoreError, Swept, UnixTime,
-    UserKey,
+    AccessId, AccessRecord, ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession,
+    Precondition, Pseudonym, PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, Store,
+    StoreError, Swept, UnixTime, UserKey,
 };
 use crate::config::PostgresConfig;
 
 /// The schema version this binary creates and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The statements that take a schema from version `n` to `n + 1`, at index `n`.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE ks_keyring (name BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
-    "CREATE TABLE ks_dek (user_key BYTEA PRIMARY KEY, wrapped BYTEA NOT NULL)",
-    "CREATE TABLE ks_pending_init (id BYTEA PRIMARY KEY, expires_at BIGINT NOT NULL, sealed BYTEA NOT NULL)",
-    "CREATE INDEX ks_pending_init_expiry ON ks_pending_init (expires_at)",
-    "CREATE TABLE ks_session (id BYTEA PRIMARY KEY, user_key BYTEA NOT NULL, expires_at BIGINT NOT NULL, \
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE ks_keyring (name BYTEA PRIMARY KEY, value BYTEA NOT NULL)",
+        "CREATE TABLE ks_dek (user_key BYTEA PRIMARY KEY, wrapped BYTEA NOT NULL)",
+        "CREATE TABLE ks_pending_init (id BYTEA PRIMARY KEY, expires_at BIGINT NOT NULL, sealed BYTEA NOT NULL)",
+        "CREATE INDEX ks_pending_init_expiry ON ks_pending_init (expires_at)",
+        "CREATE TABLE ks_session (id BYTEA PRIMARY KEY, user_key BYTEA NOT NULL, expires_at BIGINT NOT NULL, \
      last_used BIGINT NOT NULL, sealed BYTEA NOT NULL)",
-    "CREATE INDEX ks_session_user ON ks_session (user_key)",
-    "CREATE INDEX ks_session_expiry ON ks_session (expires_at)",
-    "CREATE INDEX ks_session_last_used ON ks_session (last_used)",
-    "CREATE TABLE ks_key_head (user_key BYTEA PRIMARY KEY, latest BIGINT NOT NULL)",
-    "CREATE TABLE ks_key_version (user_key BYTEA NOT NULL, version BIGINT NOT NULL, created_at BIGINT NOT NULL, \
+        "CREATE INDEX ks_session_user ON ks_session (user_key)",
+        "CREATE INDEX ks_session_expiry ON ks_session (expires_at)",
+        "CREATE INDEX ks_session_last_used ON ks_session (last_used)",
+        "CREATE TABLE ks_key_head (user_key BYTEA PRIMARY KEY, latest BIGINT NOT NULL)",
+        "CREATE TABLE ks_key_version (user_key BYTEA NOT NULL, version BIGINT NOT NULL, created_at BIGINT NOT NULL, \
      sealed BYTEA NOT NULL, PRIMARY KEY (user_key, version))",
-    "CREATE TABLE ks_nonce (fingerprint BIGINT PRIMARY KEY, dated BIGINT NOT NULL)",
-    "CREATE INDEX ks_nonce_dated ON ks_nonce (dated)",
-    "CREATE TABLE ks_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
-    "CREATE TABLE ks_connect_calls (namespace BYTEA NOT NULL, minute BIGINT NOT NULL, calls BIGINT NOT NULL, \
+        "CREATE TABLE ks_nonce (fingerprint BIGINT PRIMARY KEY, dated BIGINT NOT NULL)",
+        "CREATE INDEX ks_nonce_dated ON ks_nonce (dated)",
+        "CREATE TABLE ks_meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        "CREATE TABLE ks_connect_calls (namespace BYTEA NOT NULL, minute BIGINT NOT NULL, calls BIGINT NOT NULL, \
      PRIMARY KEY (namespace, minute))",
-    "CREATE TABLE ks_connect_users (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, user_id BYTEA NOT NULL, \
+        "CREATE TABLE ks_connect_users (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, user_id BYTEA NOT NULL, \
      PRIMARY KEY (namespace, window_start, user_id))",
-    "CREATE TABLE ks_connect_windows (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, users BIGINT NOT NULL, \
+        "CREATE TABLE ks_connect_windows (namespace BYTEA NOT NULL, window_start BIGINT NOT NULL, users BIGINT NOT NULL, \
      PRIMARY KEY (namespace, window_start))",
-]];
+    ],
+    &[
+        "CREATE TABLE ks_access (user_key BYTEA NOT NULL, id BYTEA NOT NULL, sealed BYTEA NOT NULL, \
+     PRIMARY KEY (user_key, id))",
+        "CREATE INDEX ks_access_id ON ks_access (id)",
+    ],
+];
 
 /// Attempts of one transaction that lost a race before the call fails.
 const MAX_ATTEMPTS: u32 = 8;
@@ -780,8 +787,9 @@ impl Store for PostgresStore {
             let versions = sql_execute(&transaction, "DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
             sql_execute(&transaction, "DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
             let sessions = sql_execute(&transaction, "DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
+            let accesses = sql_execute(&transaction, "DELETE FROM ks_access WHERE user_key = $1", &[&key]).await?;
             transaction.commit().await?;
-            Ok(Erased { versions, sessions })
+            Ok(Erased { versions, sessions, accesses })
         })
         .await
     }
@@ -866,6 +874,60 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
     }
 
+    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<Vec<u8>> = entries.iter().map(|(user, _)| record::user_prefix(user).to_vec()).collect();
+        let ids: Vec<&[u8]> = entries.iter().map(|(_, entry)| entry.id.as_slice()).collect();
+        let sealed: Vec<&[u8]> = entries.iter().map(|(_, entry)| entry.sealed.as_slice()).collect();
+        let (users, ids, sealed) = (&users, &ids, &sealed);
+        self.retrying(|client| async move {
+            // One statement for the whole batch, whatever its size.
+            sql_execute(
+                &client,
+                "INSERT INTO ks_access (user_key, id, sealed) \
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::bytea[]) ON CONFLICT DO NOTHING",
+                &[users, ids, sealed],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn accesses(
+        &self,
+        user: &UserKey,
+        before: Option<AccessId>,
+        limit: usize,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let client = self.client().await?;
+        let before = before.unwrap_or([0xff; 16]);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sql_query(
+            &client,
+            "SELECT id, sealed FROM ks_access WHERE user_key = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            &[&record::user_prefix(user).as_slice(), &before.as_slice(), &limit],
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
+        rows.iter()
+            .map(|row| {
+                let id: &[u8] = row.get(0);
+                let id = id.try_into().map_err(|_| StoreError::Corrupt { kind: "access entry" })?;
+                Ok(AccessRecord { id, sealed: row.get(1) })
+            })
+            .collect()
+    }
+
+    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        sql_execute(&client, "DELETE FROM ks_access WHERE id < $1", &[&before.as_slice()])
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
     async fn counts(&self) -> Result<Counts, StoreError> {
         let client = self.client().await?;
         let row = sql_query_one(
@@ -928,6 +990,16 @@ impl Store for PostgresStore {
             sql_query(&transaction, "SELECT fingerprint, dated FROM ks_nonce", &[]).await.map_err(|e| self.failed(e))?
         {
             push("nonce", uint(row.get(0)).to_be_bytes().to_vec(), uint(row.get(1)).to_be_bytes().to_vec());
+        }
+        for row in sql_query(&transaction, "SELECT user_key, id, sealed FROM ks_access", &[])
+            .await
+            .map_err(|e| self.failed(e))?
+        {
+            let user = user_of(&row)?;
+            let id: &[u8] = row.get(1);
+            let id: AccessId = id.try_into().map_err(|_| StoreError::Corrupt { kind: "access entry" })?;
+            let sealed: &[u8] = row.get(2);
+            push("access", record::access_key(&user, &id), record::encode_access(sealed));
         }
         let own_mark = self.ledger_mark_name();
         for row in sql_query(&transaction, "SELECT name, value FROM ks_meta", &[]).await.map_err(|e| self.failed(e))? {

@@ -6,7 +6,7 @@
 //! Integers are big-endian, so version numbers sort as bytes. Decoding never panics: a
 //! short or foreign record is [`StoreError::Corrupt`].
 
-use super::{InitRecord, KeyRecord, Pseudonym, SessionRecord, StoreError, UnixTime, UserKey};
+use super::{AccessId, AccessRecord, InitRecord, KeyRecord, Pseudonym, SessionRecord, StoreError, UnixTime, UserKey};
 
 /// The only record format so far.
 pub const FORMAT_V1: u8 = 1;
@@ -95,6 +95,34 @@ pub fn encode_key(created_at: UnixTime, sealed: &[u8]) -> Vec<u8> {
 pub fn decode_key(version: u64, bytes: &[u8]) -> Result<KeyRecord, StoreError> {
     let mut r = Reader::new(bytes, "key version")?;
     Ok(KeyRecord { version, created_at: r.u64()?, sealed: r.rest() })
+}
+
+/// The key of one entry of a user's access history: the user's prefix ‖ access id.
+pub fn access_key(user: &UserKey, id: &AccessId) -> Vec<u8> {
+    let mut out = user_prefix(user).to_vec();
+    out.extend_from_slice(id);
+    out
+}
+
+/// The access id at the end of a key made by [`access_key`].
+pub fn access_id_of_key(key: &[u8]) -> Result<AccessId, StoreError> {
+    key.get(64..80)
+        .filter(|_| key.len() == 80)
+        .and_then(|id| id.try_into().ok())
+        .ok_or(StoreError::Corrupt { kind: "access index" })
+}
+
+/// `FORMAT_V1 ‖ sealed`.
+pub fn encode_access(sealed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + sealed.len());
+    out.push(FORMAT_V1);
+    out.extend_from_slice(sealed);
+    out
+}
+
+/// Inverse of [`encode_access`]; `id` comes from the record's key.
+pub fn decode_access(id: AccessId, bytes: &[u8]) -> Result<AccessRecord, StoreError> {
+    Ok(AccessRecord { id, sealed: Reader::new(bytes, "access entry")?.rest() })
 }
 
 /// A u64, big-endian.

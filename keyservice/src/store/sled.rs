@@ -51,8 +51,8 @@ use tokio::sync::oneshot;
 
 use super::record::{self, decode_u64};
 use super::{
-    Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
-    SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
+    AccessId, AccessRecord, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
+    PutOutcome, Redeemed, SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
 
 /// Most writes one flush covers; more wait for the next.
@@ -74,7 +74,8 @@ pub struct SledStore {
 }
 
 /// Tree names, in the order backups list them.
-const TREE_NAMES: [&str; 8] = ["keyring", "dek", "pending_init", "session", "user_session", "key", "nonce", "meta"];
+const TREE_NAMES: [&str; 9] =
+    ["keyring", "dek", "pending_init", "session", "user_session", "key", "nonce", "access", "meta"];
 
 #[derive(Clone)]
 struct Trees {
@@ -85,6 +86,7 @@ struct Trees {
     user_sessions: sled::Tree,
     keys: sled::Tree,
     nonces: sled::Tree,
+    accesses: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -103,6 +105,8 @@ enum Op {
     SetFloor(UnixTime),
     SetLedgerMark(Vec<u8>),
     RememberNonce(u64, UnixTime),
+    AppendAccesses(Vec<(UserKey, AccessRecord)>),
+    PurgeAccesses(Vec<sled::IVec>),
     Snapshot,
     Import(Vec<SnapshotEntry>),
     Flush,
@@ -143,6 +147,7 @@ impl Trees {
             "user_session" => &self.user_sessions,
             "key" => &self.keys,
             "nonce" => &self.nonces,
+            "access" => &self.accesses,
             "meta" => &self.meta,
             _ => return None,
         })
@@ -183,6 +188,7 @@ impl SledStore {
             user_sessions: open_tree("user_session")?,
             keys: open_tree("key")?,
             nonces: open_tree("nonce")?,
+            accesses: open_tree("access")?,
             meta: open_tree("meta")?,
         };
         let mut durability = Durability {
@@ -413,6 +419,59 @@ impl Store for SledStore {
     async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
         match self.submit(Op::Remove(vec![(Which::Init, sled::IVec::from(&id[..]))])).await? {
             Reply::Removed(swept) => Ok(swept.inits > 0),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.submit(Op::AppendAccesses(entries)).await.map(|_| ())
+    }
+
+    async fn accesses(
+        &self,
+        user: &UserKey,
+        before: Option<AccessId>,
+        limit: usize,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let start = record::access_key(user, &[0; 16]);
+        let range = match before {
+            Some(id) => self.trees.accesses.range(start..record::access_key(user, &id)),
+            None => self.trees.accesses.range(start..=record::access_key(user, &[0xff; 16])),
+        };
+        range
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(backend)?;
+                record::decode_access(record::access_id_of_key(&key)?, &value)
+            })
+            .collect()
+    }
+
+    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError> {
+        // Entries are keyed by user first, so finding the old ones reads the whole tree:
+        // on a blocking thread, outside the committer.
+        let tree = self.trees.accesses.clone();
+        let doomed = tokio::task::spawn_blocking(move || -> Result<Vec<sled::IVec>, StoreError> {
+            let mut doomed = Vec::new();
+            for key in tree.iter().keys() {
+                let key = key.map_err(backend)?;
+                if record::access_id_of_key(&key)? < before {
+                    doomed.push(key);
+                }
+            }
+            Ok(doomed)
+        })
+        .await
+        .map_err(backend)??;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        match self.submit(Op::PurgeAccesses(doomed)).await? {
+            Reply::Count(count) => Ok(count),
             _ => Err(mismatch()),
         }
     }
@@ -659,8 +718,10 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
                 }
                 session_ids.push(id);
             }
-            (&trees.deks, &trees.keys, &trees.sessions, &trees.user_sessions)
-                .transaction(|(deks, key_tree, sessions, user_sessions)| {
+            let accesses: Vec<sled::IVec> =
+                trees.accesses.scan_prefix(prefix).keys().collect::<Result<_, _>>().map_err(backend)?;
+            (&trees.deks, &trees.keys, &trees.sessions, &trees.user_sessions, &trees.accesses)
+                .transaction(|(deks, key_tree, sessions, user_sessions, access_tree)| {
                     deks.remove(prefix.as_slice())?;
                     for key in &keys {
                         key_tree.remove(key)?;
@@ -669,10 +730,17 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
                         user_sessions.remove(key)?;
                         sessions.remove(id)?;
                     }
+                    for key in &accesses {
+                        access_tree.remove(key)?;
+                    }
                     Ok(())
                 })
                 .map_err(transaction_error)?;
-            Ok(Reply::Erased(Erased { versions: keys.len() as u64, sessions: sessions_revoked }))
+            Ok(Reply::Erased(Erased {
+                versions: keys.len() as u64,
+                sessions: sessions_revoked,
+                accesses: accesses.len() as u64,
+            }))
         }
         Op::Remove(doomed) => {
             let mut swept = Swept::default();
@@ -702,6 +770,26 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
         Op::RememberNonce(fingerprint, date) => {
             let previous = trees.nonces.insert(fingerprint.to_be_bytes(), &date.to_be_bytes()).map_err(backend)?;
             Ok(Reply::Flag(previous.is_none()))
+        }
+        Op::AppendAccesses(entries) => {
+            let mut batch = sled::Batch::default();
+            for (user, entry) in entries {
+                let key = record::access_key(&user, &entry.id);
+                // A retried batch may hold entries already written: those stay as they are.
+                if !trees.accesses.contains_key(&key).map_err(backend)? {
+                    batch.insert(key, record::encode_access(&entry.sealed));
+                }
+            }
+            trees.accesses.apply_batch(batch).map_err(backend)?;
+            Ok(Reply::Done)
+        }
+        Op::PurgeAccesses(keys) => {
+            let mut batch = sled::Batch::default();
+            for key in &keys {
+                batch.remove(key);
+            }
+            trees.accesses.apply_batch(batch).map_err(backend)?;
+            Ok(Reply::Count(keys.len() as u64))
         }
         Op::Snapshot => {
             let mut entries = Vec::new();

@@ -109,11 +109,7 @@ impl TestServer {
     pub async fn escrow(&self) -> Escrow {
         let master = MasterKey::load_or_create(&self.config.master_key_file).unwrap();
         let ledger = ErasureLedger::open(&self.config.erasure_ledger_file).unwrap();
-        let policy = Policy {
-            max_key_versions: self.config.max_key_versions,
-            session_idle_secs: self.config.session_idle.as_secs(),
-        };
-        Escrow::open(self.store.clone(), &master, ledger, policy).await.unwrap()
+        Escrow::open(self.store.clone(), &master, ledger, Policy::from(&self.config)).await.unwrap()
     }
 
     /// A server on a sled store in the config's data directory.

@@ -142,6 +142,21 @@ test('a note is encrypted in the browser, read back after a reload and from a se
   await logIn(third, 'mallory');
   assert.equal((await shown(third)).state, 'empty');
 
+  // Alice sees every session made for her and every use of her key, the second
+  // browser's marked as not this page; Mallory's never show.
+  await page.click('#show-history');
+  await page.waitForSelector('#history', { state: 'visible' });
+  const rows = await page.$$eval('#history tbody tr', (trs) =>
+    trs.map((tr) => ({ op: tr.dataset.operation, other: tr.classList.contains('other'), cells: [...tr.cells].map((td) => td.textContent) })),
+  );
+  const ops = rows.map((row) => row.op);
+  assert.equal(ops.filter((op) => op === 'connect').length, 3, `${ops}`);
+  assert.ok(ops.includes('key_write') && ops.includes('key_read'), `${ops}`);
+  assert.ok(rows.some((row) => row.other && row.op === 'key_read'), 'the second browser\'s read is not shown as another session');
+  assert.ok(rows.some((row) => !row.other && row.cells[2] === 'this page'), 'this page\'s session is not marked');
+  assert.ok(rows.every((row) => row.cells[3] === '127.0.0.1'), `${rows.map((row) => row.cells[3])}`);
+  await page.screenshot({ path: join(artefacts, 'demo-history.png'), fullPage: true });
+
   // Logout ends the page's keyservice session at once.
   const beforeLogout = await page.evaluate(() => Boolean(window.keyserviceDemo.session));
   assert.ok(beforeLogout, 'the page holds no keyservice session');

@@ -1,0 +1,258 @@
+//! Access transparency: every connect, read, write and delete of a user's key, kept for
+//! that user to see (`GET /key/history`).
+//!
+//! An entry records the operation, the session (a short id), the client address and the
+//! Real Service credential that connected the session. It is sealed under the store's
+//! system key, bound to the user's pseudonym and its place in the history, and stored
+//! under the user's pseudonym; erasing the user deletes it, and entries older than the
+//! retention are purged.
+//!
+//! A request only queues its entry. Queued entries are sealed and written in one batch
+//! every [`FLUSH_INTERVAL`], before a history is read, and at shutdown, so recording
+//! costs a read no store write of its own. The bound that follows: a node killed
+//! outright loses at most the last interval of its entries (the audit log, written
+//! before each answer, still has them), and a history read at one node shows another
+//! node's entries after at most one interval.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use keyservice_client::protocol::wire::AccessEntry;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{AccessId, Pseudonym, UserKey};
+
+/// How often queued entries are written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Entries queued past this are written by the request that queues the next one.
+const MAX_QUEUED: usize = 10_000;
+
+/// Longest page of history one request returns.
+pub const MAX_PAGE: usize = 500;
+
+/// Page size when the request names none.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// What happened to a user's key or session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// A session was made for the user.
+    Connect,
+    /// A version of the key was read.
+    KeyRead,
+    /// A version of the key was written.
+    KeyWrite,
+    /// Every version of the key was deleted.
+    KeyDelete,
+    /// The session was ended by its device.
+    Logout,
+    /// The Real Service asked what is held for the user.
+    Export,
+}
+
+impl Operation {
+    /// The name clients see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::KeyRead => "key_read",
+            Self::KeyWrite => "key_write",
+            Self::KeyDelete => "key_delete",
+            Self::Logout => "logout",
+            Self::Export => "export",
+        }
+    }
+}
+
+/// One entry, as sealed (its time is in its id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// What was done.
+    pub op: Operation,
+    /// The session's pseudonym, cut to 8 bytes: enough to tell sessions apart.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session: Option<[u8; 8]>,
+    /// The client's address.
+    pub address: IpAddr,
+    /// The namespace credential that connected the session or made the call.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub credential: Option<String>,
+    /// The key version read or written.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub version: Option<u64>,
+}
+
+impl Entry {
+    /// The short id a session is shown by.
+    pub fn session_tag(session: &Pseudonym) -> [u8; 8] {
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&session[..8]);
+        tag
+    }
+
+    /// The entry as a client sees it; `current` is the asking session's tag.
+    pub fn to_wire(&self, id: &AccessId, current: &[u8; 8]) -> AccessEntry {
+        let micros = u64::from_be_bytes(id[..8].try_into().unwrap_or_default());
+        AccessEntry {
+            id: hex::encode(id),
+            time: crate::time::rfc3339_millis(micros / 1000),
+            operation: self.op.as_str().to_owned(),
+            session: self.session.map(hex::encode),
+            current_session: self.session.as_ref() == Some(current),
+            address: self.address.to_string(),
+            credential: self.credential.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// Entries waiting to be sealed and written.
+pub struct Queue {
+    entries: Mutex<Vec<(UserKey, AccessId, Entry)>>,
+    /// Random per process, so two nodes' ids at the same microsecond differ.
+    node: [u8; 4],
+    counter: std::sync::atomic::AtomicU32,
+}
+
+impl Queue {
+    /// An empty queue.
+    ///
+    /// # Errors
+    ///
+    /// When the OS cannot supply random bytes.
+    pub fn new() -> Result<Self, keyservice_client::protocol::RandomError> {
+        let node = keyservice_client::protocol::random_bytes::<4>()?;
+        Ok(Self { entries: Mutex::default(), node, counter: std::sync::atomic::AtomicU32::new(0) })
+    }
+
+    /// A new id for an entry made now: unique in this process, and across nodes but for
+    /// a 2^-32 chance per microsecond.
+    fn next_id(&self) -> AccessId {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let mut id = crate::store::access_id_floor(micros);
+        id[8..12].copy_from_slice(&self.node);
+        let count = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        id[12..].copy_from_slice(&count.to_be_bytes());
+        id
+    }
+
+    /// Queues an entry for `user`; returns true when the queue has grown past its bound
+    /// and should be written now.
+    pub fn push(&self, user: UserKey, entry: Entry) -> bool {
+        let id = self.next_id();
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.push((user, id, entry));
+        entries.len() >= MAX_QUEUED
+    }
+
+    /// Everything queued, for writing.
+    pub fn take(&self) -> Vec<(UserKey, AccessId, Entry)> {
+        std::mem::take(&mut *self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Drops every queued entry of `user` (who has just been erased).
+    pub fn forget(&self, user: &UserKey) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(owner, _, _)| owner != user);
+    }
+
+    /// Puts back entries a failed write did not store, ahead of newer ones; beyond
+    /// the bound, the oldest are dropped (and counted in the returned number).
+    pub fn restore(&self, mut failed: Vec<(UserKey, AccessId, Entry)>) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failed.append(&mut entries);
+        let dropped = failed.len().saturating_sub(MAX_QUEUED * 10);
+        failed.drain(..dropped);
+        *entries = failed;
+        dropped
+    }
+}
+
+/// `limit=N` (1 to [`MAX_PAGE`]) and `before=<32 hex digits>`, in any order, each at
+/// most once; anything else is refused.
+pub fn parse_query(query: Option<&str>) -> Option<(usize, Option<AccessId>)> {
+    let mut limit = None;
+    let mut before = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=')? {
+            ("limit", digits) if limit.is_none() => {
+                if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                limit = Some(digits.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n))?);
+            }
+            ("before", text) if before.is_none() => {
+                let mut id = [0u8; 16];
+                hex::decode_to_slice(text, &mut id).ok()?;
+                before = Some(id);
+            }
+            _ => return None,
+        }
+    }
+    Some((limit.unwrap_or(DEFAULT_PAGE), before))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_query(None), Some((DEFAULT_PAGE, None)));
+        assert_eq!(parse_query(Some("limit=7")), Some((7, None)));
+        let id = "000102030405060708090a0b0c0d0e0f";
+        let want: AccessId = core::array::from_fn(|i| i as u8);
+        assert_eq!(parse_query(Some(&format!("before={id}&limit=500"))), Some((500, Some(want))));
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=",
+            "limit=+5",
+            "limit=1&limit=2",
+            "before=00",
+            "before=zz0102030405060708090a0b0c0d0e0f",
+            "version=1",
+            "limit",
+            "limit=99999999999999999999",
+        ] {
+            assert_eq!(parse_query(Some(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_are_unique() {
+        let queue = Queue::new().unwrap();
+        let ids: Vec<AccessId> = (0..1000).map(|_| queue.next_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        assert!(ids.windows(2).all(|w| w[0][..8] <= w[1][..8]));
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_first_and_the_queue_stays_bounded() {
+        let queue = Queue::new().unwrap();
+        let user = UserKey { namespace: [1; 32], user: [2; 32] };
+        let entry = |version| Entry {
+            op: Operation::KeyRead,
+            session: None,
+            address: IpAddr::from([127, 0, 0, 1]),
+            credential: None,
+            version: Some(version),
+        };
+        queue.push(user, entry(1));
+        let failed = queue.take();
+        queue.push(user, entry(2));
+        assert_eq!(queue.restore(failed), 0);
+        let versions: Vec<_> = queue.take().into_iter().map(|(_, _, e)| e.version).collect();
+        assert_eq!(versions, [Some(1), Some(2)]);
+        let many: Vec<_> = (0..MAX_QUEUED * 10 + 5).map(|v| (user, queue.next_id(), entry(v as u64))).collect();
+        assert_eq!(queue.restore(many), 5);
+        assert_eq!(queue.take().first().and_then(|(_, _, e)| e.version), Some(5));
+    }
+}
