@@ -150,7 +150,9 @@ test('a note is encrypted in the browser, read back after a reload and from a se
     trs.map((tr) => ({ op: tr.dataset.operation, other: tr.classList.contains('other'), cells: [...tr.cells].map((td) => td.textContent) })),
   );
   const ops = rows.map((row) => row.op);
-  assert.equal(ops.filter((op) => op === 'connect').length, 3, `${ops}`);
+  // One session at least per page load: the first, the reload, the second browser.
+  assert.ok(ops.filter((op) => op === 'connect').length >= 3, `${ops}`);
+  assert.equal(ops.at(-1), 'connect', 'the oldest entry is the first login');
   assert.ok(ops.includes('key_write') && ops.includes('key_read'), `${ops}`);
   assert.ok(rows.some((row) => row.other && row.op === 'key_read'), 'the second browser\'s read is not shown as another session');
   assert.ok(rows.some((row) => !row.other && row.cells[2] === 'this page'), 'this page\'s session is not marked');
