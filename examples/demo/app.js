@@ -143,7 +143,8 @@ async function showHistory() {
       row.dataset.operation = entry.operation;
       if (entry.session && !entry.currentSession) row.classList.add('other');
       const session = entry.session === null ? 'the site itself' : entry.currentSession ? 'this page' : entry.session;
-      const what = entry.version === null ? entry.operation : `${entry.operation} (version ${entry.version})`;
+      const times = entry.count > 1 ? ` ×${entry.count}` : '';
+      const what = (entry.version === null ? entry.operation : `${entry.operation} (version ${entry.version})`) + times;
       for (const text of [new Date(entry.time).toLocaleString(), what, session, entry.address, entry.credential ?? '']) {
         const cell = document.createElement('td');
         cell.textContent = text;

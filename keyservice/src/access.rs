@@ -7,13 +7,17 @@
 //! under the user's pseudonym; erasing the user deletes it, and entries older than the
 //! retention are purged.
 //!
-//! A request only queues its entry. Queued entries are sealed and written in one batch
-//! every [`FLUSH_INTERVAL`], before a history is read, and at shutdown, so recording
-//! costs a read no store write of its own. The bound that follows: a node killed
-//! outright loses at most the last interval of its entries (the audit log, written
-//! before each answer, still has them), and a history read at one node shows another
-//! node's entries after at most one interval.
+//! A request only queues its entry. Identical reads queued within one interval (the
+//! same session reading the same version from the same address) become one entry with
+//! a count, so a device reading in a loop costs one entry a second, not one per read;
+//! every other operation keeps an entry of its own, in order. Queued entries
+//! are sealed and written in one batch every [`FLUSH_INTERVAL`], before a history is
+//! read, and at shutdown, so recording costs a read no store write of its own. The
+//! bound that follows: a node killed outright loses at most the last interval of its
+//! entries (the audit log, written before each answer, still has them), and a history
+//! read at one node shows another node's entries after at most one interval.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::store::{AccessId, Pseudonym, UserKey};
 
 /// How often queued entries are written.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Entries queued past this are written by the request that queues the next one.
+/// Distinct entries queued past this are written by the request that queues the next one.
 const MAX_QUEUED: usize = 10_000;
 
 /// Longest page of history one request returns.
@@ -36,7 +40,7 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// What happened to a user's key or session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// A session was made for the user.
@@ -67,8 +71,8 @@ impl Operation {
     }
 }
 
-/// One entry, as sealed (its time is in its id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry, as sealed (its time, or its first access's, is in its id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     /// What was done.
     pub op: Operation,
@@ -83,6 +87,62 @@ pub struct Entry {
     /// The key version read or written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub version: Option<u64>,
+    /// How many identical accesses the entry stands for.
+    #[serde(skip_serializing_if = "is_one", default = "one")]
+    pub count: u64,
+    /// When the last of them happened (microseconds since the epoch), if more than one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_one(count: &u64) -> bool {
+    *count == 1
+}
+
+/// What is queued: reads by what was read (with a count of 1 and no `last`), with their
+/// tally; every other operation one by one.
+#[derive(Default)]
+struct Queued {
+    reads: HashMap<(UserKey, Entry), Tally>,
+    others: Vec<(UserKey, AccessId, Entry)>,
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        self.reads.len() + self.others.len()
+    }
+
+    fn add_read(&mut self, user: UserKey, mut entry: Entry, tally: Tally) {
+        entry.count = 1;
+        entry.last = None;
+        self.reads
+            .entry((user, entry))
+            .and_modify(|queued| {
+                if tally.id < queued.id {
+                    queued.id = tally.id;
+                }
+                queued.count += tally.count;
+                queued.last = queued.last.max(tally.last);
+            })
+            .or_insert(tally);
+    }
+}
+
+/// When an access was queued, and how many identical ones since.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    id: AccessId,
+    count: u64,
+    last: u64,
+}
+
+fn micros_of(id: &AccessId) -> u64 {
+    u64::from_be_bytes(id[..8].try_into().unwrap_or_default())
 }
 
 impl Entry {
@@ -95,7 +155,7 @@ impl Entry {
 
     /// The entry as a client sees it; `current` is the asking session's tag.
     pub fn to_wire(&self, id: &AccessId, current: &[u8; 8]) -> AccessEntry {
-        let micros = u64::from_be_bytes(id[..8].try_into().unwrap_or_default());
+        let micros = micros_of(id);
         AccessEntry {
             id: hex::encode(id),
             time: crate::time::rfc3339_millis(micros / 1000),
@@ -105,13 +165,15 @@ impl Entry {
             address: self.address.to_string(),
             credential: self.credential.clone(),
             version: self.version,
+            count: self.count,
+            until: self.last.map(|last| crate::time::rfc3339_millis(last / 1000)),
         }
     }
 }
 
 /// Entries waiting to be sealed and written.
 pub struct Queue {
-    entries: Mutex<Vec<(UserKey, AccessId, Entry)>>,
+    entries: Mutex<Queued>,
     /// Random per process, so two nodes' ids at the same microsecond differ.
     node: [u8; 4],
     counter: std::sync::atomic::AtomicU32,
@@ -141,33 +203,68 @@ impl Queue {
         id
     }
 
-    /// Queues an entry for `user`; returns true when the queue has grown past its bound
-    /// and should be written now.
-    pub fn push(&self, user: UserKey, entry: Entry) -> bool {
-        let id = self.next_id();
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.push((user, id, entry));
-        entries.len() >= MAX_QUEUED
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Everything queued, for writing.
+    /// Queues an access of `user` (counted into an identical one already queued);
+    /// returns true when the queue has grown past its bound and should be written now.
+    pub fn push(&self, user: UserKey, entry: Entry) -> bool {
+        let id = self.next_id();
+        let mut queued = self.lock();
+        if entry.op == Operation::KeyRead {
+            queued.add_read(user, entry, Tally { id, count: 1, last: micros_of(&id) });
+        } else {
+            queued.others.push((user, id, entry));
+        }
+        queued.len() >= MAX_QUEUED
+    }
+
+    /// Everything queued, oldest first, each with its count, for writing.
     pub fn take(&self) -> Vec<(UserKey, AccessId, Entry)> {
-        std::mem::take(&mut *self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let Queued { reads, mut others } = std::mem::take(&mut *self.lock());
+        let mut taken: Vec<_> = reads
+            .into_iter()
+            .map(|((user, mut entry), tally)| {
+                entry.count = tally.count;
+                entry.last = (tally.count > 1).then_some(tally.last);
+                (user, tally.id, entry)
+            })
+            .collect();
+        taken.append(&mut others);
+        taken.sort_by_key(|(_, id, _)| *id);
+        taken
     }
 
     /// Drops every queued entry of `user` (who has just been erased).
     pub fn forget(&self, user: &UserKey) {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(owner, _, _)| owner != user);
+        let mut queued = self.lock();
+        queued.reads.retain(|(owner, _), _| owner != user);
+        queued.others.retain(|(owner, _, _)| owner != user);
     }
 
-    /// Puts back entries a failed write did not store, ahead of newer ones; beyond
-    /// the bound, the oldest are dropped (and counted in the returned number).
-    pub fn restore(&self, mut failed: Vec<(UserKey, AccessId, Entry)>) -> usize {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failed.append(&mut entries);
-        let dropped = failed.len().saturating_sub(MAX_QUEUED * 10);
-        failed.drain(..dropped);
-        *entries = failed;
+    /// Puts back entries a failed write did not store, merged with what was queued
+    /// since; beyond the bound, the oldest are dropped (and counted in the returned
+    /// number).
+    pub fn restore(&self, failed: Vec<(UserKey, AccessId, Entry)>) -> usize {
+        let mut queued = self.lock();
+        for (user, id, entry) in failed {
+            if entry.op == Operation::KeyRead {
+                let tally = Tally { id, count: entry.count, last: entry.last.unwrap_or_else(|| micros_of(&id)) };
+                queued.add_read(user, entry, tally);
+            } else {
+                queued.others.push((user, id, entry));
+            }
+        }
+        let dropped = queued.len().saturating_sub(MAX_QUEUED * 10);
+        if dropped > 0 {
+            let mut ids: Vec<AccessId> =
+                queued.reads.values().map(|tally| tally.id).chain(queued.others.iter().map(|(_, id, _)| *id)).collect();
+            ids.sort_unstable();
+            let keep_from = ids[dropped];
+            queued.reads.retain(|_, tally| tally.id >= keep_from);
+            queued.others.retain(|(_, id, _)| *id >= keep_from);
+        }
         dropped
     }
 }
@@ -234,24 +331,59 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0][..8] <= w[1][..8]));
     }
 
-    #[test]
-    fn a_failed_write_is_retried_first_and_the_queue_stays_bounded() {
-        let queue = Queue::new().unwrap();
-        let user = UserKey { namespace: [1; 32], user: [2; 32] };
-        let entry = |version| Entry {
+    fn read(version: u64) -> Entry {
+        Entry {
             op: Operation::KeyRead,
-            session: None,
+            session: Some([7; 8]),
             address: IpAddr::from([127, 0, 0, 1]),
             credential: None,
             version: Some(version),
-        };
-        queue.push(user, entry(1));
+            count: 1,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn identical_reads_share_one_entry_with_a_count_and_other_operations_do_not() {
+        let queue = Queue::new().unwrap();
+        let user = UserKey { namespace: [1; 32], user: [2; 32] };
+        let delete = Entry { op: Operation::KeyDelete, version: None, ..read(1) };
+        for _ in 0..5 {
+            queue.push(user, read(1));
+        }
+        queue.push(user, delete.clone());
+        queue.push(user, read(2));
+        queue.push(user, delete);
+        let taken = queue.take();
+        let summary: Vec<_> = taken.iter().map(|(_, _, e)| (e.op, e.version, e.count, e.last.is_some())).collect();
+        assert_eq!(
+            summary,
+            [
+                (Operation::KeyRead, Some(1), 5, true),
+                (Operation::KeyDelete, None, 1, false),
+                (Operation::KeyRead, Some(2), 1, false),
+                (Operation::KeyDelete, None, 1, false),
+            ],
+            "oldest first"
+        );
+        assert!(taken[0].2.last.unwrap() >= micros_of(&taken[0].1));
+        assert!(queue.take().is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_is_merged_back_and_the_queue_stays_bounded() {
+        let queue = Queue::new().unwrap();
+        let user = UserKey { namespace: [1; 32], user: [2; 32] };
+        queue.push(user, read(1));
+        queue.push(user, read(1));
         let failed = queue.take();
-        queue.push(user, entry(2));
-        assert_eq!(queue.restore(failed), 0);
-        let versions: Vec<_> = queue.take().into_iter().map(|(_, _, e)| e.version).collect();
-        assert_eq!(versions, [Some(1), Some(2)]);
-        let many: Vec<_> = (0..MAX_QUEUED * 10 + 5).map(|v| (user, queue.next_id(), entry(v as u64))).collect();
+        queue.push(user, read(1));
+        queue.push(user, read(2));
+        assert_eq!(queue.restore(failed.clone()), 0);
+        let taken = queue.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!((taken[0].1, taken[0].2.count), (failed[0].1, 3), "the first time kept, the counts summed");
+        let many: Vec<_> = (0..MAX_QUEUED * 10 + 5).map(|v| (user, queue.next_id(), read(v as u64))).collect();
         assert_eq!(queue.restore(many), 5);
         assert_eq!(queue.take().first().and_then(|(_, _, e)| e.version), Some(5));
     }

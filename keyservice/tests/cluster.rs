@@ -191,7 +191,7 @@ async fn a_users_access_history_gathers_every_nodes_accesses() {
     at_a.put_key(b"k", None, Condition::None).await.unwrap();
     let at_b = device_at(&at_a, &b);
     at_b.get_key().await.unwrap();
-    // Node b writes its queued entries within its flush interval (200 ms).
+    // Node b writes its queued entries within its flush interval (a second).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let history = at_a.access_history(None, None).await.unwrap();

@@ -146,4 +146,8 @@ export interface AccessEntry {
   credential: string | null;
   /** The key version read or written. */
   version: number | null;
+  /** How many identical accesses within about a second this entry stands for. */
+  count: number;
+  /** When the last of them happened, if more than one. */
+  until: string | null;
 }

@@ -389,6 +389,8 @@ export class Session {
  * @property {string} address the client address keyservice saw
  * @property {string|null} credential the Real Service credential that connected the session or made the call
  * @property {number|null} version the key version read or written
+ * @property {number} count how many identical accesses within about a second it stands for
+ * @property {string|null} until when the last of them happened, if more than one
  */
 
 /** The Real Service's calls, signed with its namespace credential (Node only). */

@@ -313,7 +313,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     };
                     let version = e.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
                     let credential = e.credential.as_deref().unwrap_or("-");
-                    format!("{}  {:<10}  {session}  {}  {credential}  {version}", e.time, e.operation, e.address)
+                    let times = if e.count > 1 { format!("  ×{}", e.count) } else { String::new() };
+                    format!("{}  {:<10}  {session}  {}  {credential}  {version}{times}", e.time, e.operation, e.address)
                 })
                 .chain(page.next.iter().map(|next| format!("more: --before {next}")))
                 .collect();

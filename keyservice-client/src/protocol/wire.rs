@@ -123,6 +123,11 @@ pub struct AccessEntry {
     pub credential: Option<String>,
     /// The key version read or written.
     pub version: Option<u64>,
+    /// How many identical reads (same session, address and version) within about a
+    /// second this entry stands for; 1 for every other operation.
+    pub count: u64,
+    /// When the last of them happened, if more than one.
+    pub until: Option<String>,
 }
 
 /// `POST /export` → 200: what keyservice holds for a user, never the key bytes.

@@ -390,6 +390,8 @@ impl App {
             address: client,
             credential: credential.map(str::to_owned),
             version,
+            count: 1,
+            last: None,
         };
         if let Err(error) = self.inner.escrow.record_access(user, entry).await {
             tracing::warn!(%error, "writing access history entries failed; they stay queued");
