@@ -47,14 +47,15 @@ async fn run() -> Result<(), Failure> {
     let port = port_argument()?;
     let site = TcpListener::bind(("127.0.0.1", port)).await?;
     let keys = TcpListener::bind(("127.0.0.1", if port == 0 { 0 } else { port + 1 })).await?;
-    let site_url = format!("http://{}", site.local_addr()?);
+    // The page is opened as localhost: passkeys (WebAuthn) need a domain, not an address.
+    let site_url = format!("http://localhost:{}", site.local_addr()?.port());
     let keyservice_url = format!("http://{}", keys.local_addr()?);
 
     // keyservice: the Real Service's namespace, and CORS for the page's origin only.
     let data = tempfile::tempdir()?;
     let secret = keyservice::new_token()?;
     let mut config = Config::for_data_dir(data.path().join("data"));
-    config.cors_origins = vec![site_url.clone()];
+    config.cors_origins = vec![site_url.clone(), format!("http://{}", site.local_addr()?)];
     config.namespaces.insert(
         NAMESPACE.into(),
         Namespace {

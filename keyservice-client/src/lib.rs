@@ -64,6 +64,7 @@
 #[cfg(feature = "client")]
 mod client;
 pub mod protocol;
+pub mod wrap;
 
 #[cfg(feature = "client")]
 pub use client::{

@@ -208,6 +208,39 @@ async fn each_failure_class_has_its_exit_code() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_put_under_a_passphrase_is_held_wrapped_and_read_back_with_it() {
+    let (_server, dir, url) = server().await;
+    let (init, session) = connect(&url, "pat").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+    let passphrase = dir.path().join("passphrase");
+    std::fs::write(&passphrase, "tidal  basin\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "tidal basin\n").unwrap();
+    let key: Vec<u8> = (0..32).collect();
+    let pass = passphrase.to_str().unwrap();
+
+    let put = cli(&["--url", &url, "put", "--passphrase-file", pass], &device, &key).await;
+    assert_eq!((put.code, put.text().as_str()), (0, "1"), "{}", put.stderr);
+    // What keyservice holds is the wrapped key, under its own content type.
+    let held = cli(&["--url", &url, "get", "--json"], &device, b"").await;
+    let held: serde_json::Value = serde_json::from_slice(&held.stdout).unwrap();
+    assert_eq!(held["contentType"], keyservice_client::wrap::CONTENT_TYPE);
+    let wrapped =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, held["key"].as_str().unwrap()).unwrap();
+    assert!(!wrapped.windows(key.len()).any(|w| w == key), "keyservice holds the key in clear");
+    assert!(matches!(
+        keyservice_client::wrap::describe(&wrapped),
+        Ok(keyservice_client::wrap::Wrapping::Passphrase { .. })
+    ));
+
+    let got = cli(&["--url", &url, "get", "--passphrase-file", pass], &device, b"").await;
+    assert_eq!((got.code, got.stdout.as_slice()), (0, key.as_slice()), "{}", got.stderr);
+    let refused = cli(&["--url", &url, "get", "--passphrase-file", wrong.to_str().unwrap()], &device, b"").await;
+    assert_fails(&refused, 3, "the passphrase or passkey does not open this key");
+    assert!(refused.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_script_deletes_logs_out_exports_and_erases() {
     let (_server, dir, url) = server().await;
     let (init, session) = connect(&url, "leaver").await;

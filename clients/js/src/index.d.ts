@@ -108,12 +108,57 @@ export class RealService {
   export(namespace: string, userId: string): Promise<ExportResponse>;
 }
 
-/** Generates an AES-GCM-256 key, escrows it as the first version, returns it non-extractable. */
-export function escrowNewDataKey(session: Session): Promise<CryptoKey>;
-/** The escrowed data key as a non-extractable CryptoKey. */
-export function fetchDataKey(session: Session, version?: number): Promise<CryptoKey>;
+/** A factor only the user holds, to wrap the data key under before it is escrowed. */
+export type UserFactor =
+  | { passphrase: string; params?: Argon2Params }
+  | { passkey: { credentialId: Uint8Array; rpId?: string } };
+export interface DataKeyOptions {
+  userFactor?: UserFactor;
+}
+/** Generates an AES-GCM-256 key, escrows it (wrapped, with a userFactor) as the first version, returns it non-extractable. */
+export function escrowNewDataKey(session: Session, options?: DataKeyOptions): Promise<CryptoKey>;
+/** The escrowed data key as a non-extractable CryptoKey (unwrapped with the userFactor). */
+export function fetchDataKey(session: Session, version?: number, options?: DataKeyOptions): Promise<CryptoKey>;
 /** Fetched when escrowed, else made and escrowed. */
-export function getOrCreateDataKey(session: Session): Promise<CryptoKey>;
+export function getOrCreateDataKey(session: Session, options?: DataKeyOptions): Promise<CryptoKey>;
+/** The Content-Type of a data key escrowed wrapped. */
+export const WRAPPED_KEY_TYPE: 'application/vnd.keyservice.wrapped-v1';
+
+/** Argon2id's cost, stored with the wrapped key. */
+export interface Argon2Params {
+  memoryKib: number;
+  iterations: number;
+  parallelism: number;
+}
+export const DEFAULT_ARGON2: Readonly<Argon2Params>;
+export const MINIMUM_ARGON2: Readonly<Argon2Params>;
+export const MAXIMUM_ARGON2: Readonly<Argon2Params>;
+
+/** Why a key could not be wrapped or unwrapped. */
+export class WrapError extends Error {
+  readonly code: 'malformed' | 'wrong_secret' | 'other_factor' | 'parameters' | 'prf_unsupported';
+}
+
+export type WrappedKeyDescription =
+  | { kdf: 'argon2id'; params: Argon2Params }
+  | { kdf: 'webauthn-prf'; credentialId: Uint8Array; prfSalt: Uint8Array };
+export function describeWrapped(wrapped: Uint8Array): WrappedKeyDescription;
+export function wrapWithPassphrase(
+  key: Uint8Array,
+  passphrase: string,
+  options?: { params?: Argon2Params; salt?: Uint8Array; nonce?: Uint8Array },
+): Promise<Uint8Array>;
+export function unwrapWithPassphrase(wrapped: Uint8Array, passphrase: string): Promise<Uint8Array>;
+export function wrapWithPrf(
+  key: Uint8Array,
+  prfOutput: Uint8Array,
+  options: { credentialId: Uint8Array; prfSalt: Uint8Array; nonce?: Uint8Array },
+): Promise<Uint8Array>;
+export function unwrapWithPrf(wrapped: Uint8Array, prfOutput: Uint8Array): Promise<Uint8Array>;
+/** Registers a passkey with the WebAuthn PRF extension; returns its credential id. */
+export function createPasskey(options: { userName: string; rpId?: string; rpName?: string }): Promise<Uint8Array>;
+/** The passkey's PRF output on prfSalt. */
+export function passkeyPrf(options: { credentialId: Uint8Array; prfSalt: Uint8Array; rpId?: string }): Promise<Uint8Array>;
 /** AES-GCM with a fresh IV: IV ‖ ciphertext. */
 export function encrypt(key: CryptoKey, plaintext: Bytes): Promise<Uint8Array>;
 export function decrypt(key: CryptoKey, sealed: Bytes): Promise<Uint8Array>;

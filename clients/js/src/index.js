@@ -1,4 +1,5 @@
-// keyservice client for browsers and Node >= 20: WebCrypto only, no dependencies.
+// keyservice client for browsers and Node >= 20: WebCrypto, and @noble/hashes for
+// Argon2id (loaded only when a passphrase is used).
 //
 // A device keeps its data keys at keyservice: it asks for an init token (`init`), gives
 // the Real Service only `initTokenHash(token)`, receives a session token back, and then
@@ -441,17 +442,36 @@ export class RealService {
 
 const AES_GCM = { name: 'AES-GCM', length: 256 };
 
+/** The Content-Type of a raw 256-bit data key at keyservice. */
+const DATA_KEY_TYPE = 'application/vnd.keyservice.aes-gcm-256';
+/** The Content-Type of a data key wrapped under a factor only the user holds. */
+export const WRAPPED_KEY_TYPE = 'application/vnd.keyservice.wrapped-v1';
+
 /**
- * Generates a 256-bit AES-GCM data key, escrows its raw bytes at keyservice as the
- * first version (`If-None-Match: *`, so two devices racing cannot both win), wipes
- * the raw bytes and returns the key as a non-extractable `CryptoKey`.
+ * What the user holds, for wrapping the data key before it is escrowed:
+ * `{ passphrase, params? }` (Argon2id) or `{ passkey: { credentialId, rpId? } }` (a
+ * passkey's WebAuthn PRF; browsers). Without one, keyservice holds the key itself.
+ * @typedef {{passphrase: string, params?: Argon2Params} | {passkey: {credentialId: Uint8Array, rpId?: string}}} UserFactor
+ */
+
+/**
+ * Makes a new 256-bit AES-GCM data key, escrows it (only if none is escrowed yet), and
+ * returns it as a non-extractable `CryptoKey`; the raw bytes are wiped. With a
+ * `userFactor`, what is escrowed is the key wrapped under it.
  * @param {Session} session
+ * @param {{userFactor?: UserFactor}} [options]
  * @returns {Promise<CryptoKey>}
  */
-export async function escrowNewDataKey(session) {
+export async function escrowNewDataKey(session, options = {}) {
   const raw = globalThis.crypto.getRandomValues(new Uint8Array(32));
   try {
-    await session.putKey(raw, { contentType: 'application/vnd.keyservice.aes-gcm-256', ifNoneMatch: '*' });
+    const factor = options.userFactor;
+    if (factor) {
+      const wrapped = await wrapForFactor(raw, factor);
+      await session.putKey(wrapped, { contentType: WRAPPED_KEY_TYPE, ifNoneMatch: '*' });
+    } else {
+      await session.putKey(raw, { contentType: DATA_KEY_TYPE, ifNoneMatch: '*' });
+    }
     return await subtle().importKey('raw', raw, AES_GCM, false, ['encrypt', 'decrypt']);
   } finally {
     raw.fill(0);
@@ -460,18 +480,28 @@ export async function escrowNewDataKey(session) {
 
 /**
  * Fetches the escrowed data key and returns it as a non-extractable `CryptoKey`; the
- * fetched bytes are wiped.
+ * fetched bytes are wiped. A key escrowed wrapped needs its `userFactor`
+ * (`user_factor_required` without one, `wrong_user_factor` with another).
  * @param {Session} session
  * @param {number} [version]
+ * @param {{userFactor?: UserFactor}} [options]
  * @returns {Promise<CryptoKey>}
  */
-export async function fetchDataKey(session, version) {
+export async function fetchDataKey(session, version, options = {}) {
   const key = await session.getKey(version);
+  let raw = key.bytes;
   try {
-    if (key.bytes.length !== 32) throw new KeyserviceError('the escrowed key is not a 256-bit AES key', { code: 'not_a_data_key', status: 200 });
-    return await subtle().importKey('raw', key.bytes, AES_GCM, false, ['encrypt', 'decrypt']);
+    if (key.contentType === WRAPPED_KEY_TYPE) {
+      if (!options.userFactor) {
+        throw new KeyserviceError('the data key is wrapped under a passphrase or passkey; give the userFactor', { code: 'user_factor_required', status: 200 });
+      }
+      raw = await unwrapForFactor(key.bytes, options.userFactor);
+    }
+    if (raw.length !== 32) throw new KeyserviceError('the escrowed key is not a 256-bit AES key', { code: 'not_a_data_key', status: 200 });
+    return await subtle().importKey('raw', raw, AES_GCM, false, ['encrypt', 'decrypt']);
   } finally {
     key.bytes.fill(0);
+    raw.fill(0);
   }
 }
 
@@ -479,20 +509,301 @@ export async function fetchDataKey(session, version) {
  * The user's data key: fetched when escrowed, else made and escrowed. If another device
  * escrowed one first, that one is fetched.
  * @param {Session} session
+ * @param {{userFactor?: UserFactor}} [options]
  * @returns {Promise<CryptoKey>}
  */
-export async function getOrCreateDataKey(session) {
+export async function getOrCreateDataKey(session, options = {}) {
   try {
-    return await fetchDataKey(session);
+    return await fetchDataKey(session, undefined, options);
   } catch (error) {
     if (!(error instanceof KeyserviceError) || error.code !== 'no_key') throw error;
   }
   try {
-    return await escrowNewDataKey(session);
+    return await escrowNewDataKey(session, options);
   } catch (error) {
-    if (error instanceof KeyserviceError && error.code === 'precondition_failed') return fetchDataKey(session);
+    if (error instanceof KeyserviceError && error.code === 'precondition_failed') return fetchDataKey(session, undefined, options);
     throw error;
   }
+}
+
+async function wrapForFactor(raw, factor) {
+  if (typeof factor.passphrase === 'string') return wrapWithPassphrase(raw, factor.passphrase, { params: factor.params });
+  if (factor.passkey) {
+    const prfSalt = globalThis.crypto.getRandomValues(new Uint8Array(PRF_SALT_LEN));
+    const output = await passkeyPrf({ ...factor.passkey, prfSalt });
+    try {
+      return await wrapWithPrf(raw, output, { credentialId: factor.passkey.credentialId, prfSalt });
+    } finally {
+      output.fill(0);
+    }
+  }
+  throw new TypeError('userFactor takes { passphrase } or { passkey: { credentialId } }');
+}
+
+async function unwrapForFactor(wrapped, factor) {
+  try {
+    if (typeof factor.passphrase === 'string') return await unwrapWithPassphrase(wrapped, factor.passphrase);
+    if (factor.passkey) {
+      const described = describeWrapped(wrapped);
+      if (described.kdf !== 'webauthn-prf') throw new WrapError('the key is wrapped under a passphrase', 'other_factor');
+      const output = await passkeyPrf({ ...factor.passkey, credentialId: described.credentialId, prfSalt: described.prfSalt });
+      try {
+        return await unwrapWithPrf(wrapped, output);
+      } finally {
+        output.fill(0);
+      }
+    }
+  } catch (error) {
+    if (error instanceof WrapError) throw new KeyserviceError(error.message, { code: error.code === 'wrong_secret' ? 'wrong_user_factor' : error.code, status: 200 });
+    throw error;
+  }
+  throw new TypeError('userFactor takes { passphrase } or { passkey: { credentialId } }');
+}
+
+// ---- Wrapping a key under a factor only the user holds (docs/wrapping.md). ----
+//
+// Version 1, the same bytes as the Rust client's `wrap` module: version, kdf (1 =
+// Argon2id, 2 = WebAuthn PRF), the kdf's parameters, a 12-byte nonce, then AES-256-GCM
+// of the key with every byte before it as associated data.
+
+const WRAP_VERSION = 1;
+const KDF_ARGON2ID = 1;
+const KDF_PRF = 2;
+const PRF_SALT_LEN = 32;
+const PRF_INFO = encoder.encode('keyservice-wrap v1 webauthn-prf');
+
+/** @typedef {{memoryKib: number, iterations: number, parallelism: number}} Argon2Params */
+
+/** 64 MiB, 3 passes, 1 lane: about 1.7 s in Node on a server core. */
+export const DEFAULT_ARGON2 = Object.freeze({ memoryKib: 65536, iterations: 3, parallelism: 1 });
+/** The least a new wrap may use (OWASP's minimum for Argon2id). */
+export const MINIMUM_ARGON2 = Object.freeze({ memoryKib: 19456, iterations: 2, parallelism: 1 });
+/** The most a wrapped key may ask of the device opening it. */
+export const MAXIMUM_ARGON2 = Object.freeze({ memoryKib: 2 * 1024 * 1024, iterations: 64, parallelism: 16 });
+
+/** Why a key could not be wrapped or unwrapped; `code` says which case. */
+export class WrapError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.name = 'WrapError';
+    this.code = code;
+  }
+}
+
+function within(params, low, high) {
+  return ['memoryKib', 'iterations', 'parallelism'].every(
+    (name) => Number.isInteger(params[name]) && params[name] >= low[name] && params[name] <= high[name],
+  );
+}
+
+async function argon2Kek(passphrase, params, salt) {
+  const { argon2idAsync } = await import('@noble/hashes/argon2.js');
+  const password = encoder.encode(passphrase.normalize('NFC'));
+  try {
+    return await argon2idAsync(password, salt, {
+      m: params.memoryKib,
+      t: params.iterations,
+      p: params.parallelism,
+      dkLen: 32,
+      version: 0x13,
+    });
+  } finally {
+    password.fill(0);
+  }
+}
+
+async function prfKek(prfOutput) {
+  const bytes = asBytes(prfOutput);
+  if (bytes.length !== 32) throw new WrapError('a PRF output is 32 bytes', 'malformed');
+  const ikm = await subtle().importKey('raw', bytes, 'HKDF', false, ['deriveBits']);
+  const bits = await subtle().deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0), info: PRF_INFO }, ikm, 256);
+  return new Uint8Array(bits);
+}
+
+async function sealWrapped(kek, header, nonce, key) {
+  if (key.length === 0) throw new WrapError('an empty key', 'malformed');
+  const full = concat([header, nonce]);
+  const aes = await subtle().importKey('raw', kek, 'AES-GCM', false, ['encrypt']);
+  kek.fill(0);
+  const sealed = await subtle().encrypt({ name: 'AES-GCM', iv: nonce, additionalData: full }, aes, key);
+  return concat([full, new Uint8Array(sealed)]);
+}
+
+async function openWrapped(kek, wrapped, headerLength) {
+  const aes = await subtle().importKey('raw', kek, 'AES-GCM', false, ['decrypt']);
+  kek.fill(0);
+  const header = wrapped.slice(0, headerLength);
+  try {
+    const plain = await subtle().decrypt(
+      { name: 'AES-GCM', iv: header.slice(headerLength - 12), additionalData: header },
+      aes,
+      wrapped.slice(headerLength),
+    );
+    return new Uint8Array(plain);
+  } catch {
+    throw new WrapError('the passphrase or passkey does not open this key', 'wrong_secret');
+  }
+}
+
+function parseWrapped(wrapped) {
+  const bytes = asBytes(wrapped);
+  const tooShort = () => new WrapError('not a wrapped key: too short', 'malformed');
+  if (bytes.length < 2) throw tooShort();
+  if (bytes[0] !== WRAP_VERSION) throw new WrapError('not a wrapped key: unknown format version', 'malformed');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let described;
+  let headerLength;
+  if (bytes[1] === KDF_ARGON2ID) {
+    if (bytes.length < 2 + 9 + 16) throw tooShort();
+    const params = { memoryKib: view.getUint32(2), iterations: view.getUint32(6), parallelism: bytes[10] };
+    const floor = { memoryKib: 8, iterations: 1, parallelism: 1 };
+    if (!within(params, floor, MAXIMUM_ARGON2) || params.memoryKib < 8 * params.parallelism) {
+      throw new WrapError('the wrapped key asks for an Argon2id cost outside what is allowed', 'parameters');
+    }
+    described = { kdf: 'argon2id', params, salt: bytes.slice(11, 27) };
+    headerLength = 27 + 12;
+  } else if (bytes[1] === KDF_PRF) {
+    if (bytes.length < 2 + PRF_SALT_LEN + 2) throw tooShort();
+    const length = view.getUint16(2 + PRF_SALT_LEN);
+    if (length < 1 || length > 1023) throw new WrapError('not a wrapped key: a credential id is 1 to 1023 bytes', 'malformed');
+    const start = 2 + PRF_SALT_LEN + 2;
+    if (bytes.length < start + length) throw tooShort();
+    described = { kdf: 'webauthn-prf', prfSalt: bytes.slice(2, 2 + PRF_SALT_LEN), credentialId: bytes.slice(start, start + length) };
+    headerLength = start + length + 12;
+  } else {
+    throw new WrapError('not a wrapped key: unknown key derivation', 'malformed');
+  }
+  if (bytes.length <= headerLength + 16) throw tooShort();
+  return { bytes, described, headerLength };
+}
+
+/**
+ * What a wrapped key needs to be opened: `{kdf: 'argon2id', params}` or
+ * `{kdf: 'webauthn-prf', credentialId, prfSalt}`.
+ * @param {Uint8Array} wrapped
+ */
+export function describeWrapped(wrapped) {
+  const { described } = parseWrapped(wrapped);
+  if (described.kdf === 'argon2id') return { kdf: described.kdf, params: described.params };
+  return described;
+}
+
+/**
+ * Wraps `key` under `passphrase` (Argon2id, then AES-256-GCM), with fresh salt and
+ * nonce. `salt` and `nonce` may be given for known-answer tests only.
+ * @param {Uint8Array} key
+ * @param {string} passphrase
+ * @param {{params?: Argon2Params, salt?: Uint8Array, nonce?: Uint8Array}} [options]
+ * @returns {Promise<Uint8Array>}
+ */
+export async function wrapWithPassphrase(key, passphrase, options = {}) {
+  const params = options.params ?? DEFAULT_ARGON2;
+  if (!within(params, MINIMUM_ARGON2, MAXIMUM_ARGON2)) {
+    throw new WrapError('Argon2id parameters below the minimum (19 MiB, 2 passes, 1 lane) or above the maximum', 'parameters');
+  }
+  const salt = options.salt ?? globalThis.crypto.getRandomValues(new Uint8Array(16));
+  const nonce = options.nonce ?? globalThis.crypto.getRandomValues(new Uint8Array(12));
+  const header = new Uint8Array(11);
+  const view = new DataView(header.buffer);
+  header[0] = WRAP_VERSION;
+  header[1] = KDF_ARGON2ID;
+  view.setUint32(2, params.memoryKib);
+  view.setUint32(6, params.iterations);
+  header[10] = params.parallelism;
+  const kek = await argon2Kek(passphrase, params, salt);
+  return sealWrapped(kek, concat([header, salt]), nonce, asBytes(key));
+}
+
+/**
+ * Opens a key `wrapWithPassphrase` wrapped.
+ * @param {Uint8Array} wrapped
+ * @param {string} passphrase
+ * @returns {Promise<Uint8Array>}
+ */
+export async function unwrapWithPassphrase(wrapped, passphrase) {
+  const { bytes, described, headerLength } = parseWrapped(wrapped);
+  if (described.kdf !== 'argon2id') throw new WrapError('the key is wrapped under a passkey', 'other_factor');
+  const kek = await argon2Kek(passphrase, described.params, described.salt);
+  return openWrapped(kek, bytes, headerLength);
+}
+
+/**
+ * Wraps `key` under a passkey's PRF output (evaluated on `prfSalt`), for the passkey
+ * `credentialId`, with a fresh nonce (`nonce` for known-answer tests only).
+ * @param {Uint8Array} key
+ * @param {Uint8Array} prfOutput 32 bytes
+ * @param {{credentialId: Uint8Array, prfSalt: Uint8Array, nonce?: Uint8Array}} options
+ * @returns {Promise<Uint8Array>}
+ */
+export async function wrapWithPrf(key, prfOutput, options) {
+  const credentialId = asBytes(options.credentialId);
+  const prfSalt = asBytes(options.prfSalt);
+  if (credentialId.length < 1 || credentialId.length > 1023) throw new WrapError('a credential id is 1 to 1023 bytes', 'malformed');
+  if (prfSalt.length !== PRF_SALT_LEN) throw new WrapError('a PRF salt is 32 bytes', 'malformed');
+  const nonce = options.nonce ?? globalThis.crypto.getRandomValues(new Uint8Array(12));
+  const length = new Uint8Array(2);
+  new DataView(length.buffer).setUint16(0, credentialId.length);
+  const header = concat([new Uint8Array([WRAP_VERSION, KDF_PRF]), prfSalt, length, credentialId]);
+  return sealWrapped(await prfKek(prfOutput), header, nonce, asBytes(key));
+}
+
+/**
+ * Opens a key `wrapWithPrf` wrapped, with its passkey's PRF output on its `prfSalt`
+ * (see `describeWrapped`).
+ * @param {Uint8Array} wrapped
+ * @param {Uint8Array} prfOutput
+ * @returns {Promise<Uint8Array>}
+ */
+export async function unwrapWithPrf(wrapped, prfOutput) {
+  const { bytes, described, headerLength } = parseWrapped(wrapped);
+  if (described.kdf !== 'webauthn-prf') throw new WrapError('the key is wrapped under a passphrase', 'other_factor');
+  return openWrapped(await prfKek(prfOutput), bytes, headerLength);
+}
+
+// ---- Passkeys with the WebAuthn PRF extension (browsers). ----
+
+/**
+ * Registers a passkey that can derive keys (WebAuthn `prf`) for `userName`; returns its
+ * credential id. Throws `WrapError` (`prf_unsupported`) when the authenticator cannot.
+ * @param {{userName: string, rpId?: string, rpName?: string}} options
+ * @returns {Promise<Uint8Array>}
+ */
+export async function createPasskey({ userName, rpId, rpName }) {
+  const credential = await navigator.credentials.create({
+    publicKey: {
+      rp: { name: rpName ?? 'keyservice', ...(rpId ? { id: rpId } : {}) },
+      user: { id: globalThis.crypto.getRandomValues(new Uint8Array(16)), name: userName, displayName: userName },
+      challenge: globalThis.crypto.getRandomValues(new Uint8Array(32)),
+      pubKeyCredParams: [{ type: 'public-key', alg: -7 }, { type: 'public-key', alg: -257 }],
+      authenticatorSelection: { residentKey: 'preferred', userVerification: 'required' },
+      extensions: { prf: {} },
+    },
+  });
+  if (!credential.getClientExtensionResults().prf?.enabled) {
+    throw new WrapError('this authenticator cannot derive keys (no WebAuthn PRF)', 'prf_unsupported');
+  }
+  return new Uint8Array(credential.rawId);
+}
+
+/**
+ * The PRF output of the passkey `credentialId` on `prfSalt` (32 bytes each way); asks
+ * the user to confirm with their authenticator.
+ * @param {{credentialId: Uint8Array, prfSalt: Uint8Array, rpId?: string}} options
+ * @returns {Promise<Uint8Array>}
+ */
+export async function passkeyPrf({ credentialId, prfSalt, rpId }) {
+  const assertion = await navigator.credentials.get({
+    publicKey: {
+      challenge: globalThis.crypto.getRandomValues(new Uint8Array(32)),
+      allowCredentials: [{ type: 'public-key', id: asBytes(credentialId) }],
+      userVerification: 'required',
+      ...(rpId ? { rpId } : {}),
+      extensions: { prf: { eval: { first: asBytes(prfSalt) } } },
+    },
+  });
+  const first = assertion.getClientExtensionResults().prf?.results?.first;
+  if (!first) throw new WrapError('the authenticator gave no PRF output', 'prf_unsupported');
+  return new Uint8Array(first);
 }
 
 /**

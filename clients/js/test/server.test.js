@@ -5,6 +5,10 @@ import assert from 'node:assert/strict';
 import {
   Keyservice,
   KeyserviceError,
+  MINIMUM_ARGON2,
+  WRAPPED_KEY_TYPE,
+  describeWrapped,
+  unwrapWithPassphrase,
   decrypt,
   encrypt,
   fetchDataKey,
@@ -101,6 +105,26 @@ test('the access history shows each use of the key, paged, to the user alone', a
   assert.equal(rest.next, null);
   assert.deepEqual((await (await device('dave')).accessHistory()).entries.map((e) => e.operation), ['connect']);
   await rejectsWith(mine.accessHistory({ limit: 0 }), 400, 'bad_query');
+});
+
+test('a data key wrapped under a passphrase: keyservice holds only the wrapped key', async () => {
+  const factor = { userFactor: { passphrase: 'blue harbour lantern', params: MINIMUM_ARGON2 } };
+  const phone = await device('wren');
+  const key = await getOrCreateDataKey(phone, factor);
+  const sealed = await encrypt(key, 'a secret note');
+  // What keyservice holds is the wrapped key, not the data key.
+  const escrowed = await phone.getKey();
+  assert.equal(escrowed.contentType, WRAPPED_KEY_TYPE);
+  assert.equal(describeWrapped(escrowed.bytes).kdf, 'argon2id');
+  const raw = await unwrapWithPassphrase(escrowed.bytes, 'blue harbour lantern');
+  assert.equal(raw.length, 32);
+  assert.ok(!Buffer.from(escrowed.bytes).includes(Buffer.from(raw)), 'the data key shows in what keyservice holds');
+  // Another device of the same user opens it with the passphrase, and only with it.
+  const laptop = await device('wren');
+  const again = await getOrCreateDataKey(laptop, factor);
+  assert.equal(new TextDecoder().decode(await decrypt(again, sealed)), 'a secret note');
+  await rejectsWith(fetchDataKey(laptop), 200, 'user_factor_required');
+  await rejectsWith(fetchDataKey(laptop, undefined, { userFactor: { passphrase: 'blue harbour lanterns' } }), 200, 'wrong_user_factor');
 });
 
 test('a wrong credential or namespace is a typed error', async () => {

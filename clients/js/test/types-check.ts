@@ -6,6 +6,10 @@ import {
   encrypt,
   getOrCreateDataKey,
   initTokenHash,
+  MINIMUM_ARGON2,
+  WrapError,
+  describeWrapped,
+  unwrapWithPassphrase,
   ss1Authorization,
 } from '../src/index.js';
 
@@ -18,6 +22,17 @@ export async function flow(url: string, credential: { keyId: string; secret: str
   const version: number = await session.putKey(new Uint8Array(32), { ifNoneMatch: '*' });
   const key = await session.getKey(version);
   const dataKey: CryptoKey = await getOrCreateDataKey(session);
+  const wrappedKey: CryptoKey = await getOrCreateDataKey(session, { userFactor: { passphrase: 'p', params: MINIMUM_ARGON2 } });
+  const escrowed = await session.getKey();
+  const described = describeWrapped(escrowed.bytes);
+  if (described.kdf === 'argon2id') {
+    try {
+      await unwrapWithPassphrase(escrowed.bytes, 'p');
+    } catch (error) {
+      if (error instanceof WrapError && error.code === 'wrong_secret') return 'wrong';
+    }
+  }
+  await encrypt(wrappedKey, 'note');
   const sealed: Uint8Array = await encrypt(dataKey, 'note');
   await decrypt(dataKey, sealed);
   try {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use keyservice_client::protocol::Secret;
-use keyservice_client::{Client, Condition, Credential, Error, ErrorKind, InitToken};
+use keyservice_client::{Client, Condition, Credential, Error, ErrorKind, InitToken, wrap};
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -97,6 +97,10 @@ enum Command {
         /// Write only if there is no key yet.
         #[arg(long)]
         if_none_match: bool,
+        /// Wrap the key under the passphrase in FILE first (Argon2id, 64 MiB, 3 passes),
+        /// so that keyservice holds only the wrapped key.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         session: SessionArgs,
     },
@@ -108,6 +112,9 @@ enum Command {
         /// Write the key here (created with mode 0600) [default: standard output].
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Unwrap a key stored with `put --passphrase-file` with the passphrase in FILE.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         session: SessionArgs,
     },
@@ -182,6 +189,16 @@ impl Failure {
 
     fn io(what: &str, error: std::io::Error) -> Self {
         Self { message: format!("{what}: {error}"), code: EXIT_FAILURE }
+    }
+}
+
+impl From<wrap::WrapError> for Failure {
+    fn from(error: wrap::WrapError) -> Self {
+        let code = match error {
+            wrap::WrapError::WrongSecret | wrap::WrapError::OtherFactor(_) => EXIT_AUTH,
+            _ => EXIT_FAILURE,
+        };
+        Self { message: error.to_string(), code }
     }
 }
 
@@ -320,7 +337,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .collect();
             print(json, &to_json(&page), &lines.join("\n"))
         }
-        Command::Put { file, content_type, if_match, if_none_match, session } => {
+        Command::Put { file, content_type, if_match, if_none_match, passphrase_file, session } => {
             let bytes = zeroize::Zeroizing::new(match file.as_deref() {
                 None => read_stdin()?,
                 Some(path) if path == Path::new("-") => read_stdin()?,
@@ -333,30 +350,47 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 (None, true) => Condition::IfNoneMatch,
                 (None, false) => Condition::None,
             };
+            let (bytes, content_type) = match passphrase_file {
+                None => (bytes, content_type),
+                Some(path) => {
+                    let passphrase = read_secret_file(&path)?;
+                    let wrapped =
+                        wrap::wrap_with_passphrase(&bytes, passphrase.expose(), wrap::Argon2Params::default())
+                            .map_err(Failure::from)?;
+                    (zeroize::Zeroizing::new(wrapped), Some(content_type.unwrap_or_else(|| wrap::CONTENT_TYPE.into())))
+                }
+            };
             let session = open_session(&client, &session)?;
             let version = session.put_key(&bytes, content_type.as_deref(), condition).await?;
             print(json, &serde_json::json!({ "version": version }), &version.to_string())
         }
-        Command::Get { version, output, session } => {
+        Command::Get { version, output, passphrase_file, session } => {
             let session = open_session(&client, &session)?;
             let key = match version {
                 Some(version) => session.get_key_version(version).await?,
                 None => session.get_key().await?,
             };
+            let bytes = match passphrase_file {
+                None => zeroize::Zeroizing::new(key.bytes().to_vec()),
+                Some(path) => {
+                    let passphrase = read_secret_file(&path)?;
+                    wrap::unwrap_with_passphrase(key.bytes(), passphrase.expose()).map_err(Failure::from)?
+                }
+            };
             if json {
                 let value = serde_json::json!({
                     "version": key.version,
                     "contentType": key.content_type,
-                    "key": base64::engine::general_purpose::STANDARD.encode(key.bytes()),
+                    "key": base64::engine::general_purpose::STANDARD.encode(&bytes),
                 });
                 return print(true, &value, "");
             }
             match output {
-                Some(path) => write_private(&path, key.bytes()),
+                Some(path) => write_private(&path, &bytes),
                 None => {
                     let mut stdout = std::io::stdout().lock();
                     stdout
-                        .write_all(key.bytes())
+                        .write_all(&bytes)
                         .and_then(|()| stdout.flush())
                         .map_err(|e| Failure::io("cannot write the key", e))
                 }

@@ -195,6 +195,67 @@ test('a note is encrypted in the browser, read back after a reload and from a se
   await second.close();
 });
 
+test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that passkey', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  // A virtual platform authenticator with the PRF extension, as a phone or laptop has.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      ctap2Version: 'ctap2_1',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+      hasPrf: true,
+    },
+  });
+  await logIn(page, 'paula');
+  const result = await page.evaluate(async () => {
+    const ks = await import('/keyservice-client.js');
+    const session = window.keyserviceDemo.session;
+    const credentialId = await ks.createPasskey({ userName: 'paula' });
+    const passkey = { userFactor: { passkey: { credentialId } } };
+    // Replace the key the login made with one wrapped under the passkey.
+    await session.deleteKey();
+    const key = await ks.escrowNewDataKey(session, passkey);
+    const sealed = await ks.encrypt(key, 'behind my passkey');
+    const escrowed = await session.getKey();
+    const described = ks.describeWrapped(escrowed.bytes);
+    const fetched = await ks.fetchDataKey(session, undefined, passkey);
+    const text = new TextDecoder().decode(await ks.decrypt(fetched, sealed));
+    const without = await ks.fetchDataKey(session).then(() => 'opened', (e) => e.code);
+    window.passkeyTest = { sealed, credentialId };
+    return {
+      contentType: escrowed.contentType,
+      kdf: described.kdf,
+      sameCredential: described.credentialId.join() === credentialId.join(),
+      text,
+      without,
+    };
+  });
+  assert.deepEqual(result, {
+    contentType: 'application/vnd.keyservice.wrapped-v1',
+    kdf: 'webauthn-prf',
+    sameCredential: true,
+    text: 'behind my passkey',
+    without: 'user_factor_required',
+  });
+  // Without the passkey on the authenticator, the key stays shut.
+  await cdp.send('WebAuthn.clearCredentials', { authenticatorId });
+  const gone = await page.evaluate(async () => {
+    const ks = await import('/keyservice-client.js');
+    const { credentialId } = window.passkeyTest;
+    const factor = { userFactor: { passkey: { credentialId } } };
+    return ks.fetchDataKey(window.keyserviceDemo.session, undefined, factor).then(() => 'opened', (e) => e.name);
+  });
+  assert.equal(gone, 'NotAllowedError');
+  await context.close();
+});
+
 test('a page from another origin is refused by CORS', async () => {
   const foreign = createServer((request, response) => {
     response.writeHead(200, { 'content-type': 'text/html' });
