@@ -19,6 +19,7 @@ use crate::store::{
 };
 
 /// A device's session, opened.
+#[derive(Clone)]
 pub struct Session {
     /// Its pseudonym.
     pub id: Pseudonym,
@@ -81,6 +82,71 @@ pub struct Escrow {
     ledger: ErasureLedger,
     policy: Policy,
     accesses: access::Queue,
+    /// Opened sessions and unwrapped user keys; `None` on a store several nodes share,
+    /// where another node's logout or erasure could not reach them.
+    cache: Option<Cache>,
+}
+
+/// What a node that owns its store keeps opened in memory, so that a GET need not read
+/// and open the session and the user's key on every request. Bounded (cleared when
+/// full), and invalidated by every operation that removes what it holds: logout,
+/// `DELETE /key`, erasure. Keys are zeroized when dropped.
+#[derive(Default)]
+struct Cache {
+    sessions: Memo<Pseudonym, Session>,
+    deks: Memo<UserKey, Arc<crate::crypto::vault::UserDek>>,
+}
+
+/// Most entries of each kind held; past it the memo starts again empty.
+const CACHE_ENTRIES: usize = 16_384;
+
+/// A bounded map whose invalidations cannot be undone by a load that raced them: a
+/// value read from the store before an invalidation is not inserted after it.
+struct Memo<K, V> {
+    inner: std::sync::Mutex<(u64, std::collections::HashMap<K, V>)>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Self { inner: std::sync::Mutex::new((0, std::collections::HashMap::new())) }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, std::collections::HashMap<K, V>)> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value, and the epoch to pass to [`Memo::insert`] after a load.
+    fn get(&self, key: &K) -> (Option<V>, u64) {
+        let inner = self.lock();
+        (inner.1.get(key).cloned(), inner.0)
+    }
+
+    /// Keeps a value loaded since `epoch`, unless something was invalidated meanwhile.
+    fn insert(&self, epoch: u64, key: K, value: V) {
+        let mut inner = self.lock();
+        if inner.0 != epoch {
+            return;
+        }
+        if inner.1.len() >= CACHE_ENTRIES {
+            inner.1.clear();
+        }
+        inner.1.insert(key, value);
+    }
+
+    /// Drops every entry `doomed` picks, and refuses loads that started before.
+    fn invalidate(&self, doomed: impl Fn(&K, &V) -> bool) {
+        let mut inner = self.lock();
+        inner.0 += 1;
+        inner.1.retain(|key, value| !doomed(key, value));
+    }
+
+    fn update(&self, key: &K, change: impl FnOnce(&mut V)) {
+        if let Some(value) = self.lock().1.get_mut(key) {
+            change(value);
+        }
+    }
 }
 
 impl Escrow {
@@ -99,7 +165,8 @@ impl Escrow {
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
         let accesses = access::Queue::new().map_err(VaultError::from)?;
-        let escrow = Self { store, vault, ledger, policy, accesses };
+        let cache = (!store.shared()).then(Cache::default);
+        let escrow = Self { store, vault, ledger, policy, accesses, cache };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
@@ -188,18 +255,58 @@ impl Escrow {
     /// Storage failures, or a session record that fails to open.
     pub async fn session(&self, session_token: &str) -> Result<Option<Session>, Error> {
         let id = self.vault.session_id(session_token);
+        let epoch = match &self.cache {
+            Some(cache) => match cache.sessions.get(&id) {
+                (Some(session), _) => return Ok(Some(session)),
+                (None, epoch) => Some(epoch),
+            },
+            None => None,
+        };
         let Some(record) = self.store.session(&id).await? else {
             return Ok(None);
         };
         let (secret, credential) = self.vault.open_session(&id, &record.user, &record.sealed)?;
-        Ok(Some(Session {
+        let session = Session {
             id,
             user: record.user,
             credential,
             secret,
             expires_at: record.expires_at,
             last_used: record.last_used,
-        }))
+        };
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            // Only live sessions: one past its time is refused (and forgotten) anyway.
+            if self.is_live(&session, crate::time::now()) {
+                cache.sessions.insert(epoch, id, session.clone());
+            }
+        }
+        Ok(Some(session))
+    }
+
+    /// The user's DEK, from the cache when held (created, durably, when `create`).
+    async fn user_dek(&self, user: &UserKey, create: bool) -> Result<Arc<crate::crypto::vault::UserDek>, Error> {
+        let epoch = match &self.cache {
+            Some(cache) => match cache.deks.get(user) {
+                (Some(dek), _) => return Ok(dek),
+                (None, epoch) => Some(epoch),
+            },
+            None => None,
+        };
+        let dek = Arc::new(self.vault.user_dek(self.store.as_ref(), user, create).await?.ok_or_else(missing_dek)?);
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            cache.deks.insert(epoch, *user, dek.clone());
+        }
+        Ok(dek)
+    }
+
+    /// Forgets `user`'s DEK, and with `sessions` every session of theirs, from the cache.
+    fn forget(&self, user: &UserKey, sessions: bool) {
+        if let Some(cache) = &self.cache {
+            cache.deks.invalidate(|owner, _| owner == user);
+            if sessions {
+                cache.sessions.invalidate(|_, cached| cached.user == *user);
+            }
+        }
     }
 
     /// Whether the session may still be used at `now`.
@@ -217,7 +324,11 @@ impl Escrow {
     pub async fn touch(&self, session_token: &str, session: &Session, now: UnixTime) -> Result<(), Error> {
         let granularity = (self.policy.session_idle_secs / 4).clamp(1, 60);
         if now.saturating_sub(session.last_used) >= granularity {
-            self.store.touch_session(&self.vault.session_id(session_token), now).await?;
+            let id = self.vault.session_id(session_token);
+            self.store.touch_session(&id, now).await?;
+            if let Some(cache) = &self.cache {
+                cache.sessions.update(&id, |cached| cached.last_used = cached.last_used.max(now));
+            }
         }
         Ok(())
     }
@@ -233,7 +344,13 @@ impl Escrow {
     ///
     /// Storage failures.
     pub async fn revoke_session(&self, session_token: &str) -> Result<bool, Error> {
-        Ok(self.store.delete_session(&self.vault.session_id(session_token)).await?)
+        let id = self.vault.session_id(session_token);
+        let revoked = self.store.delete_session(&id).await;
+        // Also when the store failed: the deletion may have happened.
+        if let Some(cache) = &self.cache {
+            cache.sessions.invalidate(|cached, _| *cached == id);
+        }
+        Ok(revoked?)
     }
 
     /// Stores a new version of the user's key, pruning beyond the retention limit.
@@ -249,7 +366,7 @@ impl Escrow {
         precondition: &Precondition,
         now: UnixTime,
     ) -> Result<PutOutcome, Error> {
-        let dek = self.vault.user_dek(self.store.as_ref(), user, true).await?.ok_or_else(missing_dek)?;
+        let dek = self.user_dek(user, true).await?;
         let sealing_user = *user;
         let seal = Box::new(move |version: u64| {
             Vault::seal_key(&dek, &sealing_user, version, &content_type, &bytes).map_err(seal_error)
@@ -267,7 +384,7 @@ impl Escrow {
         let Some(record) = self.store.get_key(user, version).await? else {
             return Ok(None);
         };
-        let dek = self.vault.user_dek(self.store.as_ref(), user, false).await?.ok_or_else(missing_dek)?;
+        let dek = self.user_dek(user, false).await?;
         let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
         Ok(Some(Key { version: record.version, content_type, bytes }))
     }
@@ -278,7 +395,9 @@ impl Escrow {
     ///
     /// Storage failures.
     pub async fn delete_keys(&self, user: &UserKey) -> Result<u64, Error> {
-        Ok(self.store.delete_keys(user).await?)
+        let deleted = self.store.delete_keys(user).await;
+        self.forget(user, false);
+        Ok(deleted?)
     }
 
     /// Erases a user: every key version, their DEK and every session, recorded in the
@@ -300,7 +419,9 @@ impl Escrow {
                 Error::Ledger(e.to_string())
             }
         })?;
-        let erased = self.store.erase_user(user).await?;
+        let erased = self.store.erase_user(user).await;
+        self.forget(user, true);
+        let erased = erased?;
         self.accesses.forget(user);
         Ok(ErasureReceipt {
             user_id: hex::encode(user.user),
@@ -320,7 +441,7 @@ impl Escrow {
         let records = self.store.list_keys(user).await?;
         let mut key_versions = Vec::with_capacity(records.len());
         if !records.is_empty() {
-            let dek = self.vault.user_dek(self.store.as_ref(), user, false).await?.ok_or_else(missing_dek)?;
+            let dek = self.user_dek(user, false).await?;
             for record in records {
                 let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
                 key_versions.push(KeyVersionInfo {
@@ -451,4 +572,38 @@ fn seal_error(error: VaultError) -> StoreError {
 /// Key versions exist but their DEK does not: the two are only ever deleted together.
 fn missing_dek() -> Error {
     Error::Vault(VaultError::Tampered("user key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_kept() {
+        let memo: Memo<u8, &str> = Memo::default();
+        let (missing, epoch) = memo.get(&1);
+        assert_eq!(missing, None);
+        // A logout lands between the load's store read and its insert.
+        memo.invalidate(|key, _| *key == 1);
+        memo.insert(epoch, 1, "stale");
+        assert_eq!(memo.get(&1).0, None, "a revoked entry came back");
+        let (_, epoch) = memo.get(&1);
+        memo.insert(epoch, 1, "fresh");
+        assert_eq!(memo.get(&1).0, Some("fresh"));
+        memo.update(&1, |value| *value = "touched");
+        assert_eq!(memo.get(&1).0, Some("touched"));
+        memo.invalidate(|_, value| *value == "touched");
+        assert_eq!(memo.get(&1).0, None);
+    }
+
+    #[test]
+    fn the_memo_is_bounded() {
+        let memo: Memo<usize, usize> = Memo::default();
+        for key in 0..CACHE_ENTRIES + 10 {
+            let (_, epoch) = memo.get(&key);
+            memo.insert(epoch, key, key);
+        }
+        assert!(memo.lock().1.len() <= CACHE_ENTRIES);
+        assert_eq!(memo.get(&(CACHE_ENTRIES + 9)).0, Some(CACHE_ENTRIES + 9));
+    }
 }

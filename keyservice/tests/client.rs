@@ -378,3 +378,37 @@ async fn access_history_queries_are_checked() {
     assert!(session.access_history(Some(500), None).await.unwrap().entries.len() >= 3);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn what_the_server_keeps_opened_never_outlives_a_logout_a_delete_or_an_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let session = connected(&client, "cache").await;
+    session.put_key(b"first", None, Condition::None).await.unwrap();
+    session.get_key().await.unwrap();
+    // DELETE /key, then a new key: it must be sealed under a new user key that is on
+    // disk, not under the one the server had opened before the deletion.
+    session.delete_key().await.unwrap();
+    assert_eq!(session.get_key().await.unwrap_err().code(), Some("no_key"));
+    session.put_key(b"second", None, Condition::None).await.unwrap();
+    assert_eq!(session.get_key().await.unwrap().bytes(), b"second");
+    // A second session of the same user, used (so opened and kept), then erased.
+    let other = connected(&client, "cache").await;
+    other.get_key().await.unwrap();
+    session.logout().await.unwrap();
+    assert_eq!(session.get_key().await.unwrap_err().kind(), ErrorKind::Unauthorized);
+    other.get_key().await.unwrap();
+    let third = connected(&client, "cache").await;
+    third.put_key(b"third", None, Condition::None).await.unwrap();
+    server.stop().await;
+
+    // After a restart nothing is held in memory: what was written reads back from disk.
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let after = connected(&client, "cache").await;
+    assert_eq!(after.get_key().await.unwrap().bytes(), b"third");
+    client.real_service(shop()).erase(NAMESPACE, "cache").await.unwrap();
+    assert_eq!(after.get_key().await.unwrap_err().kind(), ErrorKind::Unauthorized);
+    server.stop().await;
+}
