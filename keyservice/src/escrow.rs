@@ -237,8 +237,9 @@ impl Escrow {
         let credential = credential.to_owned();
         let make = Box::new(move |init: &InitRecord| {
             let token = vault.open_init(&init_id, &init.sealed).map_err(seal_error)?;
-            let sealed = vault.seal_session(&session_id, &user, &token, &credential).map_err(seal_error)?;
-            Ok(SessionRecord { user, sealed, expires_at, last_used: now })
+            let sealed = vault.seal_session(&session_id, &user, &token).map_err(seal_error)?;
+            let credential = Some(vault.seal_credential(&session_id, &user, &credential).map_err(seal_error)?);
+            Ok(SessionRecord { user, sealed, credential, expires_at, last_used: now })
         });
         Ok(self.store.redeem_init(&init_id, now, session_id, make).await?)
     }
@@ -265,7 +266,11 @@ impl Escrow {
         let Some(record) = self.store.session(&id).await? else {
             return Ok(None);
         };
-        let (secret, credential) = self.vault.open_session(&id, &record.user, &record.sealed)?;
+        let secret = self.vault.open_session(&id, &record.user, &record.sealed)?;
+        let credential = match &record.credential {
+            Some(sealed) => Some(self.vault.open_credential(&id, &record.user, sealed)?),
+            None => None,
+        };
         let session = Session {
             id,
             user: record.user,

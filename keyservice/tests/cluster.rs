@@ -452,9 +452,13 @@ async fn an_older_schema_is_migrated_by_a_new_binary() {
     alice.put_key(b"k", None, Condition::None).await.unwrap();
     drop(node);
 
-    // A database as version 1 left it (no access history), with its data: the next
-    // start adds the history and keeps the rest.
-    db.batch_execute("DROP TABLE ks_access; UPDATE ks_schema SET version = 1").await.unwrap();
+    // A database as version 1 left it (no access history, no session credentials), with
+    // its data and a live session: the next start adds both and keeps the rest.
+    db.batch_execute(
+        "DROP TABLE ks_access; ALTER TABLE ks_session DROP COLUMN credential; UPDATE ks_schema SET version = 1",
+    )
+    .await
+    .unwrap();
     let node = cluster.start("node-a", "");
     assert_eq!(keyservice::store::postgres::schema_version(&db).await.unwrap(), SCHEMA_VERSION);
     let alice = device_at(&alice, &node);

@@ -35,7 +35,9 @@ async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
 /// Redeems init `n` for a session `sid` of `who`, whose sealed secret is the init's.
 async fn redeem(store: &dyn Store, n: u8, now: u64, sid: Pseudonym, who: u8, expires_at: u64) -> Redeemed {
     let make = Box::new(move |init: &InitRecord| {
-        Ok(SessionRecord { user: user(who), sealed: init.sealed.clone(), expires_at, last_used: now })
+        // Odd inits make sessions with a credential, even ones without.
+        let credential = (n % 2 == 1).then(|| vec![n; 30]);
+        Ok(SessionRecord { user: user(who), sealed: init.sealed.clone(), credential, expires_at, last_used: now })
     });
     store.redeem_init(&[n; 32], now, sid, make).await.unwrap()
 }
@@ -156,7 +158,14 @@ async fn redeem_once(store: Arc<dyn Store>) {
     assert_eq!(outcomes.iter().filter(|o| **o == Redeemed::UnknownInit).count(), 15);
     let winner = (0..16u8).find(|i| outcomes[usize::from(*i)] == Redeemed::Session).unwrap();
     let session = store.session(&[winner; 32]).await.unwrap().unwrap();
-    assert_eq!(session, SessionRecord { user: user(9), sealed: vec![1; 40], expires_at: NOW + 3600, last_used: NOW });
+    let want = SessionRecord {
+        user: user(9),
+        sealed: vec![1; 40],
+        credential: Some(vec![1; 30]),
+        expires_at: NOW + 3600,
+        last_used: NOW,
+    };
+    assert_eq!(session, want, "the session, its credential included, is kept exactly");
     assert!(store.session(&[winner.wrapping_add(1); 32]).await.unwrap().is_none());
 }
 
@@ -305,6 +314,9 @@ async fn sessions(store: &dyn Store) {
     redeem(store, 1, NOW, [1; 32], 5, NOW + 100).await;
     redeem(store, 2, NOW, [2; 32], 5, NOW + 200).await;
     assert_eq!(expiries(store, 5).await, vec![NOW + 100, NOW + 200]);
+    // A session with a sealed credential and one without (as an older node makes) both keep.
+    assert_eq!(store.session(&[1; 32]).await.unwrap().unwrap().credential, Some(vec![1; 30]));
+    assert_eq!(store.session(&[2; 32]).await.unwrap().unwrap().credential, None);
     assert!(store.delete_session(&[1; 32]).await.unwrap());
     assert!(!store.delete_session(&[1; 32]).await.unwrap());
     assert!(store.session(&[1; 32]).await.unwrap().is_none());

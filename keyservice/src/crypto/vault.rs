@@ -225,45 +225,43 @@ impl Vault {
         utf8_secret(&plain, "init token")
     }
 
-    /// Seals a session's secret, and the namespace credential that connected it, bound
-    /// to the session and its user.
+    /// Seals a session's secret, bound to the session and its user.
     ///
     /// # Errors
     ///
     /// Only when the OS cannot supply a nonce.
-    pub fn seal_session(
-        &self,
-        id: &Pseudonym,
-        user: &UserKey,
-        secret: &Secret,
-        credential: &str,
-    ) -> Result<Vec<u8>, VaultError> {
-        // Tokens are base64url, so the first newline ends the secret.
-        let plain = Zeroizing::new([secret.as_bytes(), b"\n", credential.as_bytes()].concat());
-        self.system.seal(&session_aad(id, user), &plain)
+    pub fn seal_session(&self, id: &Pseudonym, user: &UserKey, secret: &Secret) -> Result<Vec<u8>, VaultError> {
+        self.system.seal(&session_aad(id, user), secret.as_bytes())
     }
 
-    /// Opens what [`Vault::seal_session`] sealed for the same session and user: the
-    /// secret, and the credential that connected it (`None` for a session sealed before
-    /// credentials were recorded).
+    /// Opens what [`Vault::seal_session`] sealed for the same session and user.
     ///
     /// # Errors
     ///
     /// [`VaultError::Tampered`].
-    pub fn open_session(
-        &self,
-        id: &Pseudonym,
-        user: &UserKey,
-        sealed: &[u8],
-    ) -> Result<(Secret, Option<String>), VaultError> {
+    pub fn open_session(&self, id: &Pseudonym, user: &UserKey, sealed: &[u8]) -> Result<Secret, VaultError> {
         let plain = self.system.open(&session_aad(id, user), sealed, "session")?;
-        match plain.iter().position(|&b| b == b'\n') {
-            None => Ok((utf8_secret(&plain, "session")?, None)),
-            Some(end) => {
-                let credential = std::str::from_utf8(&plain[end + 1..]).map_err(|_| VaultError::Tampered("session"))?;
-                Ok((utf8_secret(&plain[..end], "session")?, Some(credential.to_owned())))
-            }
-        }
+        utf8_secret(&plain, "session")
+    }
+
+    /// Seals the key id of the namespace credential that connected a session, bound to
+    /// the session and its user.
+    ///
+    /// # Errors
+    ///
+    /// Only when the OS cannot supply a nonce.
+    pub fn seal_credential(&self, id: &Pseudonym, user: &UserKey, key_id: &str) -> Result<Vec<u8>, VaultError> {
+        self.system.seal(&credential_aad(id, user), key_id.as_bytes())
+    }
+
+    /// Opens what [`Vault::seal_credential`] sealed for the same session and user.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Tampered`].
+    pub fn open_credential(&self, id: &Pseudonym, user: &UserKey, sealed: &[u8]) -> Result<String, VaultError> {
+        let plain = self.system.open(&credential_aad(id, user), sealed, "session credential")?;
+        String::from_utf8(plain.to_vec()).map_err(|_| VaultError::Tampered("session credential"))
     }
 
     /// Seals an entry of a user's access history, bound to the user and its place.
@@ -421,6 +419,10 @@ async fn load_or_create(
 
 fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {
     [b"session\0".as_slice(), id, &user.namespace, &user.user].concat()
+}
+
+fn credential_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {
+    [b"session-credential\0".as_slice(), id, &user.namespace, &user.user].concat()
 }
 
 fn access_aad(user: &UserKey, id: &AccessId) -> Vec<u8> {

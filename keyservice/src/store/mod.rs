@@ -111,6 +111,10 @@ pub struct SessionRecord {
     pub user: UserKey,
     /// The sealed signing secret (the device's init token).
     pub sealed: Vec<u8>,
+    /// The sealed key id of the namespace credential that connected it; `None` for
+    /// sessions made before it was recorded. Kept apart from `sealed` so that a binary
+    /// from before it can still open the session (a rolling upgrade mixes both).
+    pub credential: Option<Vec<u8>>,
     /// After this instant the session is refused.
     pub expires_at: UnixTime,
     /// When the session was last used, to the granularity the server touches it at;

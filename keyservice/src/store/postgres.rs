@@ -13,7 +13,8 @@
 //! | `ks_keyring`       | `name`                       | `value` (wrapped key)                       |
 //! | `ks_dek`           | `user_key` (64-byte prefix)  | `wrapped`                                   |
 //! | `ks_pending_init`  | `id`                         | `expires_at`, `sealed`                      |
-//! | `ks_session`       | `id`                         | `user_key`, `expires_at`, `last_used`, `sealed` |
+//! | `ks_session`       | `id`                         | `user_key`, `expires_at`, `last_used`, `sealed`, `credential` |
+//! | `ks_access`        | `user_key`, `id`             | `sealed`                                    |
 //! | `ks_key_head`      | `user_key`                   | `latest` (the row a PUT locks)              |
 //! | `ks_key_version`   | `user_key`, `version`        | `created_at`, `sealed`                      |
 //! | `ks_nonce`         | `fingerprint`                | `dated`                                     |
@@ -83,6 +84,8 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE TABLE ks_access (user_key BYTEA NOT NULL, id BYTEA NOT NULL, sealed BYTEA NOT NULL, \
      PRIMARY KEY (user_key, id))",
         "CREATE INDEX ks_access_id ON ks_access (id)",
+        // Apart from `sealed`, so that nodes of the previous version still read the session.
+        "ALTER TABLE ks_session ADD COLUMN credential BYTEA",
     ],
 ];
 
@@ -225,6 +228,7 @@ fn session_of(row: &Row) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         user: user_of(row)?,
         sealed: row.try_get("sealed").map_err(corrupt)?,
+        credential: row.try_get("credential").map_err(corrupt)?,
         expires_at: uint(row.try_get("expires_at").map_err(corrupt)?),
         last_used: uint(row.try_get("last_used").map_err(corrupt)?),
     })
@@ -608,13 +612,15 @@ impl Store for PostgresStore {
             let session = make_session(&init)?;
             sql_execute(
                 &transaction,
-                "INSERT INTO ks_session (id, user_key, expires_at, last_used, sealed) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO ks_session (id, user_key, expires_at, last_used, sealed, credential) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &session_id.as_slice(),
                     &record::user_prefix(&session.user).as_slice(),
                     &int(session.expires_at),
                     &int(session.last_used),
                     &session.sealed,
+                    &session.credential,
                 ],
             )
             .await?;
@@ -628,7 +634,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let row = sql_query_opt(
             &client,
-            "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE id = $1",
+            "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE id = $1",
             &[&id.as_slice()],
         )
         .await
@@ -660,7 +666,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let rows = sql_query(
             &client,
-            "SELECT user_key, expires_at, last_used, sealed FROM ks_session WHERE user_key = $1 ORDER BY id",
+            "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE user_key = $1 ORDER BY id",
             &[&record::user_prefix(user).as_slice()],
         )
         .await
@@ -969,9 +975,13 @@ impl Store for PostgresStore {
             let init = InitRecord { expires_at: uint(row.get(1)), sealed: row.get(2) };
             push("pending_init", row.get(0), record::encode_init(&init));
         }
-        for row in sql_query(&transaction, "SELECT id, user_key, expires_at, last_used, sealed FROM ks_session", &[])
-            .await
-            .map_err(|e| self.failed(e))?
+        for row in sql_query(
+            &transaction,
+            "SELECT id, user_key, expires_at, last_used, sealed, credential FROM ks_session",
+            &[],
+        )
+        .await
+        .map_err(|e| self.failed(e))?
         {
             let id = pseudonym(&row, "id", "session")?;
             let session = session_of(&row)?;

@@ -8,8 +8,10 @@
 
 use super::{AccessId, AccessRecord, InitRecord, KeyRecord, Pseudonym, SessionRecord, StoreError, UnixTime, UserKey};
 
-/// The only record format so far.
+/// The record format of every record, and of sessions without a credential.
 pub const FORMAT_V1: u8 = 1;
+/// A session with the sealed credential that connected it.
+pub const FORMAT_V2: u8 = 2;
 
 /// The 64-byte key prefix of a user's records: namespace pseudonym ‖ user pseudonym.
 pub fn user_prefix(user: &UserKey) -> [u8; 64] {
@@ -62,24 +64,38 @@ pub fn decode_init(bytes: &[u8]) -> Result<InitRecord, StoreError> {
     Ok(InitRecord { expires_at: r.u64()?, sealed: r.rest() })
 }
 
-/// `FORMAT_V1 ‖ expires u64 ‖ last used u64 ‖ namespace pseudonym ‖ user pseudonym ‖ sealed`.
+/// `FORMAT_V1 ‖ expires u64 ‖ last used u64 ‖ namespace pseudonym ‖ user pseudonym ‖ sealed`,
+/// or with a credential `FORMAT_V2 ‖ … ‖ user pseudonym ‖ credential length u16 ‖
+/// credential ‖ sealed`.
 pub fn encode_session(session: &SessionRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(81 + session.sealed.len());
-    out.push(FORMAT_V1);
+    let credential = session.credential.as_deref().filter(|c| c.len() <= usize::from(u16::MAX));
+    let mut out = Vec::with_capacity(83 + session.sealed.len() + credential.map_or(0, <[u8]>::len));
+    out.push(if credential.is_some() { FORMAT_V2 } else { FORMAT_V1 });
     out.extend_from_slice(&session.expires_at.to_be_bytes());
     out.extend_from_slice(&session.last_used.to_be_bytes());
     out.extend_from_slice(&user_prefix(&session.user));
+    if let Some(credential) = credential {
+        // At most u16::MAX by the filter above.
+        out.extend_from_slice(&(credential.len() as u16).to_be_bytes());
+        out.extend_from_slice(credential);
+    }
     out.extend_from_slice(&session.sealed);
     out
 }
 
 /// Inverse of [`encode_session`].
 pub fn decode_session(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
-    let mut r = Reader::new(bytes, "session")?;
+    let (format, mut r) = Reader::versioned(bytes, "session", &[FORMAT_V1, FORMAT_V2])?;
     let expires_at = r.u64()?;
     let last_used = r.u64()?;
     let user = UserKey { namespace: r.pseudonym()?, user: r.pseudonym()? };
-    Ok(SessionRecord { user, sealed: r.rest(), expires_at, last_used })
+    let credential = if format == FORMAT_V2 {
+        let len = r.take(2)?;
+        Some(r.take(usize::from(u16::from_be_bytes([len[0], len[1]])))?.to_vec())
+    } else {
+        None
+    };
+    Ok(SessionRecord { user, sealed: r.rest(), credential, expires_at, last_used })
 }
 
 /// `FORMAT_V1 ‖ created u64 ‖ sealed`.
@@ -138,8 +154,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], kind: &'static str) -> Result<Self, StoreError> {
+        Self::versioned(bytes, kind, &[FORMAT_V1]).map(|(_, reader)| reader)
+    }
+
+    /// A reader past the format byte, which must be one of `formats`.
+    fn versioned(bytes: &'a [u8], kind: &'static str, formats: &[u8]) -> Result<(u8, Self), StoreError> {
         match bytes.split_first() {
-            Some((&FORMAT_V1, rest)) => Ok(Self { bytes: rest, kind }),
+            Some((format, rest)) if formats.contains(format) => Ok((*format, Self { bytes: rest, kind })),
             _ => Err(StoreError::Corrupt { kind }),
         }
     }
@@ -176,8 +197,11 @@ mod tests {
     fn records_round_trip() {
         let init = InitRecord { sealed: vec![9; 40], expires_at: 42 };
         assert_eq!(decode_init(&encode_init(&init)).unwrap(), init);
-        let session = SessionRecord { user: USER, sealed: vec![7; 50], expires_at: 7, last_used: 3 };
+        let session = SessionRecord { user: USER, sealed: vec![7; 50], credential: None, expires_at: 7, last_used: 3 };
+        assert_eq!(encode_session(&session)[0], FORMAT_V1, "a binary that knows no credential reads it");
         assert_eq!(decode_session(&encode_session(&session)).unwrap(), session);
+        let with = SessionRecord { credential: Some(vec![8; 40]), ..session };
+        assert_eq!(decode_session(&encode_session(&with)).unwrap(), with);
         let key = KeyRecord { version: 3, created_at: 9, sealed: vec![5; 60] };
         assert_eq!(decode_key(3, &encode_key(9, &key.sealed)).unwrap(), key);
         assert_eq!(version_of_key(&key_version_key(&USER, 300)).unwrap(), 300);
@@ -186,8 +210,14 @@ mod tests {
 
     #[test]
     fn short_or_foreign_records_are_corrupt_not_panics() {
-        let good = encode_session(&SessionRecord { user: USER, sealed: vec![1], expires_at: 1, last_used: 1 });
-        for len in 0..81 {
+        let good = encode_session(&SessionRecord {
+            user: USER,
+            sealed: vec![1],
+            credential: Some(vec![2; 9]),
+            expires_at: 1,
+            last_used: 1,
+        });
+        for len in 0..92 {
             assert!(decode_session(&good[..len]).is_err(), "{len}");
         }
         assert!(decode_init(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
