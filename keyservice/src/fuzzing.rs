@@ -25,10 +25,16 @@ pub fn request_bodies(data: &[u8]) {
     let _ = serde_json::from_slice::<UserRequest>(data);
 }
 
-/// Every stored-record decoder, and the backup file parser.
+/// Every stored-record decoder, the backup file parser, and the wrapped-key parser a
+/// device runs on what keyservice hands it.
 pub fn stored_records(data: &[u8]) {
     let _ = record::decode_init(data);
     let _ = record::decode_session(data);
+    let _ = record::decode_access([0; 16], data);
+    let _ = record::access_id_of_key(data);
+    let _ = keyservice_client::wrap::describe(data);
+    // Only the passkey kind: unwrapping with a passphrase runs Argon2id at the stored cost.
+    let _ = keyservice_client::wrap::unwrap_with_prf(data, &[7; 32]);
     let _ = record::decode_key(1, data);
     let _ = record::decode_u64(data, "fuzz");
     let _ = record::version_of_key(data);
@@ -36,9 +42,10 @@ pub fn stored_records(data: &[u8]) {
     let _ = backup::parse(data);
 }
 
-/// The proxy headers and the request headers the handlers parse.
+/// The proxy headers and the request headers the handlers parse, and the history query.
 pub fn request_headers(data: &[u8]) {
     let Ok(value) = HeaderValue::from_bytes(data) else { return };
+    let _ = value.to_str().map(|query| crate::access::parse_query(Some(query)));
     let mut headers = HeaderMap::new();
     for name in ["forwarded", "x-forwarded-for", "if-match", "if-none-match", "x-request-id"] {
         headers.insert(HeaderName::from_static(name), value.clone());
