@@ -214,36 +214,26 @@ impl Session {
         }
         let path =
             if query.is_empty() { "/key/history".to_owned() } else { format!("/key/history?{}", query.join("&")) };
-        let call = Call {
-            method: Method::GET,
+        json(&self.client.send(self.signed(Method::GET, path)).await?)
+    }
+
+    /// A request without a body, signed with this session.
+    fn signed(&self, method: Method, path: String) -> Call<'_> {
+        Call {
+            method,
             path,
             body: Bytes::new(),
             headers: vec![],
             signer: Some((self.session_token.expose(), &self.init_token)),
-        };
-        json(&self.client.send(call).await?)
+        }
     }
 
     async fn empty(&self, method: Method, path: &str) -> Result<(), Error> {
-        let call = Call {
-            method,
-            path: path.into(),
-            body: Bytes::new(),
-            headers: vec![],
-            signer: Some((self.session_token.expose(), &self.init_token)),
-        };
-        self.client.send(call).await.map(drop)
+        self.client.send(self.signed(method, path.into())).await.map(drop)
     }
 
     async fn get(&self, path: String) -> Result<Key, Error> {
-        let call = Call {
-            method: Method::GET,
-            path,
-            body: Bytes::new(),
-            headers: vec![],
-            signer: Some((self.session_token.expose(), &self.init_token)),
-        };
-        let answer = self.client.send(call).await?;
+        let answer = self.client.send(self.signed(Method::GET, path)).await?;
         let version = answer
             .headers
             .get(ETAG)
