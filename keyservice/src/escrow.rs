@@ -82,6 +82,10 @@ pub struct Escrow {
     ledger: ErasureLedger,
     policy: Policy,
     accesses: access::Queue,
+    /// Held while queued access entries are written, and by an erasure from before it
+    /// writes the user's queued entries until it has deleted them: an entry taken from
+    /// the queue just before an erasure cannot land after it.
+    writing_accesses: tokio::sync::Mutex<()>,
     /// Opened sessions and unwrapped user keys; `None` on a store several nodes share,
     /// where another node's logout or erasure could not reach them.
     cache: Option<Cache>,
@@ -166,7 +170,8 @@ impl Escrow {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
         let accesses = access::Queue::new().map_err(VaultError::from)?;
         let cache = (!store.shared()).then(Cache::default);
-        let escrow = Self { store, vault, ledger, policy, accesses, cache };
+        let writing_accesses = tokio::sync::Mutex::new(());
+        let escrow = Self { store, vault, ledger, policy, accesses, writing_accesses, cache };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
@@ -416,7 +421,8 @@ impl Escrow {
     /// The user's queued access entries are written first, so the erasure deletes them
     /// too, and any queued while it ran are dropped.
     pub async fn erase(&self, user: &UserKey, now: UnixTime) -> Result<ErasureReceipt, Error> {
-        self.flush_accesses().await?;
+        let _writing = self.writing_accesses.lock().await;
+        self.write_queued_accesses().await?;
         self.ledger.append(user, now).map_err(|e| {
             if e.is_disk_full() {
                 Error::Storage(crate::disk::InsufficientStorage { disk: "ledger" })
@@ -494,23 +500,39 @@ impl Escrow {
     ///
     /// Storage failures.
     pub async fn flush_accesses(&self) -> Result<(), Error> {
+        let _writing = self.writing_accesses.lock().await;
+        self.write_queued_accesses().await
+    }
+
+    /// [`Escrow::flush_accesses`], with `writing_accesses` held by the caller.
+    async fn write_queued_accesses(&self) -> Result<(), Error> {
         let queued = self.accesses.take();
         if queued.is_empty() {
             return Ok(());
         }
-        let mut sealed = Vec::with_capacity(queued.len());
-        for (user, id, entry) in &queued {
-            let plain = zeroize::Zeroizing::new(serde_json::to_vec(entry).map_err(|e| StoreError::Seal(Box::new(e)))?);
-            sealed.push((*user, AccessRecord { id: *id, sealed: self.vault.seal_access(user, id, &plain)? }));
-        }
-        if let Err(error) = self.store.append_accesses(sealed).await {
+        let written = match self.seal_accesses(&queued) {
+            Ok(sealed) => self.store.append_accesses(sealed).await.map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = written {
             let dropped = self.accesses.restore(queued);
             if dropped > 0 {
                 tracing::error!(dropped, "access history entries dropped: the store has refused them for too long");
             }
-            return Err(error.into());
+            return Err(error);
         }
         Ok(())
+    }
+
+    fn seal_accesses(&self, queued: &[(UserKey, AccessId, Entry)]) -> Result<Vec<(UserKey, AccessRecord)>, Error> {
+        queued
+            .iter()
+            .map(|(user, id, entry)| {
+                let plain =
+                    zeroize::Zeroizing::new(serde_json::to_vec(entry).map_err(|e| StoreError::Seal(Box::new(e)))?);
+                Ok((*user, AccessRecord { id: *id, sealed: self.vault.seal_access(user, id, &plain)? }))
+            })
+            .collect()
     }
 
     /// A page of `user`'s access history, newest first, after writing what is queued;

@@ -159,7 +159,7 @@ pub async fn run_tls(
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let sweeper = tokio::spawn(app.clone().sweep_forever(limits.sweep_interval));
-    let access_writer = tokio::spawn(app.clone().write_accesses_forever());
+    let access_writer = tokio::spawn(app.clone().write_accesses_until(stop.clone()));
     let audit_syncer = tokio::spawn({
         let app = app.clone();
         async move {
@@ -175,7 +175,6 @@ pub async fn run_tls(
 
     drop(listener);
     sweeper.abort();
-    access_writer.abort();
     audit_syncer.abort();
     let _ = stopping.send(true);
     let drained =
@@ -188,7 +187,12 @@ pub async fn run_tls(
         }
     }
     // A store stuck on a failing disk must not keep the process alive past its grace.
-    match tokio::time::timeout(CLOSE_TIMEOUT, app.close()).await {
+    let close = async {
+        // It stopped at the signal above, once any write under way had finished.
+        let _ = access_writer.await;
+        app.close().await
+    };
+    match tokio::time::timeout(CLOSE_TIMEOUT, close).await {
         Ok(result) => result,
         Err(_) => {
             tracing::error!("flushing the store at shutdown did not finish in time; stopping anyway");

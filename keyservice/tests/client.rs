@@ -412,3 +412,23 @@ async fn what_the_server_keeps_opened_never_outlives_a_logout_a_delete_or_an_era
     assert_eq!(after.get_key().await.unwrap_err().kind(), ErrorKind::Unauthorized);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn accesses_queued_when_the_server_stops_are_written_before_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let session = connected(&client, "stopper").await;
+    session.put_key(b"k", None, Condition::None).await.unwrap();
+    session.get_key().await.unwrap();
+    // Well within the one-second flush interval: these are still queued.
+    server.stop().await;
+
+    let server = TestServer::start_sled(config(dir.path())).await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let again = connected(&client, "stopper").await;
+    let history = again.access_history(None, None).await.unwrap();
+    let operations: Vec<&str> = history.entries.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(operations, ["connect", "key_read", "key_write", "connect"]);
+    server.stop().await;
+}

@@ -15,7 +15,6 @@ use super::signed::{self, FromDevice};
 use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response};
 use crate::access::Operation;
 use crate::error::{Error, RequestError};
-use crate::escrow::Session;
 use crate::store::{EntityTags, Precondition, PutOutcome};
 
 /// Longest Content-Type stored with a key version.
@@ -55,7 +54,7 @@ async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     let outcome = app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await;
     match audit_failure(app, info, "key_write", subject, outcome)? {
         PutOutcome::Stored { version } => {
-            record(app, &session, Operation::KeyWrite, info, Some(version)).await;
+            app.record_session_access(&session, Operation::KeyWrite, info.client, Some(version)).await;
             let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = response::json(status, &PutKeyResponse { version });
             response.headers_mut().insert(ETAG, response::etag(version));
@@ -74,7 +73,7 @@ async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
         .map_err(|_| crate::store::StoreError::Corrupt { kind: "key version" })?;
     // The key leaves only once its reading is on record.
     app.audit(info, "key_read", "ok", AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() })?;
-    record(app, &from.session, Operation::KeyRead, info, Some(key.version)).await;
+    app.record_session_access(&from.session, Operation::KeyRead, info.client, Some(key.version)).await;
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(&key.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response.headers_mut().insert(ETAG, response::etag(key.version));
@@ -90,7 +89,7 @@ async fn delete(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Respo
     app.audit(info, "key_delete", "allowed", subject)?;
     let deleted = app.inner.escrow.delete_keys(&from.session.user).await;
     audit_failure(app, info, "key_delete", subject, deleted)?;
-    record(app, &from.session, Operation::KeyDelete, info, None).await;
+    app.record_session_access(&from.session, Operation::KeyDelete, info.client, None).await;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
@@ -112,10 +111,6 @@ pub async fn history<B: RequestBody>(
         AuditSubject { user: Some(&session.user), ..AuditSubject::default() },
     )?;
     Ok(response::json(StatusCode::OK, &page))
-}
-
-async fn record(app: &App, session: &Session, op: Operation, info: &RequestInfo, version: Option<u64>) {
-    app.record_access(session.user, op, Some(&session.id), session.credential.as_deref(), info.client, version).await;
 }
 
 /// `version=N`, N ≥ 1, and nothing else; no query at all means the latest.

@@ -398,13 +398,28 @@ impl App {
         }
     }
 
-    /// Writes queued access history entries every [`crate::access::FLUSH_INTERVAL`],
-    /// forever.
-    pub async fn write_accesses_forever(self) {
+    /// Puts an operation done with `session` on its user's access history.
+    pub(crate) async fn record_session_access(
+        &self,
+        session: &crate::escrow::Session,
+        op: crate::access::Operation,
+        client: IpAddr,
+        version: Option<u64>,
+    ) {
+        self.record_access(session.user, op, Some(&session.id), session.credential.as_deref(), client, version).await;
+    }
+
+    /// Writes queued access history entries every [`crate::access::FLUSH_INTERVAL`]
+    /// until `stop` turns true. A write under way finishes first, so stopping loses
+    /// nothing; [`App::close`] writes what is queued after.
+    pub async fn write_accesses_until(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(crate::access::FLUSH_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
+        while !*stop.borrow() {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => return,
+            }
             if let Err(error) = self.inner.escrow.flush_accesses().await {
                 tracing::warn!(%error, "writing access history entries failed; they stay queued");
             }

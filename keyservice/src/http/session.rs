@@ -20,15 +20,6 @@ pub async fn delete<B: RequestBody>(
     app.audit(info, "session_revoke", "allowed", subject)?;
     let revoked = app.inner.escrow.revoke_session(from.signed.key_id()).await;
     audit_failure(app, info, "session_revoke", subject, revoked)?;
-    let session = &from.session;
-    app.record_access(
-        session.user,
-        crate::access::Operation::Logout,
-        Some(&session.id),
-        session.credential.as_deref(),
-        info.client,
-        None,
-    )
-    .await;
+    app.record_session_access(&from.session, crate::access::Operation::Logout, info.client, None).await;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
