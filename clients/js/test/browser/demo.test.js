@@ -254,6 +254,31 @@ test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that pas
   });
   assert.equal(gone, 'NotAllowedError');
   await context.close();
+
+  // An authenticator without PRF cannot hold the key: a clear error, nothing escrowed.
+  const plain = await browser.newContext();
+  const other = await plain.newPage();
+  const plainCdp = await plain.newCDPSession(other);
+  await plainCdp.send('WebAuthn.enable');
+  await plainCdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      ctap2Version: 'ctap2_1',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+      hasPrf: false,
+    },
+  });
+  await other.goto(`${site}/`);
+  const refused = await other.evaluate(async () => {
+    const ks = await import('/keyservice-client.js');
+    return ks.createPasskey({ userName: 'quinn' }).then(() => 'created', (e) => `${e.name}:${e.code}`);
+  });
+  assert.equal(refused, 'WrapError:prf_unsupported');
+  await plain.close();
 });
 
 test('a page from another origin is refused by CORS', async () => {
