@@ -14,7 +14,7 @@ use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
-    AccessId, AccessRecord, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
+    AccessId, AccessRecord, InitRecord, KeyRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
     StoreError, UnixTime, UserKey,
 };
 
@@ -95,10 +95,16 @@ pub struct Escrow {
 /// and open the session and the user's key on every request. Bounded (cleared when
 /// full), and invalidated by every operation that removes what it holds: logout,
 /// `DELETE /key`, erasure. Keys are zeroized when dropped.
+///
+/// The latest version of each user's key is kept too, but only as stored: sealed under
+/// the user's key, opened for each request. Every PUT, `DELETE /key` and erasure drops
+/// the user's entry once its store write has returned (also when that failed, since it
+/// may have happened), and a read that raced it is not kept.
 #[derive(Default)]
 struct Cache {
     sessions: Memo<Pseudonym, Session>,
     deks: Memo<UserKey, Arc<crate::crypto::vault::UserDek>>,
+    latest: Memo<UserKey, Arc<KeyRecord>>,
 }
 
 /// Most entries of each kind held; past it the memo starts again empty.
@@ -144,6 +150,13 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         let mut inner = self.lock();
         inner.0 += 1;
         inner.1.retain(|key, value| !doomed(key, value));
+    }
+
+    /// Drops the entry for `key`, and refuses loads that started before.
+    fn forget(&self, key: &K) {
+        let mut inner = self.lock();
+        inner.0 += 1;
+        inner.1.remove(key);
     }
 
     fn update(&self, key: &K, change: impl FnOnce(&mut V)) {
@@ -309,10 +322,12 @@ impl Escrow {
         Ok(dek)
     }
 
-    /// Forgets `user`'s DEK, and with `sessions` every session of theirs, from the cache.
+    /// Forgets `user`'s DEK and latest key, and with `sessions` every session of theirs,
+    /// from the cache.
     fn forget(&self, user: &UserKey, sessions: bool) {
         if let Some(cache) = &self.cache {
-            cache.deks.invalidate(|owner, _| owner == user);
+            cache.latest.forget(user);
+            cache.deks.forget(user);
             if sessions {
                 cache.sessions.invalidate(|_, cached| cached.user == *user);
             }
@@ -381,7 +396,11 @@ impl Escrow {
         let seal = Box::new(move |version: u64| {
             Vault::seal_key(&dek, &sealing_user, version, &content_type, &bytes).map_err(seal_error)
         });
-        Ok(self.store.put_key(user, precondition, self.policy.max_key_versions, now, seal).await?)
+        let outcome = self.store.put_key(user, precondition, self.policy.max_key_versions, now, seal).await;
+        if let Some(cache) = &self.cache {
+            cache.latest.forget(user);
+        }
+        Ok(outcome?)
     }
 
     /// The given version of the user's key (the latest for `None`), opened.
@@ -391,12 +410,30 @@ impl Escrow {
     /// Storage failures, or a record that fails to open (damaged, or moved under another
     /// user: never returned).
     pub async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Key>, Error> {
-        let Some(record) = self.store.get_key(user, version).await? else {
+        let Some(record) = self.key_record(user, version).await? else {
             return Ok(None);
         };
         let dek = self.user_dek(user, false).await?;
         let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
         Ok(Some(Key { version: record.version, content_type, bytes }))
+    }
+
+    /// The stored record of that version (the latest for `None`, from the cache when held).
+    async fn key_record(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Arc<KeyRecord>>, Error> {
+        let epoch = match (&self.cache, version) {
+            (Some(cache), None) => match cache.latest.get(user) {
+                (Some(record), _) => return Ok(Some(record)),
+                (None, epoch) => Some(epoch),
+            },
+            _ => None,
+        };
+        let Some(record) = self.store.get_key(user, version).await?.map(Arc::new) else {
+            return Ok(None);
+        };
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            cache.latest.insert(epoch, *user, record.clone());
+        }
+        Ok(Some(record))
     }
 
     /// Deletes every version of the user's key, and their DEK.

@@ -387,6 +387,10 @@ async fn what_the_server_keeps_opened_never_outlives_a_logout_a_delete_or_an_era
     let session = connected(&client, "cache").await;
     session.put_key(b"first", None, Condition::None).await.unwrap();
     session.get_key().await.unwrap();
+    // The latest version is kept after a read; a PUT must replace it at once.
+    session.put_key(b"first, rewritten", None, Condition::None).await.unwrap();
+    let latest = session.get_key().await.unwrap();
+    assert_eq!((latest.bytes(), latest.version), (&b"first, rewritten"[..], 2));
     // DELETE /key, then a new key: it must be sealed under a new user key that is on
     // disk, not under the one the server had opened before the deletion.
     session.delete_key().await.unwrap();
@@ -410,6 +414,8 @@ async fn what_the_server_keeps_opened_never_outlives_a_logout_a_delete_or_an_era
     assert_eq!(after.get_key().await.unwrap().bytes(), b"third");
     client.real_service(shop()).erase(NAMESPACE, "cache").await.unwrap();
     assert_eq!(after.get_key().await.unwrap_err().kind(), ErrorKind::Unauthorized);
+    let reborn = connected(&client, "cache").await;
+    assert_eq!(reborn.get_key().await.unwrap_err().code(), Some("no_key"), "an erased key was still served");
     server.stop().await;
 }
 
