@@ -19,6 +19,7 @@
 //! shutdown. By default the log fails closed: a request whose line cannot be written
 //! fails with 503 instead of happening unrecorded.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -189,6 +190,31 @@ fn chain_hash(seq: u64, prev: &[u8; 32], event: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// One line of the log: the event's JSON between its place in the chain and its hash.
+fn chain_line(seq: u64, prev: &[u8; 32], event: &str, hash: &[u8; 32]) -> String {
+    // One allocation of the right size: this runs for every key read.
+    let mut line = String::with_capacity(event.len() + 200);
+    let mut hex = [0u8; 64];
+    line.push_str("{\"seq\":");
+    // Writing to a String cannot fail.
+    let _ = write!(line, "{seq}");
+    line.push_str(",\"prev\":\"");
+    line.push_str(hex_of(prev, &mut hex));
+    line.push_str("\",\"event\":");
+    line.push_str(event);
+    line.push_str(",\"hash\":\"");
+    line.push_str(hex_of(hash, &mut hex));
+    line.push_str("\"}\n");
+    line
+}
+
+/// `bytes` in lower-case hex, written into `out`.
+fn hex_of<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
+    // Both lengths are fixed and match, and hex digits are ASCII.
+    hex::encode_to_slice(bytes, out).expect("64 hex digits for 32 bytes");
+    std::str::from_utf8(out).expect("hex digits are ASCII")
+}
+
 impl AuditLog {
     /// Opens (or creates, mode 0600) the log at `path` and continues its chain.
     ///
@@ -243,11 +269,7 @@ impl AuditLog {
         let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let seq = writer.next_seq;
         let hash = chain_hash(seq, &writer.prev, &body);
-        let line = format!(
-            "{{\"seq\":{seq},\"prev\":\"{}\",\"event\":{body},\"hash\":\"{}\"}}\n",
-            hex::encode(writer.prev),
-            hex::encode(hash)
-        );
+        let line = chain_line(seq, &writer.prev, &body, &hash);
         match writer.file.write_all(line.as_bytes()) {
             Ok(()) => {
                 writer.next_seq += 1;
