@@ -15,8 +15,10 @@
 //! carry the time, the node, event, outcome, request id, client IP, namespace where known, and
 //! the user's pseudonym: never a user id, token, secret or key byte.
 //!
-//! Lines are written (not fsynced) as events happen and fsynced every second and at
-//! shutdown. By default the log fails closed: a request whose line cannot be written
+//! Lines are written (not fsynced) before what they record happens, and fsynced every
+//! second and at shutdown. Lines queued together are written with one system call
+//! ([`AuditLog::queue`], [`AuditLog::settle`]): a key read's line is on file before
+//! the key leaves, and a whole batch fails together. By default the log fails closed: a request whose line cannot be written
 //! fails with 503 instead of happening unrecorded.
 
 use std::fmt::Write as _;
@@ -144,11 +146,32 @@ struct Writer {
     file: File,
     /// Bytes in the current file.
     bytes: u64,
+    /// The chain as far as it is queued: the next line's number and the last hash.
     next_seq: u64,
     prev: [u8; 32],
+    /// The chain as far as it is written to the file.
+    written_seq: u64,
+    written_prev: [u8; 32],
+    /// Lines queued ([`AuditLog::queue`]) and not yet written, in chain order.
+    pending: Vec<u8>,
+    /// The ticket the next queued line gets; every ticket below `settled` has been
+    /// written or has failed.
+    next_ticket: u64,
+    settled: u64,
+    /// The most recent tickets whose write failed: `[first, end)` and why.
+    failed: std::collections::VecDeque<(u64, u64, std::io::ErrorKind, Option<i32>)>,
     /// The sequence number the head file last recorded.
     head_seq: Option<u64>,
 }
+
+/// A queued line's place in the queue, to [`AuditLog::settle`] it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a queued line must be settled before what it records happens"]
+pub struct Ticket(u64);
+
+/// Failed batches remembered, so that a line's queuer can still learn that its write
+/// failed; far more than can fail between a queueing and its settling.
+const FAILURES_KEPT: usize = 1024;
 
 /// The head file beside a log: the last line known synced, so that lines cut off the
 /// end can be told from lines never written.
@@ -250,52 +273,121 @@ impl AuditLog {
         }
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer { file, bytes, next_seq, prev, head_seq: None }),
+            writer: Mutex::new(Writer {
+                file,
+                bytes,
+                next_seq,
+                prev,
+                written_seq: next_seq,
+                written_prev: prev,
+                pending: Vec::new(),
+                next_ticket: 0,
+                settled: 0,
+                failed: std::collections::VecDeque::new(),
+                head_seq: None,
+            }),
             fail_closed,
             writable: AtomicBool::new(true),
             max_bytes,
         })
     }
 
-    /// Appends `event`.
+    /// Appends `event`, written before this returns.
     ///
     /// # Errors
     ///
     /// When the line cannot be written and the log fails closed; the request must then
     /// fail. When it fails open, the failure is logged and `Ok` returned.
     pub fn record(&self, event: &Event<'_>) -> Result<(), AuditError> {
+        let ticket = self.queue(event);
+        self.settle(ticket)
+    }
+
+    /// Chains `event` onto the log and queues its line, unwritten. Lines queued together
+    /// are written with one system call by whichever [`AuditLog::settle`] comes first
+    /// (or the next [`AuditLog::sync`]); whatever the line records must not happen
+    /// before its ticket is settled.
+    pub fn queue(&self, event: &Event<'_>) -> Ticket {
         // An event of strings always serialises.
         let body = serde_json::to_string(event).expect("an audit event serialises");
-        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.lock();
         let seq = writer.next_seq;
         let hash = chain_hash(seq, &writer.prev, &body);
         let line = chain_line(seq, &writer.prev, &body, &hash);
-        match writer.file.write_all(line.as_bytes()) {
+        writer.pending.extend_from_slice(line.as_bytes());
+        writer.next_seq += 1;
+        writer.prev = hash;
+        writer.next_ticket += 1;
+        Ticket(writer.next_ticket - 1)
+    }
+
+    /// Makes sure the line of `ticket` is written: writes every queued line unless an
+    /// earlier settle already did.
+    ///
+    /// # Errors
+    ///
+    /// When the line could not be written and the log fails closed; what it records must
+    /// then not happen. When it fails open, the failure is logged and `Ok` returned.
+    pub fn settle(&self, ticket: Ticket) -> Result<(), AuditError> {
+        let mut writer = self.lock();
+        if ticket.0 >= writer.settled {
+            self.write_pending(&mut writer);
+        }
+        let failed = writer.failed.iter().find(|(first, end, _, _)| (*first..*end).contains(&ticket.0));
+        match failed {
+            Some(&(_, _, kind, code)) if self.fail_closed => {
+                let source = code.map_or_else(|| std::io::Error::from(kind), std::io::Error::from_raw_os_error);
+                Err(AuditError { path: self.path.clone(), source })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes every queued line in one call, and settles their tickets.
+    fn write_pending(&self, writer: &mut Writer) {
+        if writer.pending.is_empty() {
+            return;
+        }
+        let (first, end) = (writer.settled, writer.next_ticket);
+        let pending = std::mem::take(&mut writer.pending);
+        match writer.file.write_all(&pending) {
             Ok(()) => {
-                writer.next_seq += 1;
-                writer.prev = hash;
-                writer.bytes += line.len() as u64;
+                writer.bytes += pending.len() as u64;
+                writer.written_seq = writer.next_seq;
+                writer.written_prev = writer.prev;
                 self.writable.store(true, Ordering::Relaxed);
                 if self.max_bytes > 0 && writer.bytes >= self.max_bytes {
-                    self.rotate(&mut writer);
+                    self.rotate(writer);
                 }
-                Ok(())
             }
             Err(source) => {
-                // A line half written (the disk filled up) is taken back, so the chain
-                // goes on from the last whole line.
+                // Lines half written (the disk filled up) are taken back, and so is
+                // everything queued with them: the chain goes on from the last whole line.
                 let _ = writer.file.set_len(writer.bytes);
+                writer.next_seq = writer.written_seq;
+                writer.prev = writer.written_prev;
                 self.writable.store(false, Ordering::Relaxed);
-                tracing::error!(error = %source, event = event.event, "writing the audit log failed");
-                if self.fail_closed { Err(AuditError { path: self.path.clone(), source }) } else { Ok(()) }
+                tracing::error!(error = %source, lines = end - first, "writing the audit log failed");
+                if writer.failed.len() == FAILURES_KEPT {
+                    writer.failed.pop_front();
+                }
+                writer.failed.push_back((first, end, source.kind(), source.raw_os_error()));
             }
         }
+        writer.settled = end;
+        // The buffer is kept for the next batch.
+        writer.pending = pending;
+        writer.pending.clear();
     }
 
     /// Moves the full file aside and begins a new one; on failure, keeps writing the
     /// old one (the line just written is safe either way).
     fn rotate(&self, writer: &mut Writer) {
-        let rotated = rotated_path(&self.path, writer.next_seq);
+        let rotated = rotated_path(&self.path, writer.written_seq);
         let moved = writer
             .file
             .sync_data()
@@ -315,11 +407,11 @@ impl AuditLog {
 
     /// Records the last line written (and synced) in the head file, atomically.
     fn write_head(&self, writer: &mut Writer) -> std::io::Result<()> {
-        let Some(seq) = writer.next_seq.checked_sub(1) else { return Ok(()) };
+        let Some(seq) = writer.written_seq.checked_sub(1) else { return Ok(()) };
         if writer.head_seq == Some(seq) {
             return Ok(());
         }
-        let head = Head { seq, hash: hex::encode(writer.prev) };
+        let head = Head { seq, hash: hex::encode(writer.written_prev) };
         let path = head_path(&self.path);
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".tmp");
@@ -346,7 +438,7 @@ impl AuditLog {
     ///
     /// When the file cannot be opened; the old one stays in use.
     pub fn reopen(&self) -> Result<(), AuditError> {
-        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.lock();
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
@@ -371,13 +463,14 @@ impl AuditLog {
         self.writable.load(Ordering::Relaxed)
     }
 
-    /// Makes every line written so far durable.
+    /// Writes every queued line and makes every line written so far durable.
     ///
     /// # Errors
     ///
     /// When the file cannot be synced.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let mut writer = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut writer = self.lock();
+        self.write_pending(&mut writer);
         writer.file.sync_data().map_err(|source| {
             self.writable.store(false, Ordering::Relaxed);
             AuditError { path: self.path.clone(), source }
@@ -604,6 +697,44 @@ mod tests {
             log.record(&event(if i % 2 == 0 { "init" } else { "connect" })).unwrap();
         }
         log.sync().unwrap();
+    }
+
+    #[test]
+    fn lines_queued_together_are_written_by_the_first_settle_in_chain_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, true).unwrap();
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        let first = log.queue(&event("key_read"));
+        let second = log.queue(&event("key_write"));
+        assert_eq!(lines(), 0, "a queued line was written before it was settled");
+        log.settle(second).unwrap();
+        assert_eq!(lines(), 2, "the later ticket's settle writes the earlier line too");
+        log.settle(first).unwrap();
+        assert_eq!(lines(), 2, "a settled line was written twice");
+        let _unsettled = log.queue(&event("init"));
+        log.sync().unwrap();
+        assert_eq!(lines(), 3, "sync writes what is still queued");
+        assert_eq!(verify(&path), Ok(3));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let order: Vec<_> = ["key_read", "key_write", "init"].iter().map(|e| text.find(e).unwrap()).collect();
+        assert!(order.is_sorted(), "lines out of queue order");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_line_of_a_failed_batch_fails_when_the_log_fails_closed() {
+        // Every write to /dev/full fails with ENOSPC.
+        let closed = AuditLog::open(Path::new("/dev/full"), true).unwrap();
+        let tickets: Vec<_> = (0..3).map(|_| closed.queue(&event("key_read"))).collect();
+        for ticket in tickets.into_iter().rev() {
+            let error = closed.settle(ticket).expect_err("a line that was never written was settled");
+            assert_eq!(error.source.raw_os_error(), Some(28), "{error}");
+        }
+        assert!(!closed.is_writable());
+        let open = AuditLog::open(Path::new("/dev/full"), false).unwrap();
+        let ticket = open.queue(&event("key_read"));
+        assert!(open.settle(ticket).is_ok(), "a log failing open refused a request");
     }
 
     #[test]

@@ -50,7 +50,7 @@ async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     let bytes = Zeroizing::new(body.to_vec());
     let now = crate::time::now();
     let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };
-    app.audit(info, "key_write", "allowed", subject)?;
+    app.audit_batched(info, "key_write", "allowed", subject).await?;
     let outcome = app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await;
     match audit_failure(app, info, "key_write", subject, outcome)? {
         PutOutcome::Stored { version } => {
@@ -72,7 +72,8 @@ async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     let content_type = HeaderValue::from_str(&key.content_type)
         .map_err(|_| crate::store::StoreError::Corrupt { kind: "key version" })?;
     // The key leaves only once its reading is on record.
-    app.audit(info, "key_read", "ok", AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() })?;
+    let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
+    app.audit_batched(info, "key_read", "ok", subject).await?;
     app.record_session_access(&from.session, Operation::KeyRead, info.client, Some(key.version)).await;
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(&key.bytes)));
     response.headers_mut().insert(CONTENT_TYPE, content_type);
