@@ -249,22 +249,30 @@ fn mac_state(secret: &[u8], nonce: &Nonce, request: &SignedRequest<'_>) -> HmacS
 /// Lower-case hex of exactly `N` bytes, checked and decoded in one pass (this runs on
 /// every request, twice).
 fn decode_lower_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    fn nibble(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
+    /// Each byte's value as a lower-case hex digit, or `INVALID`.
+    const INVALID: u8 = 0xff;
+    const NIBBLES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut digit = 0;
+        while digit < 16 {
+            table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+            digit += 1;
         }
-    }
+        table
+    };
     let bytes = text.as_bytes();
     if bytes.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
+    // No branch per digit: invalid digits are collected and checked once at the end.
+    let mut invalid = 0u8;
     for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (high, low) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        invalid |= (high | low) & 0xf0;
+        *byte = (high << 4) | (low & 0x0f);
     }
-    Some(out)
+    (invalid == 0).then_some(out)
 }
 
 #[cfg(test)]
@@ -273,6 +281,22 @@ mod tests {
 
     const NONCE_HEX: &str = "73475cb40a568e8da8a045ced110137e159f890ac4da883b6b17dc651b3a804973475cb40a568e8da8a045ced110137e159f890ac4da883b6b17dc651b3a8049";
     const HASH_HEX: &str = "5ccb276c2f40e9c7bd95077ef5ff56f68e3ea30146bce4ee76cf443cf67f2f7d33546d4fe18d0f2a93bd8d353d7a45062baf6c4a8cffa0b95b90cb98aca9f379";
+
+    #[test]
+    fn hex_decoding_takes_exactly_the_lower_case_digits() {
+        for c in (0u8..128).map(char::from).chain(['é', 'ﬀ']) {
+            let expected = c.is_ascii_digit() || ('a'..='f').contains(&c);
+            for text in [format!("{c}0"), format!("0{c}")] {
+                let decoded = decode_lower_hex::<1>(&text);
+                assert_eq!(decoded.is_some(), expected && text.len() == 2, "{text:?}");
+                if let Some([byte]) = decoded {
+                    assert_eq!(format!("{byte:02x}"), text);
+                }
+            }
+        }
+        assert_eq!(decode_lower_hex::<2>("00ff"), Some([0, 255]));
+        assert_eq!(decode_lower_hex::<2>("00f"), None);
+    }
 
     fn header(parts: &[&str]) -> String {
         format!("ss1 {}", parts.join(", "))
