@@ -15,11 +15,10 @@
 //! | `meta`         | `replay_floor`                           | u64 big-endian                 |
 //! | `meta`         | `ledger_mark`                            | erasure-ledger lines applied   |
 //!
-//! **Writes** go through one committer thread. It takes every write that is waiting and
-//! applies them in order, so a conditional PUT's check-and-write cannot interleave with
-//! another write; a sync thread beside it makes everything applied so far durable with
-//! one flush and only then answers each write. Writes that arrive together share a flush
-//! (group commit), and the next group is applied while the last one is flushed. One thread rather than one
+//! **Writes** go through one committer thread. It takes every write that is waiting,
+//! applies them in order, makes them durable with one flush, and only then answers each:
+//! writes that arrive together share one flush (group commit), and a conditional PUT's
+//! check-and-write cannot interleave with another write. One thread rather than one
 //! `flush_async` per task also sidesteps sled's deadlock when many tasks flush at once
 //! (sled issue #1308). Steps that touch several records (redeeming an init, pruning,
 //! erasing a user) are one sled transaction or batch, so a crash leaves all or nothing;
@@ -41,7 +40,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -210,7 +209,7 @@ impl SledStore {
         let flags = Flags { poisoned: poisoned.clone(), stalled: stalled.clone() };
         let committer = std::thread::Builder::new()
             .name("keyservice-committer".into())
-            .spawn(move || commit_loop(&queue, &committer_trees, durability, &flags))
+            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &flags))
             .map_err(backend)?;
         Ok(Self { trees, poisoned, stalled, jobs: Some(jobs), committer: Some(committer) })
     }
@@ -557,43 +556,8 @@ struct Flags {
     stalled: Arc<AtomicBool>,
 }
 
-/// Writes applied but not yet made durable, handed from the applier to the syncer.
-#[derive(Default)]
-struct Applied {
-    answers: Vec<(oneshot::Sender<Result<Reply, StoreError>>, Result<Reply, StoreError>)>,
-    /// The applier has stopped: the syncer answers what is left and exits.
-    closed: bool,
-}
-
-/// The applier's side of the committer (this thread) and, beside it, the syncer.
-///
-/// Applying a batch is CPU work in sled's page cache; making it durable is mostly
-/// waiting for the disk. They overlap: while the syncer flushes what was applied so far,
-/// the applier applies what arrived since. The syncer answers a write only after a flush
-/// that started after the write was applied, so nothing is acknowledged before it is
-/// durable, and writes are still applied one at a time, in order.
-fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: Durability, flags: &Flags) {
-    let handoff = Arc::new((Mutex::new(Applied::default()), Condvar::new()));
-    let syncer = {
-        let handoff = handoff.clone();
-        let flags = Flags { poisoned: flags.poisoned.clone(), stalled: flags.stalled.clone() };
-        std::thread::Builder::new()
-            .name("keyservice-sync".into())
-            .spawn(move || sync_loop(&handoff, durability, &flags))
-    };
-    let syncer = match syncer {
-        Ok(syncer) => syncer,
-        Err(error) => {
-            // Without a syncer nothing could be made durable: refuse every write.
-            tracing::error!(%error, "starting the store's sync thread failed; refusing writes");
-            flags.poisoned.store(true, Ordering::Release);
-            while let Ok(Job { reply, .. }) = queue.recv() {
-                let _ = reply.send(Err(StoreError::Poisoned));
-            }
-            return;
-        }
-    };
-    let (applied, wake) = &*handoff;
+fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, flags: &Flags) {
+    let mut poisoned = false;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -602,46 +566,19 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: Durabilit
                 Err(_) => break,
             }
         }
+
         let mut answers = Vec::with_capacity(batch.len());
         for Job { op, reply } in batch {
-            let poisoned = flags.poisoned.load(Ordering::Acquire);
-            answers.push((reply, if poisoned { Err(StoreError::Poisoned) } else { apply(trees, op) }));
-        }
-        lock(applied).answers.append(&mut answers);
-        wake.notify_one();
-    }
-    lock(applied).closed = true;
-    wake.notify_one();
-    let _ = syncer.join();
-}
-
-/// Takes the handoff's lock; a panic elsewhere while holding it leaves plain data, which
-/// stays usable.
-fn lock(applied: &Mutex<Applied>) -> std::sync::MutexGuard<'_, Applied> {
-    applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn sync_loop(handoff: &(Mutex<Applied>, Condvar), mut durability: Durability, flags: &Flags) {
-    let (applied, wake) = handoff;
-    let mut poisoned = false;
-    loop {
-        let (answers, closed) = {
-            let mut guard = lock(applied);
-            while guard.answers.is_empty() && !guard.closed {
-                guard = wake.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            (std::mem::take(&mut guard.answers), guard.closed)
-        };
-        if answers.is_empty() && closed {
-            return;
+            let result = if poisoned { Err(StoreError::Poisoned) } else { apply(trees, op) };
+            answers.push((reply, result));
         }
         let mut unavailable = None;
         if !poisoned {
             match durability.sync() {
                 Ok(()) => {}
                 Err(SyncFailure::Transient(error)) => {
-                    // Nothing was found undurable, only unchecked: refuse these writes and
-                    // check everything again with the next flush.
+                    // Nothing was found undurable, only unchecked: refuse this batch and
+                    // check everything again with the next one.
                     tracing::warn!(%error, "making writes durable failed for now; refusing this batch");
                     unavailable = Some(error);
                 }
