@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The benchmark behind docs/benchmarks.md: release builds, then each scenario with the
 # bare-hyper baseline, and GET at 10 k, 100 k and 1 M stored users. Every figure is the
-# median of RUNS (default 3) measurements of DURATION seconds (default 10).
+# median of RUNS (default 3) measurements of DURATION seconds (default 10). The server
+# runs as users run it (request log and audit on); one GET row with the request log off
+# is labelled as such.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 cargo build --release --locked -p keyservice -p keyservice-bench
 bench=target/release/keyservice-bench
-run() { "$bench" run --runs "$RUNS" --duration "$DURATION" "$@"; }
+run() { "$bench" run --runs "$RUNS" --duration "$DURATION" --default-config "$@"; }
 
 echo "== GET, 64 connections, with baseline";            run --scenario get --connections 64 --users 10000
+echo "== GET, 64 connections, request log OFF (not the default)"
+"$bench" run --runs "$RUNS" --duration "$DURATION" --scenario get --connections 64 --users 10000
 echo "== mixed 90/10, 64 connections, with baseline";    run --scenario mixed --connections 64 --users 10000
 echo "== durable PUT, 1 connection (one fsync per write)"; run --scenario put --connections 1 --users 1000
 echo "== durable PUT, 64 connections (group commit)";    run --scenario put --connections 64 --users 1000
