@@ -18,8 +18,8 @@
 //! Lines are written (not fsynced) before what they record happens, and fsynced every
 //! second and at shutdown. Lines queued together are written with one system call
 //! ([`AuditLog::queue`], [`AuditLog::settle`]): a key read's line is on file before
-//! the key leaves, and a whole batch fails together. By default the log fails closed: a request whose line cannot be written
-//! fails with 503 instead of happening unrecorded.
+//! the key leaves, and a whole batch fails together. By default the log fails closed: a
+//! request whose line cannot be written fails with 503 instead of happening unrecorded.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -353,10 +353,9 @@ impl AuditLog {
             return;
         }
         let (first, end) = (writer.settled, writer.next_ticket);
-        let pending = std::mem::take(&mut writer.pending);
-        match writer.file.write_all(&pending) {
+        match writer.file.write_all(&writer.pending) {
             Ok(()) => {
-                writer.bytes += pending.len() as u64;
+                writer.bytes += writer.pending.len() as u64;
                 writer.written_seq = writer.next_seq;
                 writer.written_prev = writer.prev;
                 self.writable.store(true, Ordering::Relaxed);
@@ -379,8 +378,7 @@ impl AuditLog {
             }
         }
         writer.settled = end;
-        // The buffer is kept for the next batch.
-        writer.pending = pending;
+        // Emptied, not freed: the next batch reuses the buffer.
         writer.pending.clear();
     }
 
