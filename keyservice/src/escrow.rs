@@ -373,7 +373,7 @@ impl Escrow {
         let revoked = self.store.delete_session(&id).await;
         // Also when the store failed: the deletion may have happened.
         if let Some(cache) = &self.cache {
-            cache.sessions.invalidate(|cached, _| *cached == id);
+            cache.sessions.forget(&id);
         }
         Ok(revoked?)
     }
@@ -658,6 +658,11 @@ mod tests {
         assert_eq!(memo.get(&1).0, Some("touched"));
         memo.invalidate(|_, value| *value == "touched");
         assert_eq!(memo.get(&1).0, None);
+        // Forgetting one key (a PUT, a logout) refuses a raced load the same way.
+        let (_, epoch) = memo.get(&2);
+        memo.forget(&2);
+        memo.insert(epoch, 2, "stale");
+        assert_eq!(memo.get(&2).0, None, "a forgotten entry came back");
     }
 
     #[test]
