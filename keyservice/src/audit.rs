@@ -21,7 +21,6 @@
 //! the key leaves, and a whole batch fails together. By default the log fails closed: a
 //! request whose line cannot be written fails with 503 instead of happening unrecorded.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -205,30 +204,34 @@ struct Line<'a> {
     hash: String,
 }
 
-fn chain_hash(seq: u64, prev: &[u8; 32], event: &str) -> [u8; 32] {
+fn chain_hash(seq: u64, prev: &[u8; 32], event: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(seq.to_be_bytes());
     hasher.update(prev);
-    hasher.update(event.as_bytes());
+    hasher.update(event);
     hasher.finalize().into()
 }
 
-/// One line of the log: the event's JSON between its place in the chain and its hash.
-fn chain_line(seq: u64, prev: &[u8; 32], event: &str, hash: &[u8; 32]) -> String {
-    // One allocation of the right size: this runs for every key read.
-    let mut line = String::with_capacity(event.len() + 200);
+/// Appends one line of the log to `out`: the event's JSON between its place in the
+/// chain and its hash. (In place: this runs for every key read.)
+fn chain_line(out: &mut Vec<u8>, seq: u64, prev: &[u8; 32], event: &[u8], hash: &[u8; 32]) {
     let mut hex = [0u8; 64];
-    line.push_str("{\"seq\":");
-    // Writing to a String cannot fail.
-    let _ = write!(line, "{seq}");
-    line.push_str(",\"prev\":\"");
-    line.push_str(hex_of(prev, &mut hex));
-    line.push_str("\",\"event\":");
-    line.push_str(event);
-    line.push_str(",\"hash\":\"");
-    line.push_str(hex_of(hash, &mut hex));
-    line.push_str("\"}\n");
-    line
+    out.reserve(event.len() + 200);
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(hex_of(prev, &mut hex).as_bytes());
+    out.extend_from_slice(b"\",\"event\":");
+    out.extend_from_slice(event);
+    out.extend_from_slice(b",\"hash\":\"");
+    out.extend_from_slice(hex_of(hash, &mut hex).as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// A user's pseudonym as it stands in an audit line: lower-case hex.
+pub fn pseudonym_hex(bytes: &[u8; 32]) -> String {
+    let mut hex = [0u8; 64];
+    hex_of(bytes, &mut hex).to_owned()
 }
 
 /// `bytes` in lower-case hex, written into `out`.
@@ -308,13 +311,15 @@ impl AuditLog {
     /// (or the next [`AuditLog::sync`]); whatever the line records must not happen
     /// before its ticket is settled.
     pub fn queue(&self, event: &Event<'_>) -> Ticket {
-        // An event of strings always serialises.
-        let body = serde_json::to_string(event).expect("an audit event serialises");
+        // An event of strings always serialises. Sized for a key read's event, so that
+        // the buffer is not grown while it is written.
+        let mut body = Vec::with_capacity(400);
+        serde_json::to_writer(&mut body, event).expect("an audit event serialises");
         let mut writer = self.lock();
         let seq = writer.next_seq;
-        let hash = chain_hash(seq, &writer.prev, &body);
-        let line = chain_line(seq, &writer.prev, &body, &hash);
-        writer.pending.extend_from_slice(line.as_bytes());
+        let prev = writer.prev;
+        let hash = chain_hash(seq, &prev, &body);
+        chain_line(&mut writer.pending, seq, &prev, &body, &hash);
         writer.next_seq += 1;
         writer.prev = hash;
         writer.next_ticket += 1;
@@ -611,7 +616,7 @@ pub fn verify_series(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
             if expected.is_none() && parsed.seq == 0 && prev != [0u8; 32] {
                 return Err(fail("the first line of the chain must follow no line"));
             }
-            let hash = chain_hash(parsed.seq, &prev, parsed.event.get());
+            let hash = chain_hash(parsed.seq, &prev, parsed.event.get().as_bytes());
             if parsed.hash != hex::encode(hash) {
                 return Err(fail("its content does not match its hash: the line was altered"));
             }

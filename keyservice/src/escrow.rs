@@ -14,7 +14,7 @@ use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
-    AccessId, AccessRecord, InitRecord, KeyRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
+    AccessId, AccessRecord, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
     StoreError, UnixTime, UserKey,
 };
 
@@ -96,15 +96,17 @@ pub struct Escrow {
 /// full), and invalidated by every operation that removes what it holds: logout,
 /// `DELETE /key`, erasure. Keys are zeroized when dropped.
 ///
-/// The latest version of each user's key is kept too, but only as stored: sealed under
-/// the user's key, opened for each request. Every PUT, `DELETE /key` and erasure drops
-/// the user's entry once its store write has returned (also when that failed, since it
-/// may have happened), and a read that raced it is not kept.
+/// The latest version of each user's key is kept too, opened (zeroized when dropped):
+/// the user's key that opens it is already held beside it, so keeping the result adds
+/// nothing a reader of this memory would not have, and saves an AEAD opening per GET.
+/// Every PUT, `DELETE /key` and erasure drops the user's entry once its store write has
+/// returned (also when that failed, since it may have happened), and a read that raced
+/// it is not kept.
 #[derive(Default)]
 struct Cache {
     sessions: Memo<Pseudonym, Session>,
     deks: Memo<UserKey, Arc<crate::crypto::vault::UserDek>>,
-    latest: Memo<UserKey, Arc<KeyRecord>>,
+    latest: Memo<UserKey, Arc<Key>>,
 }
 
 /// Most entries of each kind held; past it the memo starts again empty.
@@ -403,37 +405,31 @@ impl Escrow {
         Ok(outcome?)
     }
 
-    /// The given version of the user's key (the latest for `None`), opened.
+    /// The given version of the user's key (the latest for `None`, from the cache when
+    /// held), opened.
     ///
     /// # Errors
     ///
     /// Storage failures, or a record that fails to open (damaged, or moved under another
     /// user: never returned).
-    pub async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Key>, Error> {
-        let Some(record) = self.key_record(user, version).await? else {
-            return Ok(None);
-        };
-        let dek = self.user_dek(user, false).await?;
-        let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
-        Ok(Some(Key { version: record.version, content_type, bytes }))
-    }
-
-    /// The stored record of that version (the latest for `None`, from the cache when held).
-    async fn key_record(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Arc<KeyRecord>>, Error> {
+    pub async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Arc<Key>>, Error> {
         let epoch = match (&self.cache, version) {
             (Some(cache), None) => match cache.latest.get(user) {
-                (Some(record), _) => return Ok(Some(record)),
+                (Some(key), _) => return Ok(Some(key)),
                 (None, epoch) => Some(epoch),
             },
             _ => None,
         };
-        let Some(record) = self.store.get_key(user, version).await?.map(Arc::new) else {
+        let Some(record) = self.store.get_key(user, version).await? else {
             return Ok(None);
         };
+        let dek = self.user_dek(user, false).await?;
+        let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
+        let key = Arc::new(Key { version: record.version, content_type, bytes });
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
-            cache.latest.insert(epoch, *user, record.clone());
+            cache.latest.insert(epoch, *user, key.clone());
         }
-        Ok(Some(record))
+        Ok(Some(key))
     }
 
     /// Deletes every version of the user's key, and their DEK.

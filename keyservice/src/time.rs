@@ -14,6 +14,22 @@ pub fn rfc3339(secs: UnixTime) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// Now as RFC 3339 in UTC, formatted once a second per thread (audit lines take it for
+/// every request).
+pub fn rfc3339_now() -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(UnixTime, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let secs = now();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs || last.1.is_empty() {
+            *last = (secs, rfc3339(secs));
+        }
+        last.1.clone()
+    })
+}
+
 /// `millis` (since the Unix epoch) as RFC 3339 in UTC, e.g. `2026-11-22T06:00:00.250Z`.
 pub fn rfc3339_millis(millis: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
@@ -35,5 +51,7 @@ mod tests {
         assert_eq!(rfc3339(1_318_023_197), "2011-10-07T21:33:17Z");
         assert_eq!(parse_http_date("Fri, 07 Oct 2011 21:33:17 GMT"), Some(1_318_023_197));
         assert_eq!(parse_http_date("yesterday"), None);
+        let (before, formatted, after) = (now(), rfc3339_now(), now());
+        assert!(formatted == rfc3339(before) || formatted == rfc3339(after), "{formatted}");
     }
 }

@@ -45,7 +45,7 @@ pub fn metrics(app: &App, on_metrics_listener: bool) -> Result<Response<Full<Byt
     if app.inner.metrics_listen_separately && !on_metrics_listener {
         return Err(RequestError::NotFound.into());
     }
-    let mut response = Response::new(Full::new(Bytes::from(app.inner.metrics.encode(on_metrics_listener))));
+    let mut response = super::response::with_body(Bytes::from(app.inner.metrics.encode(on_metrics_listener)));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));

@@ -75,7 +75,7 @@ async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
     app.audit_batched(info, "key_read", "ok", subject).await?;
     app.record_session_access(&from.session, Operation::KeyRead, info.client, Some(key.version)).await;
-    let mut response = Response::new(Full::new(Bytes::copy_from_slice(&key.bytes)));
+    let mut response = response::with_body(Bytes::copy_from_slice(&key.bytes));
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response.headers_mut().insert(ETAG, response::etag(key.version));
     Ok(response)

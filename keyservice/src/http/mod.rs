@@ -529,14 +529,14 @@ impl App {
         subject: AuditSubject<'_>,
     ) -> crate::audit::Ticket {
         let event = crate::audit::Event {
-            time: crate::time::rfc3339(crate::time::now()),
+            time: crate::time::rfc3339_now(),
             node: &self.inner.node_id,
             event,
             outcome,
             request_id: &info.id,
             client_ip: info.client.to_string(),
             namespace: subject.namespace,
-            user: subject.user.map(|u| hex::encode(u.user)),
+            user: subject.user.map(|u| crate::audit::pseudonym_hex(&u.user)),
             reason: subject.reason,
             repeated: None,
         };
@@ -548,7 +548,7 @@ impl App {
     fn audit_denial_summaries(&self, all: bool) {
         for ((network, event, reason), repeated) in self.inner.denials.due(all) {
             let event = crate::audit::Event {
-                time: crate::time::rfc3339(crate::time::now()),
+                time: crate::time::rfc3339_now(),
                 node: &self.inner.node_id,
                 event,
                 outcome: "denied",
