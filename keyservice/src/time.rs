@@ -18,12 +18,14 @@ pub fn rfc3339(secs: UnixTime) -> String {
 /// every request).
 pub fn rfc3339_now() -> String {
     thread_local! {
-        static LAST: std::cell::RefCell<(UnixTime, String)> = const { std::cell::RefCell::new((0, String::new())) };
+        // No second is `UnixTime::MAX`: the first call always formats.
+        static LAST: std::cell::RefCell<(UnixTime, String)> =
+            const { std::cell::RefCell::new((UnixTime::MAX, String::new())) };
     }
     let secs = now();
     LAST.with(|last| {
         let mut last = last.borrow_mut();
-        if last.0 != secs || last.1.is_empty() {
+        if last.0 != secs {
             *last = (secs, rfc3339(secs));
         }
         last.1.clone()
