@@ -8,9 +8,21 @@
 //! /key`) are refused with `507 insufficient_storage` before anything is written, while
 //! reads, deletions, erasures and logouts go on and spend the reserve, along with the
 //! audit lines they need. Writes resume by themselves as soon as space is freed.
+//!
+//! Looking costs a `statvfs` per disk. A disk found at least [`TRUST_HEADROOM`] above
+//! its reserve is not looked at again for [`TRUST_FOR`]: no write rate the server
+//! reaches spends that much in that time. A disk nearer its reserve, or below it, is
+//! looked at on every growing write.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// How long a look that found ample room is trusted, in nanoseconds (100 ms).
+const TRUST_FOR: u64 = 100_000_000;
+
+/// Room above the reserve that makes a look trusted for [`TRUST_FOR`] (2.5 GiB/s).
+const TRUST_HEADROOM: u64 = 256 * 1024 * 1024;
 
 /// One disk the server writes to, named for logs and metrics.
 struct Disk {
@@ -19,6 +31,9 @@ struct Disk {
     dir: PathBuf,
     /// Whether it was below the reserve at the last look, to log changes once.
     low: AtomicBool,
+    /// Until when (nanoseconds after the guard's `epoch`) the last look is trusted; 0
+    /// for not at all.
+    trusted_until: AtomicU64,
 }
 
 /// What a look at one disk found.
@@ -36,6 +51,7 @@ pub struct DiskState {
 pub struct DiskGuard {
     disks: Vec<Disk>,
     reserve: u64,
+    epoch: Instant,
 }
 
 /// A disk is below its reserve: growing writes are refused.
@@ -60,42 +76,47 @@ impl DiskGuard {
     /// in a database, which refuses writes itself), `audit_log` and `ledger` (0: no
     /// reserve).
     pub fn new(data_dir: Option<&Path>, audit_log: &Path, ledger: &Path, reserve: u64) -> Self {
-        let disk = |name, dir| Disk { name, dir, low: AtomicBool::new(false) };
+        let disk = |name, dir| Disk { name, dir, low: AtomicBool::new(false), trusted_until: AtomicU64::new(0) };
         let mut disks = Vec::with_capacity(3);
         if let Some(data_dir) = data_dir {
             disks.push(disk("data", data_dir.to_path_buf()));
         }
         disks.push(disk("audit", dir_of(audit_log)));
         disks.push(disk("ledger", dir_of(ledger)));
-        Self { disks, reserve }
+        Self { disks, reserve, epoch: Instant::now() }
     }
 
     /// Looks at every disk now.
     pub fn states(&self) -> Vec<DiskState> {
-        self.disks
-            .iter()
-            .map(|disk| {
-                let free = free_bytes(&disk.dir).ok();
-                let low = free.is_some_and(|free| free < self.reserve);
-                if disk.low.swap(low, Ordering::Relaxed) != low {
-                    if low {
-                        tracing::warn!(
-                            disk = disk.name,
-                            free,
-                            reserve = self.reserve,
-                            "disk below its free-space reserve; refusing writes that grow the store"
-                        );
-                    } else {
-                        tracing::info!(
-                            disk = disk.name,
-                            free,
-                            "disk above its free-space reserve again; accepting writes"
-                        );
-                    }
-                }
-                DiskState { name: disk.name, free, low }
-            })
-            .collect()
+        let now = self.nanos();
+        self.disks.iter().map(|disk| self.look(disk, now)).collect()
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Looks at `disk` at `now` (from [`DiskGuard::nanos`]), logging a crossing of the
+    /// reserve, and trusts the look for a while when it found ample room.
+    fn look(&self, disk: &Disk, now: u64) -> DiskState {
+        let free = free_bytes(&disk.dir).ok();
+        let low = free.is_some_and(|free| free < self.reserve);
+        let ample = free.is_some_and(|free| free >= self.reserve.saturating_add(TRUST_HEADROOM));
+        let trusted_until = if ample { now.saturating_add(TRUST_FOR).max(1) } else { 0 };
+        disk.trusted_until.store(trusted_until, Ordering::Relaxed);
+        if disk.low.swap(low, Ordering::Relaxed) != low {
+            if low {
+                tracing::warn!(
+                    disk = disk.name,
+                    free,
+                    reserve = self.reserve,
+                    "disk below its free-space reserve; refusing writes that grow the store"
+                );
+            } else {
+                tracing::info!(disk = disk.name, free, "disk above its free-space reserve again; accepting writes");
+            }
+        }
+        DiskState { name: disk.name, free, low }
     }
 
     /// Admits a write that makes the store grow.
@@ -107,10 +128,16 @@ impl DiskGuard {
         if self.reserve == 0 {
             return Ok(());
         }
-        match self.states().into_iter().find(|state| state.low) {
-            Some(state) => Err(InsufficientStorage { disk: state.name }),
-            None => Ok(()),
+        let now = self.nanos();
+        for disk in &self.disks {
+            if now < disk.trusted_until.load(Ordering::Relaxed) {
+                continue;
+            }
+            if self.look(disk, now).low {
+                return Err(InsufficientStorage { disk: disk.name });
+            }
         }
+        Ok(())
     }
 }
 
@@ -143,5 +170,32 @@ mod tests {
         assert_eq!(full.admit_growth(), Err(InsufficientStorage { disk: "data" }));
         assert!(full.states().iter().all(|s| s.low));
         assert_eq!(DiskGuard::new(Some(dir.path()), &file, &file, 0).admit_growth(), Ok(()));
+    }
+
+    #[test]
+    fn only_a_look_that_found_ample_room_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.jsonl");
+        let free = free_bytes(dir.path()).unwrap();
+        // Just above the reserve: looked at again on every write.
+        let near = DiskGuard::new(Some(dir.path()), &file, &file, free.saturating_sub(TRUST_HEADROOM / 2).max(1));
+        let _ = near.admit_growth();
+        assert!(near.disks.iter().all(|d| d.trusted_until.load(Ordering::Relaxed) == 0));
+        let low = DiskGuard::new(Some(dir.path()), &file, &file, u64::MAX);
+        assert!(low.admit_growth().is_err());
+        assert!(low.disks.iter().all(|d| d.trusted_until.load(Ordering::Relaxed) == 0));
+        if free > 2 * TRUST_HEADROOM {
+            let ample = DiskGuard::new(Some(dir.path()), &file, &file, 1);
+            assert_eq!(ample.admit_growth(), Ok(()));
+            let now = ample.nanos();
+            for disk in &ample.disks {
+                let until = disk.trusted_until.load(Ordering::Relaxed);
+                assert!(until > now && until <= now + TRUST_FOR);
+            }
+            // A trusted look is not repeated, even when the reserve is now crossed.
+            ample.disks[0].low.store(true, Ordering::Relaxed);
+            assert_eq!(ample.admit_growth(), Ok(()));
+            assert!(ample.disks[0].low.load(Ordering::Relaxed));
+        }
     }
 }
