@@ -667,10 +667,17 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             Ok(Reply::Done)
         }
         Op::PutKey { user, precondition, keep, created_at, seal } => {
-            let current = match trees.keys.scan_prefix(record::user_prefix(&user)).keys().next_back() {
+            // One scan gives both ends: the newest version, and the oldest kept.
+            let mut versions = trees.keys.scan_prefix(record::user_prefix(&user)).keys();
+            let current = match versions.next_back() {
                 Some(key) => Some(record::version_of_key(&key.map_err(backend)?)?),
                 None => None,
             };
+            let oldest = match versions.next() {
+                Some(key) => Some(record::version_of_key(&key.map_err(backend)?)?),
+                None => current,
+            };
+            drop(versions);
             if !precondition.admits(current) {
                 return Ok(Reply::Put(PutOutcome::PreconditionFailed));
             }
@@ -686,13 +693,14 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
                 .keys
                 .insert(record::key_version_key(&user, version), record::encode_key(created_at, &sealed))
                 .map_err(backend)?;
-            // Prune what falls out of the newest `keep`: only the range below the cutoff
-            // is read, which in steady state holds one version (reading every version
-            // on every PUT made a PUT's cost grow with the user's history).
-            if let Some(cutoff) = version.checked_sub(keep.max(1)).filter(|c| *c >= 1) {
-                let range = record::key_version_key(&user, 0)..=record::key_version_key(&user, cutoff);
-                for key in trees.keys.range(range).keys() {
-                    trees.keys.remove(key.map_err(backend)?).map_err(backend)?;
+            // Prune what falls out of the newest `keep`: every version from the oldest
+            // kept up to the cutoff is removed by name, with no second scan. Only the
+            // oldest are ever pruned, so the versions are contiguous and in steady state
+            // that is one removal (reading every version on every PUT made a PUT's cost
+            // grow with the user's history).
+            if let (Some(cutoff), Some(oldest)) = (version.checked_sub(keep.max(1)), oldest) {
+                for old in oldest..=cutoff {
+                    trees.keys.remove(record::key_version_key(&user, old)).map_err(backend)?;
                 }
             }
             Ok(Reply::Put(PutOutcome::Stored { version }))
