@@ -112,6 +112,9 @@ struct Cache {
 /// Most entries of each kind held; past it the memo starts again empty.
 const CACHE_ENTRIES: usize = 16_384;
 
+/// Access history entries sealed and written together.
+const ACCESS_CHUNK: usize = 128;
+
 /// A bounded map whose invalidations cannot be undone by a load that raced them: a
 /// value read from the store before an invalidation is not inserted after it.
 struct Memo<K, V> {
@@ -539,20 +542,26 @@ impl Escrow {
 
     /// [`Escrow::flush_accesses`], with `writing_accesses` held by the caller.
     async fn write_queued_accesses(&self) -> Result<(), Error> {
-        let queued = self.accesses.take();
-        if queued.is_empty() {
-            return Ok(());
-        }
-        let written = match self.seal_accesses(&queued) {
-            Ok(sealed) => self.store.append_accesses(sealed).await.map_err(Error::from),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = written {
-            let dropped = self.accesses.restore(queued);
-            if dropped > 0 {
-                tracing::error!(dropped, "access history entries dropped: the store has refused them for too long");
+        let mut queued = self.accesses.take();
+        // In chunks, each sealed just before it is written: a second's worth of entries
+        // sealed and written at once held a worker thread and the store's writer for
+        // tens of milliseconds, which every request queued behind them waited out.
+        let mut written = 0;
+        while written < queued.len() {
+            let end = queued.len().min(written + ACCESS_CHUNK);
+            let stored = match self.seal_accesses(&queued[written..end]) {
+                Ok(sealed) => self.store.append_accesses(sealed).await.map_err(Error::from),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = stored {
+                // What was written stays; the rest is queued again.
+                let dropped = self.accesses.restore(queued.split_off(written));
+                if dropped > 0 {
+                    tracing::error!(dropped, "access history entries dropped: the store has refused them for too long");
+                }
+                return Err(error);
             }
-            return Err(error);
+            written = end;
         }
         Ok(())
     }
