@@ -680,4 +680,45 @@ mod tests {
         assert!(memo.lock().1.len() <= CACHE_ENTRIES);
         assert_eq!(memo.get(&(CACHE_ENTRIES + 9)).0, Some(CACHE_ENTRIES + 9));
     }
+
+    #[tokio::test]
+    async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let ledger = ErasureLedger::open(&dir.path().join("ledger")).unwrap();
+        let memory = Arc::new(crate::store::MemoryStore::new());
+        let policy = Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30 };
+        let escrow = Escrow::open(memory.clone(), &master, ledger, policy).await.unwrap();
+        let user = UserKey { namespace: [1; 32], user: [2; 32] };
+        let total = 2 * ACCESS_CHUNK + 7;
+        for version in 0..total as u64 {
+            let entry = Entry {
+                op: access::Operation::KeyWrite,
+                session: None,
+                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                credential: None,
+                version: Some(version),
+                count: 1,
+                last: None,
+            };
+            escrow.record_access(user, entry).await.unwrap();
+        }
+        let stored = || async { memory.accesses(&user, None, usize::MAX).await.unwrap().len() };
+
+        memory.refuse_appends_after(Some(1));
+        assert!(escrow.flush_accesses().await.is_err());
+        assert_eq!(stored().await, ACCESS_CHUNK, "the first chunk stays written");
+        memory.refuse_appends_after(None);
+        escrow.flush_accesses().await.unwrap();
+        assert_eq!(stored().await, total, "the rest was queued again, and nothing twice");
+        let versions: std::collections::BTreeSet<_> = escrow
+            .access_history(&user, &[0; 32], None, access::MAX_PAGE)
+            .await
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions.len(), total);
+    }
 }

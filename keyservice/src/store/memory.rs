@@ -29,12 +29,22 @@ struct Inner {
     ledger_mark: Option<Vec<u8>>,
     nonces: HashMap<u64, UnixTime>,
     accesses: BTreeMap<(UserKey, AccessId), Vec<u8>>,
+    /// Access appends accepted before the rest are refused (tests of partial failure).
+    #[cfg(test)]
+    appends_left: Option<usize>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Accepts `count` more access appends, then refuses them as unavailable (`None`:
+    /// accepts all again).
+    #[cfg(test)]
+    pub fn refuse_appends_after(&self, count: Option<usize>) {
+        self.lock().appends_left = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -221,6 +231,13 @@ impl Store for MemoryStore {
 
     async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
         let mut inner = self.lock();
+        #[cfg(test)]
+        if let Some(left) = &mut inner.appends_left {
+            if *left == 0 {
+                return Err(StoreError::Unavailable("appends refused for the test".into()));
+            }
+            *left -= 1;
+        }
         for (user, entry) in entries {
             inner.accesses.entry((user, entry.id)).or_insert(entry.sealed);
         }
