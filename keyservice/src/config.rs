@@ -114,6 +114,9 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// Largest key body a PUT may send, in bytes (`max_key_bytes`). Default 65,536.
     pub max_key_bytes: usize,
+    /// Bytes of opened sessions, user keys and latest keys a node that owns its store
+    /// keeps in memory (`cache_bytes`; 0: none). Default 64 MiB.
+    pub cache_bytes: usize,
     /// Most connections served at once; more wait in the kernel's backlog
     /// (`max_connections`). Default 1,024.
     pub max_connections: usize,
@@ -274,6 +277,7 @@ impl Default for Config {
             session_idle: Duration::from_secs(30 * 60),
             max_clock_skew: Duration::from_secs(5 * 60),
             max_key_bytes: 64 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
             max_connections: 1024,
             max_connections_per_client: 128,
             header_read_timeout: Duration::from_secs(10),
@@ -452,6 +456,7 @@ struct FileConfig {
     session_idle_secs: Option<u64>,
     max_clock_skew_secs: Option<u64>,
     max_key_bytes: Option<usize>,
+    cache_bytes: Option<usize>,
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
     header_read_timeout_secs: Option<u64>,
@@ -719,6 +724,7 @@ impl FileConfig {
                 MAX_CLOCK_SKEW,
             )?,
             max_key_bytes: count(self.max_key_bytes, "max_key_bytes", defaults.max_key_bytes, 1, 16 * 1024 * 1024)?,
+            cache_bytes: count(self.cache_bytes, "cache_bytes", defaults.cache_bytes, 0, usize::MAX)?,
             max_connections: count(self.max_connections, "max_connections", defaults.max_connections, 1, 1_000_000)?,
             max_connections_per_client: count(
                 self.max_connections_per_client,
@@ -1108,6 +1114,18 @@ mod tests {
         assert!(ns.allows("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!ns.allows("127.0.0.2".parse().unwrap()));
         assert_eq!(config.max_clock_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_memory_budget_is_read_and_checked() {
+        assert_eq!(parse("").unwrap().cache_bytes, 64 * 1024 * 1024);
+        assert_eq!(parse("cache_bytes = 0").unwrap().cache_bytes, 0);
+        assert_eq!(parse("cache_bytes = 1048576").unwrap().cache_bytes, 1 << 20);
+        // Not a count of bytes: refused, naming the line.
+        for bad in ["cache_bytes = -1", "cache_bytes = \"64MiB\""] {
+            let error = parse(&format!("\n{bad}")).unwrap_err().to_string();
+            assert!(error.contains("line 2"), "{error}");
+        }
     }
 
     #[test]

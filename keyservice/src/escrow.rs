@@ -53,6 +53,8 @@ pub struct Policy {
     pub session_idle_secs: u64,
     /// Days an entry of a user's access history is kept.
     pub access_history_days: u64,
+    /// Bytes of opened sessions and keys kept in memory (0: none).
+    pub cache_bytes: usize,
 }
 
 impl From<&crate::Config> for Policy {
@@ -61,6 +63,7 @@ impl From<&crate::Config> for Policy {
             max_key_versions: config.max_key_versions,
             session_idle_secs: config.session_idle.as_secs(),
             access_history_days: config.access_history_days,
+            cache_bytes: config.cache_bytes,
         }
     }
 }
@@ -92,8 +95,9 @@ pub struct Escrow {
 }
 
 /// What a node that owns its store keeps opened in memory, so that a GET need not read
-/// and open the session and the user's key on every request. Bounded (cleared when
-/// full), and invalidated by every operation that removes what it holds: logout,
+/// and open the session and the user's key on every request. Bounded by a byte budget
+/// (`cache_bytes`: a quarter for sessions, a quarter for user keys, half for the latest
+/// keys; each kind starts again empty when its share is full), and invalidated by every operation that removes what it holds: logout,
 /// `DELETE /key`, erasure. Keys are zeroized when dropped.
 ///
 /// The latest version of each user's key is kept too, opened (zeroized when dropped):
@@ -102,70 +106,126 @@ pub struct Escrow {
 /// Every PUT, `DELETE /key` and erasure drops the user's entry once its store write has
 /// returned (also when that failed, since it may have happened), and a read that raced
 /// it is not kept.
-#[derive(Default)]
 struct Cache {
     sessions: Memo<Pseudonym, Session>,
     deks: Memo<UserKey, Arc<crate::crypto::vault::UserDek>>,
     latest: Memo<UserKey, Arc<Key>>,
 }
 
-/// Most entries of each kind held; past it the memo starts again empty.
-const CACHE_ENTRIES: usize = 16_384;
+impl Cache {
+    fn new(bytes: usize) -> Self {
+        Self { sessions: Memo::new(bytes / 4), deks: Memo::new(bytes / 4), latest: Memo::new(bytes / 2) }
+    }
+}
+
+/// What an entry holds in memory, near enough to budget by: its own size and what it
+/// points to.
+trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Session {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.secret.len() + self.credential.as_ref().map_or(0, String::len)
+    }
+}
+
+impl Weigh for Arc<crate::crypto::vault::UserDek> {
+    fn weight(&self) -> usize {
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<crate::crypto::vault::UserDek>()
+    }
+}
+
+impl Weigh for Arc<Key> {
+    fn weight(&self) -> usize {
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<Key>() + self.content_type.len() + self.bytes.len()
+    }
+}
 
 /// Access history entries sealed and written together.
 const ACCESS_CHUNK: usize = 128;
 
-/// A bounded map whose invalidations cannot be undone by a load that raced them: a
-/// value read from the store before an invalidation is not inserted after it.
+/// A map bounded by a byte budget whose invalidations cannot be undone by a load that
+/// raced them: a value read from the store before an invalidation is not inserted after
+/// it.
 struct Memo<K, V> {
-    inner: std::sync::Mutex<(u64, std::collections::HashMap<K, V>)>,
+    inner: std::sync::Mutex<MemoState<K, V>>,
+    budget: usize,
 }
 
-impl<K, V> Default for Memo<K, V> {
-    fn default() -> Self {
-        Self { inner: std::sync::Mutex::new((0, std::collections::HashMap::new())) }
+struct MemoState<K, V> {
+    epoch: u64,
+    entries: std::collections::HashMap<K, V>,
+    /// The summed weight of `entries`.
+    bytes: usize,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone + Weigh> Memo<K, V> {
+    fn new(budget: usize) -> Self {
+        let state = MemoState { epoch: 0, entries: std::collections::HashMap::new(), bytes: 0 };
+        Self { inner: std::sync::Mutex::new(state), budget }
     }
-}
 
-impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, std::collections::HashMap<K, V>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoState<K, V>> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn weight(value: &V) -> usize {
+        std::mem::size_of::<K>() + value.weight()
     }
 
     /// The value, and the epoch to pass to [`Memo::insert`] after a load.
     fn get(&self, key: &K) -> (Option<V>, u64) {
         let inner = self.lock();
-        (inner.1.get(key).cloned(), inner.0)
+        (inner.entries.get(key).cloned(), inner.epoch)
     }
 
     /// Keeps a value loaded since `epoch`, unless something was invalidated meanwhile.
+    /// When the budget is spent the memo starts again empty; a value heavier than the
+    /// whole budget is not kept.
     fn insert(&self, epoch: u64, key: K, value: V) {
+        let weight = Self::weight(&value);
         let mut inner = self.lock();
-        if inner.0 != epoch {
+        if inner.epoch != epoch || weight > self.budget {
             return;
         }
-        if inner.1.len() >= CACHE_ENTRIES {
-            inner.1.clear();
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= Self::weight(&old);
         }
-        inner.1.insert(key, value);
+        if inner.bytes + weight > self.budget {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += weight;
+        inner.entries.insert(key, value);
     }
 
     /// Drops every entry `doomed` picks, and refuses loads that started before.
     fn invalidate(&self, doomed: impl Fn(&K, &V) -> bool) {
         let mut inner = self.lock();
-        inner.0 += 1;
-        inner.1.retain(|key, value| !doomed(key, value));
+        let MemoState { epoch, entries, bytes } = &mut *inner;
+        *epoch += 1;
+        entries.retain(|key, value| {
+            let keep = !doomed(key, value);
+            if !keep {
+                *bytes -= Self::weight(value);
+            }
+            keep
+        });
     }
 
     /// Drops the entry for `key`, and refuses loads that started before.
     fn forget(&self, key: &K) {
         let mut inner = self.lock();
-        inner.0 += 1;
-        inner.1.remove(key);
+        inner.epoch += 1;
+        if let Some(old) = inner.entries.remove(key) {
+            inner.bytes -= Self::weight(&old);
+        }
     }
 
+    /// Changes a held value in place; `change` must not change its weight.
     fn update(&self, key: &K, change: impl FnOnce(&mut V)) {
-        if let Some(value) = self.lock().1.get_mut(key) {
+        if let Some(value) = self.lock().entries.get_mut(key) {
             change(value);
         }
     }
@@ -187,7 +247,7 @@ impl Escrow {
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
         let accesses = access::Queue::new().map_err(VaultError::from)?;
-        let cache = (!store.shared()).then(Cache::default);
+        let cache = (!store.shared() && policy.cache_bytes > 0).then(|| Cache::new(policy.cache_bytes));
         let writing_accesses = tokio::sync::Mutex::new(());
         let escrow = Self { store, vault, ledger, policy, accesses, writing_accesses, cache };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
@@ -647,9 +707,29 @@ fn missing_dek() -> Error {
 mod tests {
     use super::*;
 
+    impl Weigh for &'static str {
+        fn weight(&self) -> usize {
+            std::mem::size_of::<Self>()
+        }
+    }
+
+    impl Weigh for Vec<u8> {
+        fn weight(&self) -> usize {
+            self.len()
+        }
+    }
+
+    /// What the memo says it holds is what it holds.
+    fn assert_counted(memo: &Memo<usize, Vec<u8>>) {
+        let inner = memo.lock();
+        let held: usize = inner.entries.values().map(Memo::<usize, Vec<u8>>::weight).sum();
+        assert_eq!(inner.bytes, held);
+        assert!(inner.bytes <= memo.budget);
+    }
+
     #[test]
     fn a_load_that_raced_an_invalidation_is_not_kept() {
-        let memo: Memo<u8, &str> = Memo::default();
+        let memo: Memo<u8, &str> = Memo::new(1024);
         let (missing, epoch) = memo.get(&1);
         assert_eq!(missing, None);
         // A logout lands between the load's store read and its insert.
@@ -671,14 +751,54 @@ mod tests {
     }
 
     #[test]
-    fn the_memo_is_bounded() {
-        let memo: Memo<usize, usize> = Memo::default();
-        for key in 0..CACHE_ENTRIES + 10 {
+    fn the_memo_holds_at_most_its_byte_budget() {
+        let entry = std::mem::size_of::<usize>() + 1000;
+        let memo: Memo<usize, Vec<u8>> = Memo::new(10 * entry);
+        for key in 0..25 {
             let (_, epoch) = memo.get(&key);
-            memo.insert(epoch, key, key);
+            memo.insert(epoch, key, vec![key as u8; 1000]);
+            assert_counted(&memo);
         }
-        assert!(memo.lock().1.len() <= CACHE_ENTRIES);
-        assert_eq!(memo.get(&(CACHE_ENTRIES + 9)).0, Some(CACHE_ENTRIES + 9));
+        // Past the budget it started again: the newest is held, and never more than ten.
+        assert_eq!(memo.get(&24).0, Some(vec![24; 1000]));
+        assert_eq!(memo.lock().entries.len(), 5);
+        // Replacing an entry counts the new weight, not both.
+        let (_, epoch) = memo.get(&24);
+        memo.insert(epoch, 24, vec![1; 10]);
+        assert_counted(&memo);
+        assert_eq!(memo.lock().entries.len(), 5);
+        // What is dropped is no longer counted.
+        memo.forget(&24);
+        memo.invalidate(|key, _| *key == 23);
+        assert_counted(&memo);
+        assert_eq!(memo.lock().entries.len(), 3);
+        // A value heavier than the whole budget is not kept, and evicts nothing.
+        let (_, epoch) = memo.get(&99);
+        memo.insert(epoch, 99, vec![0; 10 * entry]);
+        assert_eq!(memo.get(&99).0, None);
+        assert_eq!(memo.lock().entries.len(), 3);
+        assert_counted(&memo);
+    }
+
+    #[test]
+    fn an_opened_key_weighs_what_it_holds() {
+        let key = |bytes: usize| {
+            Arc::new(Key {
+                version: 1,
+                content_type: "application/octet-stream".into(),
+                bytes: Zeroizing::new(vec![7; bytes]),
+            })
+        };
+        assert_eq!(key(64 * 1024).weight() - key(0).weight(), 64 * 1024);
+        // So a budget holds as many of the largest keys as it has room for, not 16 384.
+        let memo: Memo<UserKey, Arc<Key>> = Memo::new(1024 * 1024);
+        for n in 0..100u8 {
+            let user = UserKey { namespace: [n; 32], user: [n; 32] };
+            let (_, epoch) = memo.get(&user);
+            memo.insert(epoch, user, key(64 * 1024));
+        }
+        assert!(memo.lock().entries.len() < 16);
+        assert!(memo.lock().bytes <= 1024 * 1024);
     }
 
     #[tokio::test]
@@ -687,7 +807,8 @@ mod tests {
         let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
         let ledger = ErasureLedger::open(&dir.path().join("ledger")).unwrap();
         let memory = Arc::new(crate::store::MemoryStore::new());
-        let policy = Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30 };
+        let policy =
+            Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30, cache_bytes: 1 << 20 };
         let escrow = Escrow::open(memory.clone(), &master, ledger, policy).await.unwrap();
         let user = UserKey { namespace: [1; 32], user: [2; 32] };
         let total = 2 * ACCESS_CHUNK + 7;

@@ -184,3 +184,32 @@ async fn an_idle_session_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     device.get("/key").await.expect(401, "session_expired");
 }
+
+#[tokio::test]
+async fn every_memory_budget_serves_the_same_answers() {
+    // None kept, room for about one key at a time, and the default.
+    for budget in [0, 3 * 1024, keyservice::Config::for_data_dir("unused".into()).cache_bytes] {
+        let (server, _dir) = server_with(|config| config.cache_bytes = budget).await;
+        let mut users = Vec::new();
+        for name in ["ann", "ben", "cat"] {
+            users.push(device(server.addr, name).await);
+        }
+        for (round, size) in [(1u8, 700), (2, 900), (3, 1100)] {
+            for (n, user) in users.iter().enumerate() {
+                let key = vec![round.wrapping_mul(n as u8 + 1); size];
+                let expected = if round == 1 { 201 } else { 200 };
+                assert_eq!(user.put(&key, &[]).await.status, expected, "budget {budget}");
+                assert_eq!(&user.get("/key").await.body[..], &key[..], "budget {budget}");
+            }
+        }
+        for user in &users {
+            assert_eq!(user.get("/key").await.header("etag"), "\"3\"", "budget {budget}");
+        }
+        assert_eq!(users[0].request("DELETE", "/session", b"", &[]).await.status, 204);
+        users[0].get("/key").await.expect(401, "unknown_session");
+        assert_eq!(users[1].request("DELETE", "/key", b"", &[]).await.status, 204);
+        users[1].get("/key").await.expect(404, "no_key");
+        assert_eq!(as_real_service(&server, "/erase", NAMESPACE, "cat").await.status, 200);
+        users[2].get("/key").await.expect(401, "unknown_session");
+    }
+}
