@@ -144,7 +144,8 @@ async function showHistory() {
       if (entry.session && !entry.currentSession) row.classList.add('other');
       const session = entry.session === null ? 'the site itself' : entry.currentSession ? 'this page' : entry.session;
       const times = entry.count > 1 ? ` ×${entry.count}` : '';
-      const what = (entry.version === null ? entry.operation : `${entry.operation} (version ${entry.version})`) + times;
+      const versions = entry.firstVersion ? `versions ${entry.firstVersion}–${entry.version}` : `version ${entry.version}`;
+      const what = (entry.version === null ? entry.operation : `${entry.operation} (${versions})`) + times;
       for (const text of [new Date(entry.time).toLocaleString(), what, session, entry.address, entry.credential ?? '']) {
         const cell = document.createElement('td');
         cell.textContent = text;

@@ -9,8 +9,12 @@
 //!
 //! A request only queues its entry. Identical reads queued within one interval (the
 //! same session reading the same version from the same address) become one entry with
-//! a count, so a device reading in a loop costs one entry a second, not one per read;
-//! every other operation keeps an entry of its own, in order. Queued entries
+//! a count, so a device reading in a loop costs one entry a second, not one per read.
+//! Likewise a run of writes queued within one interval by the same session, from the
+//! same address, with no other operation on that user's key or sessions between them,
+//! is one entry with a count and the first and last version written: a device writing
+//! in a loop costs one entry a second, not one per write (each write still has its own
+//! audit line). Every other operation keeps an entry of its own, in order. Queued entries
 //! are sealed and written in one batch every [`FLUSH_INTERVAL`], before a history is
 //! read, and at shutdown, so recording costs a read no store write of its own. The
 //! bound that follows: a node killed outright loses at most the last interval of its
@@ -84,9 +88,12 @@ pub struct Entry {
     /// The namespace credential that connected the session or made the call.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub credential: Option<String>,
-    /// The key version read or written.
+    /// The key version read or written (for a run of writes, the last).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub version: Option<u64>,
+    /// For a run of writes, the first version written.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_version: Option<u64>,
     /// How many identical accesses the entry stands for.
     #[serde(skip_serializing_if = "is_one", default = "one")]
     pub count: u64,
@@ -105,11 +112,14 @@ fn is_one(count: &u64) -> bool {
 }
 
 /// What is queued: reads by what was read (with a count of 1 and no `last`), with their
-/// tally; every other operation one by one.
+/// tally; every other operation in order, a run of writes as one.
 #[derive(Default)]
 struct Queued {
     reads: HashMap<(UserKey, Entry), Tally>,
     others: Vec<(UserKey, AccessId, Entry)>,
+    /// For each user whose latest entry in `others` is a write, where it is: the next
+    /// write of the same run is counted into it.
+    open_runs: HashMap<UserKey, usize>,
 }
 
 impl Queued {
@@ -130,6 +140,28 @@ impl Queued {
                 queued.last = queued.last.max(tally.last);
             })
             .or_insert(tally);
+    }
+
+    /// Queues a write, counted into the user's open run when the same session wrote it
+    /// from the same address; any other operation but a read closes the run.
+    fn add_other(&mut self, user: UserKey, id: AccessId, entry: Entry) {
+        if entry.op == Operation::KeyWrite
+            && let Some(&at) = self.open_runs.get(&user)
+            && let Some((_, _, run)) = self.others.get_mut(at)
+            && run.continues_with(&entry)
+        {
+            run.first_version = run.first_version.or(run.version);
+            run.version = entry.version;
+            run.count += 1;
+            run.last = Some(micros_of(&id));
+            return;
+        }
+        if entry.op == Operation::KeyWrite {
+            self.open_runs.insert(user, self.others.len());
+        } else {
+            self.open_runs.remove(&user);
+        }
+        self.others.push((user, id, entry));
     }
 }
 
@@ -153,6 +185,14 @@ impl Entry {
         tag
     }
 
+    /// Whether `next`, a write, belongs to the run of writes this entry is.
+    fn continues_with(&self, next: &Entry) -> bool {
+        self.op == Operation::KeyWrite
+            && self.session == next.session
+            && self.address == next.address
+            && self.credential == next.credential
+    }
+
     /// The entry as a client sees it; `current` is the asking session's tag.
     pub fn to_wire(&self, id: &AccessId, current: &[u8; 8]) -> AccessEntry {
         let micros = micros_of(id);
@@ -165,6 +205,7 @@ impl Entry {
             address: self.address.to_string(),
             credential: self.credential.clone(),
             version: self.version,
+            first_version: self.first_version,
             count: self.count,
             until: self.last.map(|last| crate::time::rfc3339_millis(last / 1000)),
         }
@@ -215,14 +256,14 @@ impl Queue {
         if entry.op == Operation::KeyRead {
             queued.add_read(user, entry, Tally { id, count: 1, last: micros_of(&id) });
         } else {
-            queued.others.push((user, id, entry));
+            queued.add_other(user, id, entry);
         }
         queued.len() >= MAX_QUEUED
     }
 
     /// Everything queued, oldest first, each with its count, for writing.
     pub fn take(&self) -> Vec<(UserKey, AccessId, Entry)> {
-        let Queued { reads, mut others } = std::mem::take(&mut *self.lock());
+        let Queued { reads, mut others, .. } = std::mem::take(&mut *self.lock());
         let mut taken: Vec<_> = reads
             .into_iter()
             .map(|((user, mut entry), tally)| {
@@ -241,6 +282,8 @@ impl Queue {
         let mut queued = self.lock();
         queued.reads.retain(|(owner, _), _| owner != user);
         queued.others.retain(|(owner, _, _)| owner != user);
+        // Positions moved: runs start afresh.
+        queued.open_runs.clear();
     }
 
     /// Puts back entries a failed write did not store, merged with what was queued
@@ -256,6 +299,9 @@ impl Queue {
                 queued.others.push((user, id, entry));
             }
         }
+        // What failed is older than what is queued: no run may continue into it, and
+        // positions may move below.
+        queued.open_runs.clear();
         let dropped = queued.len().saturating_sub(MAX_QUEUED * 10);
         if dropped > 0 {
             let mut ids: Vec<AccessId> =
@@ -338,6 +384,7 @@ mod tests {
             address: IpAddr::from([127, 0, 0, 1]),
             credential: None,
             version: Some(version),
+            first_version: None,
             count: 1,
             last: None,
         }
@@ -368,6 +415,64 @@ mod tests {
         );
         assert!(taken[0].2.last.unwrap() >= micros_of(&taken[0].1));
         assert!(queue.take().is_empty());
+    }
+
+    fn write(version: u64) -> Entry {
+        Entry { op: Operation::KeyWrite, ..read(version) }
+    }
+
+    #[test]
+    fn a_run_of_writes_by_one_session_is_one_entry_and_anything_else_ends_it() {
+        let queue = Queue::new().unwrap();
+        let user = UserKey { namespace: [1; 32], user: [2; 32] };
+        let other_user = UserKey { user: [3; 32], ..user };
+        let elsewhere = Entry { address: IpAddr::from([10, 0, 0, 9]), ..write(5) };
+        let other_session = Entry { session: Some([8; 8]), ..write(7) };
+        let logout = Entry { op: Operation::Logout, version: None, ..read(0) };
+        for version in 1..=3 {
+            queue.push(user, write(version));
+            queue.push(other_user, write(version)); // Another user's writes do not end it,
+            queue.push(user, read(version)); // nor do reads.
+        }
+        queue.push(user, write(4));
+        queue.push(user, elsewhere); // Another address starts a run of its own,
+        queue.push(user, write(6)); // and so does going back to the first.
+        queue.push(user, other_session);
+        queue.push(user, logout);
+        queue.push(user, write(8)); // After another operation, a new run.
+        queue.push(user, write(9));
+        let taken = queue.take();
+        let writes: Vec<_> = taken
+            .iter()
+            .filter(|(owner, _, e)| *owner == user && e.op == Operation::KeyWrite)
+            .map(|(_, _, e)| (e.first_version, e.version, e.count, e.last.is_some()))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                (Some(1), Some(4), 4, true),
+                (None, Some(5), 1, false),
+                (None, Some(6), 1, false),
+                (None, Some(7), 1, false),
+                (Some(8), Some(9), 2, true),
+            ]
+        );
+        let others: Vec<_> =
+            taken.iter().filter(|(owner, _, _)| *owner == other_user).map(|(_, _, e)| e.count).collect();
+        assert_eq!(others, [3]);
+        let run = &taken.iter().find(|(owner, _, e)| *owner == user && e.count == 4).unwrap();
+        assert!(run.2.last.unwrap() > micros_of(&run.1), "until the last write");
+
+        // A run does not reach across a write of the queue, nor into what a failed write
+        // put back; a run that was open then starts again.
+        queue.push(user, write(10));
+        let failed = queue.take();
+        queue.push(user, write(11));
+        queue.restore(failed);
+        queue.push(user, write(12));
+        queue.push(user, write(13));
+        let counts: Vec<_> = queue.take().iter().map(|(_, _, e)| (e.version, e.count)).collect();
+        assert_eq!(counts, [(Some(10), 1), (Some(11), 1), (Some(13), 2)]);
     }
 
     #[test]

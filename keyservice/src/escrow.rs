@@ -813,12 +813,14 @@ mod tests {
         let user = UserKey { namespace: [1; 32], user: [2; 32] };
         let total = 2 * ACCESS_CHUNK + 7;
         for version in 0..total as u64 {
+            // Each from another session, so that no two are one run of writes.
             let entry = Entry {
                 op: access::Operation::KeyWrite,
-                session: None,
+                session: Some(version.to_be_bytes()),
                 address: std::net::IpAddr::from([127, 0, 0, 1]),
                 credential: None,
                 version: Some(version),
+                first_version: None,
                 count: 1,
                 last: None,
             };

@@ -275,6 +275,50 @@ fn operations(page: &[keyservice_client::protocol::wire::AccessEntry]) -> Vec<(&
 }
 
 #[tokio::test]
+async fn a_device_writing_in_a_loop_is_one_history_entry_for_each_run() {
+    let (server, _dir) = server().await;
+    let client = Client::new(&url(server.addr)).unwrap();
+    let phone = connected(&client, "cy").await;
+    let laptop = connected(&client, "cy").await;
+    for version in 1..=5 {
+        assert_eq!(phone.put_key(b"k", None, Condition::None).await.unwrap(), version);
+        phone.get_key().await.unwrap(); // Reads between writes do not end a run.
+    }
+    assert_eq!(laptop.put_key(b"k", None, Condition::None).await.unwrap(), 6);
+    for _ in 0..2 {
+        phone.put_key(b"k", None, Condition::None).await.unwrap();
+    }
+
+    let history = phone.access_history(None, None).await.unwrap();
+    // Oldest first, as (this session, versions, count). The queue is written once a
+    // second and a run does not reach across a write, so one run may come in two parts.
+    let mut writes: Vec<_> = history
+        .entries
+        .iter()
+        .rev()
+        .filter(|e| e.operation == "key_write")
+        .map(|e| {
+            let last = e.version.unwrap();
+            assert_eq!(e.until.is_some(), e.count > 1, "{e:?}");
+            (e.current_session, e.first_version.unwrap_or(last)..=last, e.count)
+        })
+        .collect();
+    assert!(writes.iter().all(|(_, versions, count)| versions.clone().count() as u64 == *count), "{writes:?}");
+    assert!(writes.len() <= 4, "one entry for each run, or two where a write of the queue cut it: {writes:?}");
+    writes.dedup_by(|later, earlier| {
+        let joins = later.0 == earlier.0 && *later.1.start() == earlier.1.end() + 1;
+        if joins {
+            earlier.1 = *earlier.1.start()..=*later.1.end();
+        }
+        joins
+    });
+    let runs: Vec<_> = writes.into_iter().map(|(mine, versions, _)| (mine, versions)).collect();
+    assert_eq!(runs, [(true, 1..=5), (false, 6..=6), (true, 7..=8)], "another session's write ends a run");
+    let reads: u64 = history.entries.iter().filter(|e| e.operation == "key_read").map(|e| e.count).sum();
+    assert_eq!(reads, 5, "every read is still counted");
+}
+
+#[tokio::test]
 async fn the_access_history_shows_the_user_every_use_of_their_key() {
     let (server, _dir) = server().await;
     let client = Client::new(&url(server.addr)).unwrap();

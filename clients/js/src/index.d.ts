@@ -189,9 +189,11 @@ export interface AccessEntry {
   address: string;
   /** The Real Service credential that connected the session or made the call. */
   credential: string | null;
-  /** The key version read or written. */
+  /** The key version read or written; for a run of writes, the last. */
   version: number | null;
-  /** How many identical accesses within about a second this entry stands for. */
+  /** For a run of writes, the first version written; null otherwise (absent from older servers). */
+  firstVersion?: number | null;
+  /** How many accesses within about a second this entry stands for: identical reads, or a run of writes by one session. */
   count: number;
   /** When the last of them happened, if more than one. */
   until: string | null;

@@ -389,8 +389,9 @@ export class Session {
  * @property {boolean} currentSession whether that is the session asking
  * @property {string} address the client address keyservice saw
  * @property {string|null} credential the Real Service credential that connected the session or made the call
- * @property {number|null} version the key version read or written
- * @property {number} count how many identical accesses within about a second it stands for
+ * @property {number|null} version the key version read or written; for a run of writes, the last
+ * @property {number|null} [firstVersion] for a run of writes, the first version written; null otherwise
+ * @property {number} count how many accesses within about a second it stands for: identical reads, or a run of writes by one session
  * @property {string|null} until when the last of them happened, if more than one
  */
 

@@ -328,7 +328,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         (Some(tag), false) => tag.clone(),
                         (None, _) => "-".to_owned(),
                     };
-                    let version = e.version.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                    let version = match (e.first_version, e.version) {
+                        (Some(first), Some(last)) => format!("{first}-{last}"),
+                        (_, Some(version)) => version.to_string(),
+                        (_, None) => "-".to_owned(),
+                    };
                     let credential = e.credential.as_deref().unwrap_or("-");
                     let times = if e.count > 1 { format!("  ×{}", e.count) } else { String::new() };
                     format!("{}  {:<10}  {session}  {}  {credential}  {version}{times}", e.time, e.operation, e.address)

@@ -121,10 +121,16 @@ pub struct AccessEntry {
     pub address: String,
     /// The Real Service credential (key id) that connected the session, or made the call.
     pub credential: Option<String>,
-    /// The key version read or written.
+    /// The key version read or written; for a run of writes, the last one.
     pub version: Option<u64>,
-    /// How many identical reads (same session, address and version) within about a
-    /// second this entry stands for; 1 for every other operation.
+    /// For a run of writes (`count` > 1), the first version written; `None` otherwise
+    /// and from servers before it.
+    #[serde(default)]
+    pub first_version: Option<u64>,
+    /// How many accesses within about a second this entry stands for: identical reads
+    /// (same session, address and version), or a run of writes by one session from one
+    /// address with nothing else done to the user's key or sessions between them; 1 for
+    /// every other operation.
     pub count: u64,
     /// When the last of them happened, if more than one.
     pub until: Option<String>,

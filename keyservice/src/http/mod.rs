@@ -390,6 +390,7 @@ impl App {
             address: client,
             credential: credential.map(str::to_owned),
             version,
+            first_version: None,
             count: 1,
             last: None,
         };
