@@ -94,7 +94,7 @@ pub struct Entry {
     /// For a run of writes, the first version written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub first_version: Option<u64>,
-    /// How many identical accesses the entry stands for.
+    /// How many accesses the entry stands for: identical reads, or a run of writes.
     #[serde(skip_serializing_if = "is_one", default = "one")]
     pub count: u64,
     /// When the last of them happened (microseconds since the epoch), if more than one.
@@ -142,8 +142,8 @@ impl Queued {
             .or_insert(tally);
     }
 
-    /// Queues a write, counted into the user's open run when the same session wrote it
-    /// from the same address; any other operation but a read closes the run.
+    /// Queues an operation other than a read. A write is counted into the user's open
+    /// run when it continues it; any other operation closes the run.
     fn add_other(&mut self, user: UserKey, id: AccessId, entry: Entry) {
         if entry.op == Operation::KeyWrite
             && let Some(&at) = self.open_runs.get(&user)
