@@ -241,6 +241,31 @@ async fn a_key_put_under_a_passphrase_is_held_wrapped_and_read_back_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_history_shows_a_run_of_writes_as_one_line_with_its_versions() {
+    let (_server, _dir, url) = server().await;
+    // The server writes its history queue once a second, which can cut a run in two; a
+    // fresh user is tried again then.
+    let mut seen = Vec::new();
+    for attempt in 0..3 {
+        let (init, session) = connect(&url, &format!("writer-{attempt}")).await;
+        let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+        for content in [b"v1", b"v2", b"v3"] {
+            assert_eq!(cli(&["--url", &url, "put"], &device, content).await.code, 0);
+        }
+        let history = cli(&["--url", &url, "history"], &device, b"").await;
+        assert_eq!(history.code, 0, "{}", history.stderr);
+        let writes: Vec<String> =
+            history.text().lines().filter(|line| line.contains("key_write")).map(str::to_owned).collect();
+        if writes.len() == 1 {
+            assert!(writes[0].ends_with("  1-3  ×3"), "{}", writes[0]);
+            return;
+        }
+        seen.push(writes);
+    }
+    panic!("three writes in a row were never one line: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_script_deletes_logs_out_exports_and_erases() {
     let (_server, dir, url) = server().await;
     let (init, session) = connect(&url, "leaver").await;
