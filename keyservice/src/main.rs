@@ -349,10 +349,26 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            if error.is::<Misconfigured>() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if error.is::<Misconfigured>() {
+                ExitCode::from(2)
+            } else if error.is::<NoRoomToStart>() {
+                ExitCode::from(NO_ROOM_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// The exit status of a start refused for want of room on the data disk: the shipped
+/// systemd unit does not restart on it (`RestartPreventExitStatus`), since every
+/// restart would be refused the same way until an operator frees space.
+const NO_ROOM_EXIT: u8 = 3;
+
+/// The data disk lacks the room to open the store (exit 3); nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NoRoomToStart(String);
 
 /// A start that cannot work until the operator changes something (exit 2, not 1).
 #[derive(Debug, thiserror::Error)]
@@ -373,7 +389,13 @@ async fn run(
     let master = load_master_key(&config, true)?;
     tracing::info!(master_key = %hex_id(&master), "master key loaded");
     let store = keyservice::store::open(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
-        if error.is_configuration() { Box::new(Misconfigured(error.to_string())) } else { Box::new(error) }
+        if error.is_configuration() {
+            Box::new(Misconfigured(error.to_string()))
+        } else if error.is_no_room() {
+            Box::new(NoRoomToStart(error.to_string()))
+        } else {
+            Box::new(error)
+        }
     })?;
     let app = App::new(&config, store, &master).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

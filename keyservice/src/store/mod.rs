@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
 pub use self::postgres::PostgresStore;
-pub use self::sled::SledStore;
+pub use self::sled::{NoRoom, SledStore};
 
 /// Why the configured store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,14 @@ pub enum OpenError {
         /// Why, with a hint when another process holds it.
         message: String,
     },
+    /// The data disk lacks the room to open the store safely; nothing was changed.
+    #[error("cannot open the store in {dir}: {no_room}, then start again")]
+    NoRoom {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// What was free, and what is needed.
+        no_room: NoRoom,
+    },
     /// The shared database could not be used.
     #[error(transparent)]
     Postgres(#[from] postgres::OpenError),
@@ -50,6 +58,12 @@ impl OpenError {
     /// Whether the operator must change something before a restart can work (exit 2).
     pub fn is_configuration(&self) -> bool {
         matches!(self, Self::Postgres(error) if error.is_configuration())
+    }
+
+    /// Whether the data disk is too full to open the store (exit 3: a restart cannot
+    /// work until space is freed, and must not be tried in a loop).
+    pub fn is_no_room(&self) -> bool {
+        matches!(self, Self::NoRoom { .. })
     }
 }
 
@@ -62,6 +76,11 @@ pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, O
     match &config.storage {
         crate::config::Storage::Sled => {
             let store = SledStore::open(&config.data_dir).map_err(|e| {
+                if let StoreError::Full(source) = &e
+                    && let Some(no_room) = source.downcast_ref::<NoRoom>()
+                {
+                    return OpenError::NoRoom { dir: config.data_dir.clone(), no_room: *no_room };
+                }
                 let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
                 let held = cause.contains("lock");
                 OpenError::Sled {
@@ -328,6 +347,14 @@ impl StoreError {
     /// restart it, and says so on `/readyz`.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Poisoned)
+    }
+
+    /// For [`StoreError::Full`], which disk is full, as metrics name it: `data` for the
+    /// embedded store's data directory, `database` for a shared database.
+    pub fn full_disk(&self) -> Option<&'static str> {
+        let Self::Full(source) = self else { return None };
+        let embedded = source.is::<NoRoom>() || source.is::<::sled::Error>() || source.is::<std::io::Error>();
+        Some(if embedded { "data" } else { "database" })
     }
 }
 

@@ -24,6 +24,12 @@
 //! erasing a user) are one sled transaction or batch, so a crash leaves all or nothing;
 //! being the only writer, the committer can read what a step will touch just before it.
 //!
+//! **Room.** The store never lets sled meet a full disk, which sled 0.34 does not
+//! survive: see [`room`]. A batch is refused (`507`) before sled sees it when the disk
+//! would be left without the room to reopen the store; an open without that room
+//! changes nothing and fails with [`NoRoom`]; half-written snapshots are removed before
+//! an open; and sled writes nothing in the background.
+//!
 //! **Durable** means on the drive, not in the page cache: sled's `flush` ends with
 //! `sync_file_range`, which does not flush the drive's write cache, and it writes large
 //! nodes as blob files that it never fsyncs. So after each flush the committer fsyncs new
@@ -42,18 +48,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sled::Transactional;
 use sled::transaction::TransactionError;
 use tokio::sync::oneshot;
 
+pub use self::room::NoRoom;
+use self::room::{Budget, Kind, Room};
 use super::record::{self, decode_u64};
 use super::{
     AccessId, AccessRecord, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
     PutOutcome, Redeemed, SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
 };
+
+mod room;
 
 /// Most writes one flush covers; more wait for the next.
 const MAX_BATCH: usize = 1024;
@@ -68,6 +78,8 @@ pub struct SledStore {
     /// Set when a write timed out waiting for the committer; cleared by the committer
     /// when it next answers a batch. While set, writes fail at once instead of waiting.
     stalled: Arc<AtomicBool>,
+    /// The data disk's room, for refusing writes that would fill it.
+    room: Arc<Room>,
     /// `None` only while dropping, so the committer sees the channel close.
     jobs: Option<mpsc::Sender<Job>>,
     committer: Option<JoinHandle<()>>,
@@ -165,6 +177,16 @@ impl SledStore {
         self.submit(Op::Import(entries)).await.map(|_| ())
     }
 
+    /// Bytes that must be free on its disk to open the store in `dir` (a new one if
+    /// there is none): what [`SledStore::open`] checks before it changes anything.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors reading the directory.
+    pub fn room_to_open(dir: &Path) -> std::io::Result<u64> {
+        room::room_to_open(dir)
+    }
+
     /// Whether `dir` holds a store (sled's database file).
     pub fn exists(dir: &Path) -> bool {
         dir.join("db").is_file()
@@ -174,11 +196,26 @@ impl SledStore {
     ///
     /// # Errors
     ///
-    /// Fails when the directory cannot be created, sled cannot open it (another process
-    /// holds it, or it is damaged), or the database file cannot be opened for fsync.
+    /// [`StoreError::Full`] with [`NoRoom`] when the disk lacks the room to open the store
+    /// safely (nothing is changed then). Fails when the directory cannot be created, sled
+    /// cannot open it (another process holds it, or it is damaged), or the database file
+    /// cannot be opened for fsync.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if let Err(no_room) = room::check_before_open(dir).map_err(backend)? {
+            return Err(StoreError::Full(Box::new(no_room)));
+        }
         create_private_dir(dir).map_err(backend)?;
-        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        let removed = room::remove_partial_snapshots(dir).map_err(backend)?;
+        if !removed.is_empty() {
+            tracing::warn!(
+                files = ?removed,
+                "removed half-written snapshots that an interrupted start left; the store opens from the complete snapshot and the log"
+            );
+        }
+        // No flusher thread: the committer flushes every batch itself, and a thread that
+        // writes on its own (sled's page cleaning) could fill the disk with no write to
+        // refuse.
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(backend)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(backend);
         let trees = Trees {
             keyring: open_tree("keyring")?,
@@ -191,6 +228,7 @@ impl SledStore {
             accesses: open_tree("access")?,
             meta: open_tree("meta")?,
         };
+        let room = Arc::new(Room::new(dir, File::open(dir.join("db")).map_err(backend)?).map_err(backend)?);
         let mut durability = Durability {
             db_file: File::open(dir.join("db")).map_err(backend)?,
             dir: dir.to_path_buf(),
@@ -207,11 +245,12 @@ impl SledStore {
         let poisoned = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(AtomicBool::new(false));
         let flags = Flags { poisoned: poisoned.clone(), stalled: stalled.clone() };
+        let committer_room = room.clone();
         let committer = std::thread::Builder::new()
             .name("keyservice-committer".into())
-            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &flags))
+            .spawn(move || commit_loop(&queue, &committer_trees, &mut durability, &committer_room, &flags))
             .map_err(backend)?;
-        Ok(Self { trees, poisoned, stalled, jobs: Some(jobs), committer: Some(committer) })
+        Ok(Self { trees, poisoned, stalled, room, jobs: Some(jobs), committer: Some(committer) })
     }
 
     async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
@@ -221,14 +260,33 @@ impl SledStore {
         }
         let jobs = self.jobs.as_ref().ok_or(StoreError::Poisoned)?;
         jobs.send(Job { op, reply }).map_err(|_| StoreError::Poisoned)?;
-        match tokio::time::timeout(WRITE_TIMEOUT, answer).await {
-            Ok(answer) => answer.map_err(|_| StoreError::Poisoned)?,
-            // The committer is stuck (sled blocked on a full or failing disk): answer
-            // rather than hang; the write is not acknowledged and may or may not land.
-            Err(_) => {
-                self.stalled.store(true, Ordering::Release);
-                tracing::error!("the store did not finish a write in time; refusing writes until it does");
-                Err(StoreError::Unavailable("the store did not finish the write in time".into()))
+        let started = Instant::now();
+        let mut answer = answer;
+        loop {
+            match tokio::time::timeout(FULL_DISK_LOOK_EVERY, &mut answer).await {
+                Ok(answer) => return answer.map_err(|_| StoreError::Poisoned)?,
+                // The committer is stuck (sled blocked on a full or failing disk): answer
+                // rather than hang; the write is not acknowledged and may or may not land.
+                // On a full disk that is known at once; otherwise a slow disk gets the
+                // benefit of the doubt for WRITE_TIMEOUT.
+                Err(_) => {
+                    let full = self.room.is_short();
+                    if full || started.elapsed() >= WRITE_TIMEOUT {
+                        self.stalled.store(true, Ordering::Release);
+                        tracing::error!(
+                            full,
+                            "the store did not finish a write in time; refusing writes until it does"
+                        );
+                        return Err(StoreError::Unavailable(
+                            if full {
+                                "the data disk filled up during a write, which did not finish"
+                            } else {
+                                "the store did not finish the write in time"
+                            }
+                            .into(),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -259,6 +317,10 @@ impl Drop for SledStore {
 
 /// Longest a write may wait for the committer before it is answered as unavailable.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a write waiting for the committer looks whether the data disk filled up
+/// (then it is answered at once, rather than after [`WRITE_TIMEOUT`]).
+const FULL_DISK_LOOK_EVERY: Duration = Duration::from_millis(250);
 
 /// The committer answers each op with the reply of its kind; anything else is a bug
 /// in this file, reported as a backend error rather than a panic.
@@ -542,7 +604,10 @@ impl Store for SledStore {
         if self.stalled.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable("the store is not finishing writes".into()));
         }
-        Ok(())
+        match self.room.budget().spend(0, Kind::Growth) {
+            Ok(()) => Ok(()),
+            Err(no_room) => Err(full(no_room)),
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -556,7 +621,7 @@ struct Flags {
     stalled: Arc<AtomicBool>,
 }
 
-fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, flags: &Flags) {
+fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Durability, room: &Room, flags: &Flags) {
     let mut poisoned = false;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -568,8 +633,10 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
         }
 
         let mut answers = Vec::with_capacity(batch.len());
+        // One look at the disk per batch; each write then takes its room from it.
+        let mut budget = room.budget();
         for Job { op, reply } in batch {
-            let result = if poisoned { Err(StoreError::Poisoned) } else { apply(trees, op) };
+            let result = if poisoned { Err(StoreError::Poisoned) } else { apply(trees, op, &mut budget) };
             answers.push((reply, result));
         }
         let mut unavailable = None;
@@ -604,7 +671,48 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
     }
 }
 
-fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
+impl Op {
+    /// Bytes this step brings to the disk beyond one write's allowance, as far as they
+    /// are known before it runs (a PUT's sealed value is charged once sealed), and what
+    /// kind of write it is; `None` for a step that writes nothing.
+    fn payload(&self) -> Option<(u64, Kind)> {
+        let len = |bytes: &[u8]| bytes.len() as u64;
+        let records = |n: usize| n as u64 * room::PER_WRITE;
+        let (growth, upkeep) = (Kind::Growth, Kind::Upkeep);
+        Some(match self {
+            Op::KeyringCreate(name, value) => (len(name) + len(value), growth),
+            Op::KeyringReplace(entries) => {
+                (entries.iter().map(|(n, v)| len(n) + len(v)).sum::<u64>() + records(entries.len()), growth)
+            }
+            Op::CreateDek(_, wrapped) => (len(wrapped), growth),
+            Op::AddInit(..) | Op::PutKey { .. } => (0, growth),
+            Op::Redeem { .. } => (records(2), growth),
+            Op::AppendAccesses(entries) => {
+                (entries.iter().map(|(_, e)| len(&e.sealed)).sum::<u64>() + records(entries.len()), growth)
+            }
+            Op::Import(entries) => {
+                (entries.iter().map(|(_, k, v)| len(k) + len(v)).sum::<u64>() + records(entries.len()), growth)
+            }
+            Op::TouchSession(..) | Op::SetFloor(_) | Op::RememberNonce(..) => (0, upkeep),
+            Op::SetLedgerMark(mark) => (len(mark), upkeep),
+            Op::DeleteSession(_) => (records(2), upkeep),
+            Op::DeleteKeys(_) | Op::Erase(_) => (records(4), upkeep),
+            Op::Remove(doomed) => (records(doomed.len()), upkeep),
+            Op::PurgeAccesses(keys) => (records(keys.len()), upkeep),
+            Op::Snapshot | Op::Flush => return None,
+        })
+    }
+}
+
+/// A write refused for want of room on the data disk.
+fn full(no_room: NoRoom) -> StoreError {
+    StoreError::Full(Box::new(no_room))
+}
+
+fn apply(trees: &Trees, op: Op, budget: &mut Budget) -> Result<Reply, StoreError> {
+    if let Some((payload, kind)) = op.payload() {
+        budget.spend(payload, kind).map_err(full)?;
+    }
     match op {
         Op::KeyringCreate(name, value) => create_if_absent(&trees.keyring, &name, value),
         Op::KeyringReplace(entries) => {
@@ -683,6 +791,7 @@ fn apply(trees: &Trees, op: Op) -> Result<Reply, StoreError> {
             }
             let version = current.unwrap_or(0) + 1;
             let sealed = seal(version)?;
+            budget.spend(sealed.len() as u64, Kind::Growth).map_err(full)?;
             // The new version first, then the pruning, as single-record writes rather
             // than one sled batch: sled writes out and syncs its I/O buffer twice for
             // every batch, which made a batch per PUT most of a PUT's cost. A crash
@@ -988,6 +1097,17 @@ fn make_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A failure of sled or the file system; one that says the disk is full is
+/// [`StoreError::Full`] (`507`), although the room kept by [`room`] means sled should
+/// never meet one.
 fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
-    StoreError::Backend(error.into())
+    let error = error.into();
+    let io = match error.downcast_ref::<sled::Error>() {
+        Some(sled::Error::Io(io)) => Some(io),
+        _ => error.downcast_ref::<std::io::Error>(),
+    };
+    if io.is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) {
+        return StoreError::Full(error);
+    }
+    StoreError::Backend(error)
 }
