@@ -24,6 +24,11 @@ const TRUST_FOR: u64 = 100_000_000;
 /// Room above the reserve that makes a look trusted for [`TRUST_FOR`] (2.5 GiB/s).
 const TRUST_HEADROOM: u64 = 256 * 1024 * 1024;
 
+/// Below this a disk is reported `full` whatever the reserve: the next audit or
+/// ledger lines may not fit. (The data disk is also `full` while the store lacks its
+/// own room; the store says so itself.)
+pub const FULL_BELOW: u64 = 16 * 1024;
+
 /// One disk the server writes to, named for logs and metrics.
 struct Disk {
     name: &'static str,
@@ -45,6 +50,21 @@ pub struct DiskState {
     pub free: Option<u64>,
     /// Whether that is below the reserve.
     pub low: bool,
+    /// Whether that is below [`FULL_BELOW`].
+    pub full: bool,
+}
+
+impl DiskState {
+    /// How `/readyz` names it: `full`, `low` (below the reserve) or `ok`.
+    pub fn label(&self) -> &'static str {
+        if self.full {
+            "full"
+        } else if self.low {
+            "low"
+        } else {
+            "ok"
+        }
+    }
 }
 
 /// The reserve check for the disks of one server.
@@ -116,7 +136,7 @@ impl DiskGuard {
                 tracing::info!(disk = disk.name, free, "disk above its free-space reserve again; accepting writes");
             }
         }
-        DiskState { name: disk.name, free, low }
+        DiskState { name: disk.name, free, low, full: free.is_some_and(|free| free < FULL_BELOW) }
     }
 
     /// Admits a write that makes the store grow.

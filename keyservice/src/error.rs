@@ -199,7 +199,7 @@ impl Error {
                 "The server could not complete the request; it has been logged.".to_owned()
             }
             StatusCode::INSUFFICIENT_STORAGE if self.store_error().is_some() => {
-                "The database has no space left for this change, so it was not applied; retry once space is freed."
+                "The store's disk has no space left for this change, so it was not applied; retry once space is freed."
                     .to_owned()
             }
             StatusCode::SERVICE_UNAVAILABLE if self.store_error().is_some() => {

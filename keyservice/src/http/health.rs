@@ -20,11 +20,15 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
     };
     let store = health.is_ok();
     let audit = app.inner.audit.is_writable();
-    let disks = app.inner.disks.states();
-    let disks_ok = disks.iter().all(|d| !d.low);
+    let mut disks = app.inner.disks.states();
+    // The embedded store keeps its own room on the data disk, reserve or not.
+    if health.as_ref().err().and_then(crate::store::StoreError::full_disk) == Some("data") {
+        disks.iter_mut().filter(|d| d.name == "data").for_each(|d| d.full = true);
+    }
+    let disks_ok = disks.iter().all(|d| !d.low && !d.full);
     let status = if store && audit && disks_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let disk_report: serde_json::Map<String, serde_json::Value> =
-        disks.iter().map(|d| (d.name.to_owned(), (if d.low { "low" } else { "ok" }).into())).collect();
+        disks.iter().map(|d| (d.name.to_owned(), d.label().into())).collect();
     response::json(
         status,
         &serde_json::json!({

@@ -283,8 +283,8 @@ impl App {
                     tracing::error!(request_id = %info.id, error = %error, source = ?std::error::Error::source(&error), route, "request failed");
                 }
                 let denial = match &error {
-                    _ if matches!(error.store_error(), Some(crate::store::StoreError::Full(_))) => {
-                        self.inner.metrics.insufficient_storage("database");
+                    _ if let Some(disk) = error.store_error().and_then(crate::store::StoreError::full_disk) => {
+                        self.inner.metrics.insufficient_storage(disk);
                         None
                     }
                     // The store failing is not the caller's fault: no auth failure counted.
