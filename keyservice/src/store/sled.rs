@@ -640,7 +640,10 @@ fn commit_loop(queue: &mpsc::Receiver<Job>, trees: &Trees, durability: &mut Dura
             answers.push((reply, result));
         }
         let mut unavailable = None;
-        if !poisoned {
+        // A batch whose every write was refused for want of room flushes nothing: sled
+        // may hold pages that reads consolidated, and writing them out now could meet
+        // the full disk that refused the batch.
+        if !poisoned && budget.admitted_any() {
             match durability.sync() {
                 Ok(()) => {}
                 Err(SyncFailure::Transient(error)) => {
@@ -699,7 +702,9 @@ impl Op {
             Op::DeleteKeys(_) | Op::Erase(_) => (records(4), upkeep),
             Op::Remove(doomed) => (records(doomed.len()), upkeep),
             Op::PurgeAccesses(keys) => (records(keys.len()), upkeep),
-            Op::Snapshot | Op::Flush => return None,
+            // A flush writes out whatever is pending.
+            Op::Flush => (0, upkeep),
+            Op::Snapshot => return None,
         })
     }
 }

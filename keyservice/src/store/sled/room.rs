@@ -90,8 +90,8 @@ impl Room {
     /// limited here: its writes meet the file system's own answer.
     pub fn budget(&self) -> Budget {
         match crate::disk::free_bytes(&self.dir) {
-            Ok(free) => Budget { free, needed: self.needed(), spent: 0 },
-            Err(_) => Budget { free: u64::MAX, needed: 0, spent: 0 },
+            Ok(free) => Budget { free, needed: self.needed(), spent: 0, admitted: false },
+            Err(_) => Budget { free: u64::MAX, needed: 0, spent: 0, admitted: false },
         }
     }
 
@@ -114,6 +114,8 @@ pub struct Budget {
     free: u64,
     needed: u64,
     spent: u64,
+    /// Whether any write was admitted.
+    admitted: bool,
 }
 
 impl Budget {
@@ -131,7 +133,13 @@ impl Budget {
             return Err(NoRoom { free: self.free, needed });
         }
         self.spent += cost;
+        self.admitted = true;
         Ok(())
+    }
+
+    /// Whether any write of the batch was admitted (and so needs flushing).
+    pub fn admitted_any(&self) -> bool {
+        self.admitted
     }
 }
 
@@ -233,9 +241,11 @@ mod tests {
         // A refused write takes nothing: a smaller one still fits.
         assert_eq!(budget.spend(100, Kind::Growth), Ok(()));
         // Upkeep goes on into the margin that growth keeps.
-        let mut near = Budget { free: 10 * GROWTH_MARGIN, needed: 9 * GROWTH_MARGIN, spent: 0 };
+        let mut near = Budget { free: 10 * GROWTH_MARGIN, needed: 9 * GROWTH_MARGIN, spent: 0, admitted: false };
         assert!(near.spend(0, Kind::Growth).is_err());
+        assert!(!near.admitted_any(), "a refused write needs no flush");
         assert_eq!(near.spend(0, Kind::Upkeep), Ok(()));
+        assert!(near.admitted_any());
         assert!(near.spend(GROWTH_MARGIN, Kind::Upkeep).is_err(), "but not below the room to reopen");
     }
 }
