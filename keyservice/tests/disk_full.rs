@@ -6,53 +6,17 @@
 
 #[path = "support/binary.rs"]
 mod binary;
+#[path = "support/disks.rs"]
+mod disks;
 #[path = "support/postgres.rs"]
 mod pg;
 mod support;
-#[path = "support/tmpfs.rs"]
-mod tmpfs;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use disks::{Tmpfs, config_file, every_acknowledged_key_reads_back, restart, terminate};
 use support::*;
-use tmpfs::Tmpfs;
-
-/// A config for the binary with the data in `data`, the audit log in `audit` and the
-/// ledger in `ledger`, and `extra` settings.
-fn config_file(dir: &Path, data: &Path, audit: &Path, ledger: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("keyservice.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmaster_key_file = {:?}\nerasure_ledger_file = {:?}\nadmin_socket = {:?}\naudit_log_file = {:?}\nshutdown_grace_secs = 2\ninit_per_minute = 100000\n{extra}\n{}",
-        data.join("data").display().to_string(),
-        dir.join("master.key").display().to_string(),
-        ledger.join("erasures.jsonl").display().to_string(),
-        dir.join("admin.sock").display().to_string(),
-        audit.join("audit.jsonl").display().to_string(),
-        shop_toml("127.0.0.1/32"),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Starts the binary on `config`, past the second its last run may have served (the
-/// replay floor refuses requests dated in it).
-fn restart(config: &Path) -> binary::Serving {
-    std::thread::sleep(Duration::from_millis(1100));
-    binary::serve(&["serve", "--config", config.to_str().unwrap()], &[])
-}
-
-/// Sends SIGTERM; returns how long the process took to exit.
-fn terminate(server: &mut binary::Serving) -> Duration {
-    let started = Instant::now();
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(40), "SIGTERM did not stop the server");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    started.elapsed()
-}
 
 /// Each request gets an answer within this, full disk or not.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
@@ -85,22 +49,6 @@ async fn fill_with_keys(addr: std::net::SocketAddr) -> (Vec<(Device, Vec<u8>)>, 
         acknowledged.push((device, key));
     }
     panic!("the disk never filled");
-}
-
-async fn every_acknowledged_key_reads_back(acknowledged: &[(Device, Vec<u8>)], addr: std::net::SocketAddr) {
-    for (device, key) in acknowledged {
-        let device = Device { addr, ..device.clone() };
-        let mut got = timed("get", device.get("/key")).await;
-        if got.status == 401 && got.error() == "stale_date" {
-            // A stop that could not store its exact replay floor leaves the reserved one,
-            // a few seconds ahead: wait it out as a client does, by the Retry-After.
-            let wait: u64 = got.header("retry-after").parse().unwrap();
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            got = timed("get", device.get("/key")).await;
-        }
-        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
-        assert!(got.body.as_ref() == key.as_slice(), "an acknowledged key came back different");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

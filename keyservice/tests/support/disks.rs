@@ -1,9 +1,72 @@
-//! A small tmpfs mounted for one test (the tests run as root, as CI does), to fill a
-//! disk for real.
+//! Disks that fill for real: a small tmpfs mounted for one test (the tests run as root,
+//! as CI does), the server's config with its files on them, and the checks every
+//! full-disk test ends with.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::binary;
+use crate::support::{Device, shop_toml};
+
+/// A config for the binary with the data under `data`, the audit log in `audit`, the
+/// ledger in `ledger`, the rest in `dir`, and `extra` settings; named after `data`'s
+/// directory, so that several can share `dir`.
+pub fn config_file(dir: &Path, data: &Path, audit: &Path, ledger: &Path, extra: &str) -> PathBuf {
+    let path = dir.join(format!("keyservice-{}.toml", data.file_name().unwrap_or_default().to_string_lossy()));
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nmaster_key_file = {:?}\nerasure_ledger_file = {:?}\nadmin_socket = {:?}\naudit_log_file = {:?}\nshutdown_grace_secs = 2\ninit_per_minute = 100000\n{extra}\n{}",
+        data.join("data").display().to_string(),
+        dir.join("master.key").display().to_string(),
+        ledger.join("erasures.jsonl").display().to_string(),
+        dir.join("admin.sock").display().to_string(),
+        audit.join("audit.jsonl").display().to_string(),
+        shop_toml("127.0.0.1/32"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the binary on `config`, past the second its last run may have served (the
+/// replay floor refuses requests dated in it).
+pub fn restart(config: &Path) -> binary::Serving {
+    std::thread::sleep(Duration::from_millis(1100));
+    binary::serve(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+/// Sends SIGTERM; returns how long the process took to exit.
+pub fn terminate(server: &mut binary::Serving) -> Duration {
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(40), "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// Reads every acknowledged key back through `addr`, byte for byte.
+pub async fn every_acknowledged_key_reads_back(acknowledged: &[(Device, Vec<u8>)], addr: SocketAddr) {
+    let get = |device: &Device| {
+        let device = device.clone();
+        async move { tokio::time::timeout(Duration::from_secs(15), device.get("/key")).await.expect("a read is answered") }
+    };
+    for (device, key) in acknowledged {
+        let device = Device { addr, ..device.clone() };
+        let mut got = get(&device).await;
+        if got.status == 401 && got.error() == "stale_date" {
+            // A stop that could not store its exact replay floor leaves the reserved one,
+            // a few seconds ahead: wait it out as a client does, by the Retry-After.
+            let wait: u64 = got.header("retry-after").parse().unwrap();
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            got = get(&device).await;
+        }
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        assert!(got.body.as_ref() == key.as_slice(), "an acknowledged key came back different");
+    }
+}
 
 /// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
 pub struct Tmpfs {
