@@ -344,6 +344,68 @@ async fn get_output_is_private_even_over_an_existing_file() {
     }
 }
 
+/// `-o` at what is not a regular file: a device and a FIFO are written in place and stay
+/// what they were (replacing `/dev/null` as root broke the machine); a symbolic link,
+/// dangling or not, is refused and nothing is written through it.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn get_output_writes_devices_and_fifos_in_place_and_refuses_links() {
+    use std::os::unix::fs::FileTypeExt;
+    let (_server, dir, url) = server().await;
+    let (init, session) = connect(&url, "special-files").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+    let key = dir.path().join("key.bin");
+    std::fs::write(&key, b"special key").unwrap();
+    assert_eq!(cli(&["--url", &url, "put", key.to_str().unwrap()], &device, b"").await.code, 0);
+    let get_to = |path: std::path::PathBuf| {
+        let url = url.clone();
+        let device = device.map(|(k, v)| (k, v.to_owned()));
+        async move {
+            let env: Vec<(&str, &str)> = device.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            cli(&["--url", &url, "get", "-o", path.to_str().unwrap()], &env, b"").await
+        }
+    };
+
+    // A character device of its own (the tests run as root): the null device's numbers.
+    let null = dir.path().join("null");
+    assert!(Command::new("mknod").arg(&null).args(["c", "1", "3"]).status().unwrap().success());
+    let run = get_to(null.clone()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(std::fs::symlink_metadata(&null).unwrap().file_type().is_char_device(), "the device was replaced");
+
+    // A FIFO: the key goes to whoever reads it, and the FIFO stays one.
+    let fifo = dir.path().join("pipe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let run = get_to(fifo.clone()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(reader.join().unwrap(), b"special key");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+    // Symbolic links, to a file and to nowhere: refused, nothing written through them.
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"somebody else's file").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    for path in [&link, &dangling] {
+        let run = get_to(path.clone()).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("is a symbolic link"), "{}", run.stderr);
+        assert!(std::fs::symlink_metadata(path).unwrap().file_type().is_symlink());
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"somebody else's file");
+    assert!(!dir.path().join("nowhere").exists());
+
+    // A directory: refused.
+    let run = get_to(dir.path().to_path_buf()).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_failure_says_why() {
     // A TLS server whose certificate is self-signed and used as its own CA: rustls

@@ -109,7 +109,9 @@ enum Command {
         /// Read this version instead of the latest.
         #[arg(long, value_name = "N")]
         version: Option<u64>,
-        /// Write the key here (created with mode 0600) [default: standard output].
+        /// Write the key here: a new file, or a regular file replaced, with mode 0600; a
+        /// device or FIFO is written as it is; a symbolic link is refused [default:
+        /// standard output].
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Unwrap a key stored with `put --passphrase-file` with the passphrase in FILE.
@@ -456,10 +458,38 @@ fn to_json(value: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// Writes `bytes` to `path` with mode 0600, also over an existing file of another mode:
-/// through a new private file beside it, renamed into place.
+/// Writes the key to `path`, by what `path` is now:
+/// - nothing, or a regular file: a new private (0600) file beside it, synced and renamed
+///   into place, so a reader never sees half a key and an existing file of a looser mode
+///   does not keep its mode;
+/// - a device, FIFO or socket (`/dev/null`, `/dev/stdout`, a pipe to another program):
+///   written as it is, never replaced: renaming over `/dev/null` as root would turn it
+///   into a regular file for the whole machine;
+/// - a symbolic link: refused (exit 2). Following it would write wherever the link
+///   points, which in a shared directory may be somebody else's choice; name the file
+///   itself.
+/// - a directory: refused (exit 2).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let cannot = |e| Failure::io(&format!("cannot write {}", path.display()), e);
+    match std::fs::symlink_metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(cannot(error)),
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            return Err(Failure::usage(format!(
+                "{} is a symbolic link; give the path of the file itself (-o does not follow links)",
+                path.display()
+            )));
+        }
+        Ok(metadata) if metadata.is_dir() => {
+            return Err(Failure::usage(format!("{} is a directory; give a file name", path.display())));
+        }
+        Ok(metadata) if !metadata.is_file() => {
+            // A device, FIFO or socket: write to it, never replace it.
+            let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(cannot)?;
+            return file.write_all(bytes).and_then(|()| file.flush()).map_err(cannot);
+        }
+        Ok(_) => {}
+    }
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
