@@ -12,6 +12,8 @@
 //! Every other key is optional; each field of [`Config`] documents its default. Unknown
 //! keys are errors, so a misspelt limit cannot silently fall back to its default.
 
+mod describe;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -361,7 +363,7 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let mut file: FileConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe_toml_error(&text, &e)))?;
+            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe::describe(&text, &e)))?;
         if data_dir.is_some() {
             file.data_dir = data_dir;
         }
@@ -386,7 +388,7 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first field that is wrong.
     pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(describe_toml_error(text, &e)))?;
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(describe::describe(text, &e)))?;
         file.validate(&env)
     }
 
@@ -1045,32 +1047,6 @@ fn read_secret(
         (None, None, None) => return Ok(None),
     };
     Ok(Some(read))
-}
-
-/// The TOML parser's message and position, without the source line it would quote and
-/// without quoted values (a secret written with the wrong type would otherwise show).
-fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let mut message = String::new();
-    let mut quoted = false;
-    for c in error.message().chars() {
-        if c == '`' {
-            quoted = !quoted;
-            message.push_str(if quoted { "`…" } else { "`" });
-        } else if !quoted {
-            message.push(c);
-        }
-    }
-    // Field names in "unknown field" and "missing field" messages are safe to show.
-    if error.message().starts_with("unknown field") || error.message().starts_with("missing field") {
-        message = error.message().to_owned();
-    }
-    match error.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {}", message.trim_end())
-        }
-        None => message.trim_end().to_owned(),
-    }
 }
 
 #[cfg(test)]

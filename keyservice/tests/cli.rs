@@ -53,6 +53,37 @@ fn an_invalid_config_names_the_field_and_exits_2() {
     assert_eq!(code, 2, "{stderr}");
 }
 
+/// A value written where another type belongs, or a URL where a table belongs, may be
+/// a secret: the message names the key and the line, never the value (it goes to the
+/// journal under systemd).
+#[test]
+fn config_errors_name_the_key_and_line_and_never_show_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyservice.toml");
+    let cases = [
+        (
+            "[namespaces.shop]\nallow = [\"127.0.0.1/32\"]\ncredentials = \"Fj3kQx9SecretValue\"\n",
+            "line 3, `namespaces.shop.credentials`",
+        ),
+        ("listen = \"127.0.0.1:0\"\nstorage = \"postgres://ks:Hunter2Password@db/ks\"\n", "line 2, `storage`"),
+        ("min_free_bytes = \"Hunter2Password\"\n", "line 1, `min_free_bytes`"),
+        (
+            "[[namespaces.shop.credentials]]\nkey_id = \"rs-1\"\nsecret = 98765432109876543210\n",
+            "`namespaces.shop.credentials[].secret`",
+        ),
+        ("listen = \"127.0.0.1:0\nsecret = 'Hunter2Password'\n", "line 1"),
+    ];
+    for (text, names) in cases {
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = run(&["serve", "--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(names), "{err}");
+        for value in ["Fj3kQx9", "Hunter2", "98765432109876543210"] {
+            assert!(!err.contains(value) && !out.contains(value), "{err}");
+        }
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let (code, _, _) = run(&["serve", "--no-such-flag"], &[]);
