@@ -67,7 +67,7 @@ start)
     run_as sh -c "umask 077; cat >'$home/password'" <"$dir/password"
     run_as "$bin/initdb" -D "$home/data" -U postgres --pwfile="$home/password" --auth=scram-sha-256 \
         --encoding=UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
-        { cat "$dir/initdb.log" >&2; exit 1; }
+        { cat "$dir/initdb.log" >&2; rm -rf "$home"; exit 1; }
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     run_as sh -c "cat >>'$home/data/postgresql.conf'" <<EOF
 listen_addresses = '127.0.0.1'
@@ -88,7 +88,7 @@ EOF
             run_as sh -c "cat >'$home/data/pg_hba.conf'"
     fi
     run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
-        { cat "$home/server.log" >&2; exit 1; }
+        { cat "$home/server.log" >&2; rm -rf "$home"; exit 1; }
     echo "$port" >"$dir/port"
     echo "$bin" >"$dir/bin"
     if [[ -n "$watch_pid" ]]; then
