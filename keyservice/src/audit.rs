@@ -522,9 +522,9 @@ fn last_line(path: &Path) -> std::io::Result<Option<String>> {
 
 /// Where a log's chain breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: line {line}: {reason}")]
+#[error("{file}: {}{reason}", if *line == 0 { String::new() } else { format!("line {line}: ") })]
 pub struct ChainBreak {
-    /// 1-based line number.
+    /// 1-based line number; 0 when the file itself could not be read.
     pub line: u64,
     /// The file.
     pub file: String,
@@ -579,7 +579,11 @@ pub fn verify(path: &Path) -> Result<u64, ChainBreak> {
 ///
 /// The first break, naming its file and line.
 pub fn verify_series(paths: &[PathBuf]) -> Result<Verified, ChainBreak> {
-    let io = |file: &str, e: std::io::Error| ChainBreak { line: 0, file: file.to_owned(), reason: e.to_string() };
+    let io = |file: &str, e: std::io::Error| ChainBreak {
+        line: 0,
+        file: file.to_owned(),
+        reason: format!("cannot read it: {e}"),
+    };
     let mut files = Vec::new();
     for path in paths {
         let file = path.display().to_string();

@@ -85,6 +85,15 @@ fn config_errors_name_the_key_and_line_and_never_show_a_value() {
 }
 
 #[test]
+fn audit_verify_of_a_missing_file_says_it_cannot_read_it() {
+    let (code, out, err) = run(&["audit", "verify", "/nonexistent/audit.jsonl"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let said = format!("{out}{err}");
+    assert!(said.contains("/nonexistent/audit.jsonl: cannot read it"), "{said}");
+    assert!(!said.contains("line 0"), "{said}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let (code, _, _) = run(&["serve", "--no-such-flag"], &[]);
     assert_eq!(code, 2);
@@ -136,6 +145,13 @@ async fn dev_mode_prints_a_credential_that_works() {
     .await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert!(server.stdout[1].contains("keyservice-dev-"), "{}", server.stdout[1]);
+
+    // Stopped as an operator stops it, it leaves no directory (and no master key) behind.
+    let data = std::path::PathBuf::from(server.stdout[1].rsplit(' ').next().unwrap());
+    let temporary = data.parent().unwrap().to_path_buf();
+    assert!(temporary.exists());
+    drop(server);
+    assert!(!temporary.exists(), "{} was left behind", temporary.display());
 }
 
 #[test]

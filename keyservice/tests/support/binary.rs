@@ -26,6 +26,10 @@ pub struct Serving {
     pub later_stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Every line the server has logged so far.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Stopped with SIGTERM on drop (SIGKILL only if that takes over 5 s): a `--dev`
+    /// server removes its temporary directory, master key included, only when it stops
+    /// itself.
+    pub graceful: bool,
 }
 
 impl Serving {
@@ -39,6 +43,13 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
+        if self.graceful && self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && self.child.try_wait().is_ok_and(|status| status.is_none()) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -102,7 +113,15 @@ fn serve_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
             collected.lock().unwrap().push(line);
         }
     });
-    Serving { child, addr: addr.expect("the server logged its address"), stdout: stdout_lines, later_stdout, logs }
+    let graceful = args.contains(&"--dev");
+    Serving {
+        child,
+        addr: addr.expect("the server logged its address"),
+        stdout: stdout_lines,
+        later_stdout,
+        logs,
+        graceful,
+    }
 }
 
 /// Writes `dir/keyservice.toml`: every file the server keeps under `dir` (data, master
