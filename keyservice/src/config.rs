@@ -64,8 +64,9 @@ pub struct Config {
     /// Failed authentications per minute from one client address before its signed
     /// requests are refused for a while (`auth_failures_per_minute`). Default 20.
     pub auth_failures_per_minute: NonZeroU32,
-    /// Most init tokens pending at once; beyond, `/init` answers 503 rather than evict
-    /// live tokens (`max_pending_inits`). Default 100,000.
+    /// Most init tokens pending at once (`max_pending_inits`). When full, a new `/init`
+    /// takes the place of the oldest pending token of the network holding the most, and
+    /// only that network itself is refused (503). Default 100,000.
     pub max_pending_inits: u64,
     /// The audit trail (`audit_log_file`): one hash-chained JSON line per security
     /// event. Default `<data_dir>.audit.jsonl`.
