@@ -428,6 +428,39 @@ async fn a_tls_failure_says_why() {
     assert!(run.stderr.contains("a CA certificate"), "and what it means: {}", run.stderr);
 }
 
+/// Pointed at the wrong thing, the CLI says what to check, and a wrong URL has an exit
+/// code of its own, so a script can tell it from a user with no key (4).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_url_or_scheme_says_what_to_check() {
+    let (_server, _dir, url) = server().await;
+    let (init, session) = connect(&url, "misdirected").await;
+    let device = [("KEYSERVICE_INIT_TOKEN", init.as_str()), ("KEYSERVICE_SESSION_TOKEN", session.as_str())];
+    assert_fails(&cli(&["--url", &url, "get"], &device, b"").await, 4, "no_key");
+    let prefixed = cli(&["--url", &format!("{url}/keyservice"), "get"], &device, b"").await;
+    assert_fails(&prefixed, 7, "not an answer of keyservice's API");
+    let prefixed = cli(&["--url", &format!("{url}/keyservice"), "init"], &[], b"").await;
+    assert_fails(&prefixed, 7, "without a path");
+
+    // https:// to a plain HTTP port.
+    let https = url.replace("http://", "https://");
+    assert_fails(&cli(&["--url", &https, "init"], &[], b"").await, 5, "use an http:// URL");
+
+    // http:// to a TLS port.
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let files = keyservice::tls::TlsFiles { cert_file: dir.path().join("c.pem"), key_file: dir.path().join("k.pem") };
+    std::fs::write(&files.cert_file, cert.pem()).unwrap();
+    std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
+    let mut config = config(dir.path());
+    config.tls = Some(files);
+    let tls = TestServer::start_sled(config).await;
+    let plain = format!("http://localhost:{}", tls.addr.port());
+    assert_fails(&cli(&["--url", &plain, "--allow-http", "init"], &[], b"").await, 5, "use an https:// URL");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_certificate_recipe_works() {
     let dir = tempfile::tempdir().unwrap();

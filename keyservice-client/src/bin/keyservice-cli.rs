@@ -7,8 +7,9 @@
 //! `--session-token-file`.
 //!
 //! Exit codes: 0 success; 1 any other failure; 2 usage error; 3 authentication or
-//! authorization refused (401, 403); 4 not found (404, 410); 5 network failure or
-//! timeout; 6 precondition failed (412).
+//! authorization refused (401, 403); 4 not found (404, 410: no such key, version or init
+//! token); 5 network failure or timeout; 6 precondition failed (412); 7 not a keyservice
+//! answer (a URL with a path, the metrics port, another server).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,12 +27,13 @@ const EXIT_AUTH: u8 = 3;
 const EXIT_NOT_FOUND: u8 = 4;
 const EXIT_NETWORK: u8 = 5;
 const EXIT_PRECONDITION: u8 = 6;
+const EXIT_NOT_KEYSERVICE: u8 = 7;
 
 /// Command-line client of keyservice, for both a device and a Real Service.
 ///
 /// Exit codes: 0 success, 1 other failure, 2 usage error, 3 authentication or
-/// authorization refused, 4 not found, 5 network failure or timeout, 6 precondition
-/// failed.
+/// authorization refused, 4 not found (no such key, version or init token), 5 network
+/// failure or timeout, 6 precondition failed, 7 not a keyservice answer (check --url).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -206,7 +208,11 @@ impl From<wrap::WrapError> for Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
+        // keyservice answers `not_found` only for a route it does not have: the URL
+        // carries a path, or leads to the metrics listener.
+        let wrong_url = error.code() == Some("not_found") || error.kind() == ErrorKind::InvalidResponse;
         let code = match error.kind() {
+            _ if wrong_url => EXIT_NOT_KEYSERVICE,
             ErrorKind::Unauthorized | ErrorKind::Forbidden => EXIT_AUTH,
             ErrorKind::NotFound => EXIT_NOT_FOUND,
             ErrorKind::Network | ErrorKind::Timeout => EXIT_NETWORK,
@@ -226,7 +232,12 @@ impl From<Error> for Failure {
             }
             source = cause.source();
         }
-        for (cause, hint) in TLS_HINTS {
+        if wrong_url {
+            message.push_str(
+                " (this is not an answer of keyservice's API: give --url the server's root, such as https://keys.example.com, without a path and not the metrics port)",
+            );
+        }
+        for (cause, hint) in HINTS {
             if message.contains(cause) {
                 message.push_str(" (");
                 message.push_str(hint);
@@ -237,8 +248,11 @@ impl From<Error> for Failure {
     }
 }
 
-/// What rustls's certificate refusals mean, for the person reading the error.
-const TLS_HINTS: [(&str, &str); 3] = [
+/// What low-level failures mean, for the person reading the error: rustls's certificate
+/// refusals, and a scheme that does not match the port.
+const HINTS: [(&str, &str); 5] = [
+    ("invalid HTTP version parsed", "the server answered in TLS: use an https:// URL"),
+    ("InvalidContentType", "the server does not speak TLS on this port: use an http:// URL, with --allow-http"),
     (
         "CaUsedAsEndEntity",
         "the server presents a CA certificate as its own; make a CA and a server certificate signed by it, see docs/operations.md",
