@@ -7,8 +7,12 @@
 //! stopped server's new, empty data directory.
 //!
 //! The socket speaks one JSON line each way:
-//! `{"op": "backup", "out": "/path"}` or `{"op": "rotate-master-key", "newKeyFile": "/path"}`,
-//! answered by `{"ok": true|false, "message": "…"}`.
+//! `{"op": "backup"}` or `{"op": "rotate-master-key", "newKeyFile": "/path"}`, answered by
+//! `{"ok": true|false, "message": "…"}`. A backup's answer also says `"bytes": N`, and
+//! the backup's N bytes follow it: the command writes the file itself, as the person
+//! who runs it and where they can write, not where the server may (under the shipped
+//! unit the server cannot write outside its state directories, and its `/tmp` is its
+//! own).
 
 use std::path::{Path, PathBuf};
 
@@ -27,11 +31,8 @@ use crate::store::{SledStore, Store, backup};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
-    /// Write a consistent backup to `out`.
-    Backup {
-        /// Where, on the server's file system.
-        out: PathBuf,
-    },
+    /// Send a consistent backup over the socket.
+    Backup,
     /// Re-wrap the keyring under the key in `new_key_file` (created if absent).
     #[serde(rename_all = "camelCase")]
     RotateMasterKey {
@@ -47,10 +48,21 @@ pub struct AdminResponse {
     pub ok: bool,
     /// What happened, for the operator.
     pub message: String,
+    /// For a backup, the length of the backup that follows the answer line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// What an admin command reports.
 pub type Outcome = Result<String, String>;
+
+/// What the server answers an admin request with.
+pub struct Answer {
+    /// What happened, for the operator.
+    pub message: String,
+    /// Bytes sent after the answer line (a backup).
+    pub payload: Option<Vec<u8>>,
+}
 
 /// Serves the admin socket at `path` until the task is dropped; `ready` learns whether
 /// binding worked.
@@ -115,14 +127,52 @@ async fn answer(stream: UnixStream, app: &App) -> std::io::Result<()> {
         }
         Err(error) => Err(format!("not an admin request: {error}")),
     };
-    let response = match outcome {
-        Ok(message) => AdminResponse { ok: true, message },
-        Err(message) => AdminResponse { ok: false, message },
+    let (response, payload) = match outcome {
+        Ok(Answer { message, payload }) => {
+            let bytes = payload.as_ref().map(|p| p.len() as u64);
+            (AdminResponse { ok: true, message, bytes }, payload.unwrap_or_default())
+        }
+        Err(message) => (AdminResponse { ok: false, message, bytes: None }, Vec::new()),
     };
-    // A struct of a bool and a string always serialises.
+    // A struct of a bool, a string and a number always serialises.
     let mut text = serde_json::to_string(&response).expect("an admin response serialises");
     text.push('\n');
-    write.write_all(text.as_bytes()).await
+    write.write_all(text.as_bytes()).await?;
+    write.write_all(&payload).await
+}
+
+/// Asks the server on the admin socket at `path` for a backup and writes it to `out` as
+/// the caller; `None` when no server answers there.
+pub async fn backup_online(path: &Path, out: &Path) -> Option<Outcome> {
+    let stream = UnixStream::connect(path).await.ok()?;
+    let (read, mut write) = stream.into_split();
+    let broke = |error: std::io::Error| format!("the server's admin socket broke off: {error}");
+    let mut text = serde_json::to_string(&AdminRequest::Backup).expect("an admin request serialises");
+    text.push('\n');
+    if let Err(error) = write.write_all(text.as_bytes()).await {
+        return Some(Err(broke(error)));
+    }
+    let mut read = BufReader::new(read);
+    let mut line = String::new();
+    if let Err(error) = read.read_line(&mut line).await {
+        return Some(Err(broke(error)));
+    }
+    let (message, length) = match serde_json::from_str::<AdminResponse>(&line) {
+        Ok(AdminResponse { ok: true, message, bytes: Some(bytes) }) => (message, bytes),
+        Ok(AdminResponse { ok: false, message, .. }) => return Some(Err(message)),
+        _ => return Some(Err("the server answered something that is not a backup".to_owned())),
+    };
+    let mut bytes = Vec::new();
+    if let Err(error) = read.take(length).read_to_end(&mut bytes).await {
+        return Some(Err(broke(error)));
+    }
+    if bytes.len() as u64 != length {
+        return Some(Err("the server's admin socket broke off in the middle of the backup".to_owned()));
+    }
+    Some(match backup::write_bytes(out, &bytes) {
+        Ok(()) => Ok(format!("wrote {message} to {}", out.display())),
+        Err(error) => Err(error.to_string()),
+    })
 }
 
 /// Sends `request` to the server on the admin socket at `path`; `None` when no server
@@ -141,8 +191,8 @@ pub async fn request(path: &Path, request: &AdminRequest) -> Option<Outcome> {
         return Some(Err(format!("the server's admin socket broke off: {error}")));
     }
     Some(match serde_json::from_str::<AdminResponse>(&line) {
-        Ok(AdminResponse { ok: true, message }) => Ok(message),
-        Ok(AdminResponse { ok: false, message }) => Err(message),
+        Ok(AdminResponse { ok: true, message, .. }) => Ok(message),
+        Ok(AdminResponse { ok: false, message, .. }) => Err(message),
         Err(_) => Err("the server answered something that is not an admin response".to_owned()),
     })
 }
@@ -223,17 +273,21 @@ pub async fn restore(from: &Path, data_dir: &Path, master: &MasterKey) -> Outcom
 
 impl App {
     /// Carries out an admin request on the running server.
-    pub async fn admin(&self, request: AdminRequest) -> Outcome {
+    ///
+    /// # Errors
+    ///
+    /// What went wrong, for the operator.
+    pub async fn admin(&self, request: AdminRequest) -> Result<Answer, String> {
         match request {
-            AdminRequest::Backup { out } => {
+            AdminRequest::Backup => {
                 let entries = self.inner.escrow.store().snapshot().await.map_err(|e| e.to_string())?;
-                let written = backup::write(&out, &entries).map_err(|e| e.to_string())?;
-                Ok(format!("wrote {written} records to {}", out.display()))
+                let message = format!("{} records", entries.len());
+                Ok(Answer { message, payload: Some(backup::encode(&entries)) })
             }
             AdminRequest::RotateMasterKey { new_key_file } => {
                 let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
                 let rotation = self.inner.escrow.rotate_master_key(&new).await.map_err(|e: Error| e.to_string())?;
-                Ok(describe_rotation(&rotation, &new_key_file))
+                Ok(Answer { message: describe_rotation(&rotation, &new_key_file), payload: None })
             }
         }
     }

@@ -371,6 +371,25 @@ impl Config {
         file.validate(&|name: &str| std::env::var(name).ok())
     }
 
+    /// [`Config::load_with_data_dir`] for the operator commands (backup, restore,
+    /// rotation), which never use the namespaces: their credentials are not read, so
+    /// secrets kept in the environment of `serve` alone need not be present.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first field that is wrong.
+    pub fn load_for_operator(path: &Path, data_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe::describe(&text, &e)))?;
+        if data_dir.is_some() {
+            file.data_dir = data_dir;
+        }
+        file.namespaces.clear();
+        file.validate(&|name: &str| std::env::var(name).ok())
+    }
+
     /// The built-in defaults, with the data (and the files beside it) in `data_dir`.
     pub fn for_data_dir(data_dir: PathBuf) -> Self {
         Self {

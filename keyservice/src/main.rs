@@ -80,7 +80,7 @@ struct StoreArgs {
     #[arg(long, env = "KEYSERVICE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data directory; overrides the file's `data_dir` [default: ./keyservice-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "KEYSERVICE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
@@ -146,8 +146,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Backup { out, store } => operate(store.config, store.data_dir, |config| async move {
-            let request = admin::AdminRequest::Backup { out: absolute(&out) };
-            match admin::request(&config.admin_socket, &request).await {
+            match admin::backup_online(&config.admin_socket, &out).await {
                 Some(outcome) => Ok(outcome?),
                 None => {
                     existing_store(&config)?;
@@ -209,7 +208,12 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = Result<String, Failure>>,
 {
-    let config = match load_config(config_path.as_deref(), data_dir) {
+    // The operator commands read what they use: not the namespaces' credentials.
+    let loaded = match config_path.as_deref() {
+        Some(path) => Config::load_for_operator(path, data_dir),
+        None => load_config(None, data_dir),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");

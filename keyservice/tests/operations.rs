@@ -108,6 +108,48 @@ async fn backup_while_serving_then_wipe_and_restore_every_key() {
     assert!(err.contains("not empty"), "{err}");
 }
 
+/// The backup file is written by whoever runs `keyservice backup`, where they can write:
+/// not by the server's process, which runs as another user (and, under the shipped
+/// unit, cannot write outside its state directories). And the command reads only what
+/// it uses: a namespace secret kept in the server's environment alone is not needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_is_written_by_the_caller_and_needs_no_namespace_secret() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let namespaces = format!(
+        "[namespaces.{NAMESPACE}]\nallow = [\"127.0.0.1/32\"]\ncredentials = [{{ key_id = \"{KEY_ID}\", secret_env = \"KS_TEST_SHOP_SECRET\" }}]\n"
+    );
+    let config = write_config(dir.path(), &namespaces);
+    assert!(Command::new("chown").args(["-R", "65534:65534"]).arg(dir.path()).status().unwrap().success());
+    let server =
+        binary::serve_as_nobody(&["serve", "--config", config.to_str().unwrap()], &[("KS_TEST_SHOP_SECRET", SECRET)]);
+    let devices = populate(server.addr).await;
+
+    // A directory only the caller (root) may write in: the server could not.
+    let mine = tempfile::tempdir().unwrap();
+    let out = mine.path().join("keys.backup");
+    let (code, stdout, err) =
+        keyservice(&["backup", "--out", out.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(stdout.contains("wrote") && stdout.contains("records"), "{stdout}");
+    let metadata = std::fs::metadata(&out).unwrap();
+    assert_eq!((metadata.uid(), metadata.mode() & 0o777), (0, 0o600), "the caller's own private file");
+    assert!(keyservice::store::backup::read(&out).unwrap().len() >= devices.len());
+    stop(server);
+
+    // Stopped: KEYSERVICE_DATA_DIR names the store, as it does for serve.
+    let offline = mine.path().join("offline.backup");
+    let (code, stdout, err) = run(
+        &["backup", "--out", offline.to_str().unwrap()],
+        &[("KEYSERVICE_DATA_DIR", dir.path().join("data").to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{stdout}{err}");
+    let online = keyservice::store::backup::read(&out).unwrap();
+    let offline = keyservice::store::backup::read(&offline).unwrap();
+    let keys = |entries: &[(String, Vec<u8>, Vec<u8>)]| entries.iter().filter(|(t, _, _)| t == "key").count();
+    assert_eq!(keys(&offline), keys(&online), "the same keys, from the same store");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_with_another_master_key_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();

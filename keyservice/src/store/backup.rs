@@ -42,7 +42,12 @@ pub enum BackupError {
 ///
 /// [`BackupError::Io`].
 pub fn write(path: &Path, entries: &[SnapshotEntry]) -> Result<u64, BackupError> {
-    let io = |source| BackupError::Io { path: path.to_path_buf(), source };
+    write_bytes(path, &encode(entries))?;
+    Ok(entries.len() as u64)
+}
+
+/// The backup file's bytes for `entries`.
+pub fn encode(entries: &[SnapshotEntry]) -> Vec<u8> {
     let mut bytes =
         Vec::with_capacity(64 + entries.iter().map(|(t, k, v)| 9 + t.len() + k.len() + v.len()).sum::<usize>());
     bytes.extend_from_slice(MAGIC);
@@ -59,7 +64,19 @@ pub fn write(path: &Path, entries: &[SnapshotEntry]) -> Result<u64, BackupError>
     bytes.extend_from_slice(&(entries.len() as u64).to_be_bytes());
     let digest = Sha256::digest(&bytes);
     bytes.extend_from_slice(&digest);
+    bytes
+}
 
+/// Writes a backup's `bytes` (as [`encode`] made them, perhaps in another process) to
+/// `path` atomically: mode 0600, beside it first, fsynced, renamed into place.
+///
+/// # Errors
+///
+/// [`BackupError::Io`]; [`BackupError::Invalid`] for bytes that are not a whole backup,
+/// which are not written.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io { path: path.to_path_buf(), source };
+    parse(bytes).ok_or_else(|| BackupError::Invalid(path.to_path_buf()))?;
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -68,12 +85,12 @@ pub fn write(path: &Path, entries: &[SnapshotEntry]) -> Result<u64, BackupError>
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&partial).map_err(io)?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io)?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io)?;
     std::fs::rename(&partial, path).map_err(io)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     }
-    Ok(entries.len() as u64)
+    Ok(())
 }
 
 /// Reads and checks a backup file.

@@ -68,6 +68,14 @@ pub fn serve_after(setup: &str, args: &[&str], envs: &[(&str, &str)]) -> Serving
     serve_command(command, args, envs)
 }
 
+/// Starts the binary with `args` as the unprivileged user `nobody` (the tests run as
+/// root), as a service account would run it.
+pub fn serve_as_nobody(args: &[&str], envs: &[(&str, &str)]) -> Serving {
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+    serve_command(command, args, envs)
+}
+
 fn serve_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> Serving {
     let mut child = command
         .args(args)
