@@ -285,9 +285,20 @@ impl App {
                 Ok(Answer { message, payload: Some(backup::encode(&entries)) })
             }
             AdminRequest::RotateMasterKey { new_key_file } => {
-                let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
+                let (new, created) = MasterKey::load_or_create_telling(&new_key_file).map_err(|e| e.to_string())?;
                 let rotation = self.inner.escrow.rotate_master_key(&new).await.map_err(|e: Error| e.to_string())?;
-                Ok(Answer { message: describe_rotation(&rotation, &new_key_file), payload: None })
+                let whose = if created {
+                    "created by the server, as its own user, so that it can read it"
+                } else {
+                    "read by the server"
+                };
+                let message = format!(
+                    "{}; the new key (fingerprint {}) is at {} on the server's file system, {whose}",
+                    describe_rotation(&rotation, &new_key_file),
+                    new.fingerprint(),
+                    new_key_file.display()
+                );
+                Ok(Answer { message, payload: None })
             }
         }
     }

@@ -28,6 +28,9 @@ enum Command {
     /// Audit-trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Master-key tools.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
     /// Write a consistent backup of the store (records stay sealed), through the running
     /// server's admin socket, or directly when the server is stopped.
     Backup {
@@ -70,6 +73,19 @@ enum AuditCommand {
         /// The audit log and any files rotated from it (`<log>.<seq>`), in any order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Print a master key's fingerprint (its public id, the one logs and errors name):
+    /// of FILE, or else of the configured key (`KEYSERVICE_MASTER_KEY`, or
+    /// `master_key_file`). Never prints the key.
+    Fingerprint {
+        /// A master key file.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -124,6 +140,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::MasterKey(MasterKeyCommand::Fingerprint { file, store }) => {
+            operate(store.config, store.data_dir, |config| async move {
+                let (key, source) = match &file {
+                    Some(path) => (MasterKey::load(path), path.display().to_string()),
+                    None => (load_master_key(&config, false), master_key_source(&config)),
+                };
+                let key = key.map_err(|e| Failure::Usage(e.to_string()))?;
+                Ok(format!("{}  {source}", key.fingerprint()))
+            })
+        }
         Command::Audit(AuditCommand::Verify { files }) => match keyservice::audit::verify_series(&files) {
             Ok(verified) => {
                 let range = match verified.last_seq {
@@ -166,8 +192,16 @@ fn main() -> ExitCode {
                     None => {
                         existing_store(&config)?;
                         let current = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
-                        let new = MasterKey::load_or_create(&new_key_file).map_err(|e| e.to_string())?;
-                        Ok(admin::rotate_offline(&config, &current, &new, &new_key_file).await?)
+                        let (new, created) =
+                            MasterKey::load_or_create_telling(&new_key_file).map_err(|e| e.to_string())?;
+                        #[cfg(unix)]
+                        if created {
+                            give_to_current_owner(&new_key_file, &config.master_key_file)?;
+                        }
+                        #[cfg(not(unix))]
+                        let _ = created;
+                        let message = admin::rotate_offline(&config, &current, &new, &new_key_file).await?;
+                        Ok(format!("{message} (old key {}, new key {})", current.fingerprint(), new.fingerprint()))
                     }
                 }
             })
@@ -390,8 +424,27 @@ async fn run(
     let shutdown = shutdown_signal();
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let master = load_master_key(&config, true)?;
-    tracing::info!(master_key = %hex_id(&master), "master key loaded");
+    let master = match std::env::var(MASTER_KEY_ENV) {
+        Ok(hex) => {
+            let master = MasterKey::from_hex(&hex, MASTER_KEY_ENV)?;
+            tracing::info!(fingerprint = %master.fingerprint(), source = MASTER_KEY_ENV, "master key loaded");
+            master
+        }
+        Err(_) => {
+            let path = &config.master_key_file;
+            let (master, created) = MasterKey::load_or_create_telling(path)?;
+            if created {
+                tracing::warn!(
+                    fingerprint = %master.fingerprint(),
+                    path = %path.display(),
+                    "created a new master key: back this file up offline, apart from the data and its backups; without it nothing in the store can be read"
+                );
+            } else {
+                tracing::info!(fingerprint = %master.fingerprint(), path = %path.display(), "master key loaded");
+            }
+            master
+        }
+    };
     let store = keyservice::store::open(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
         if error.is_configuration() {
             Box::new(Misconfigured(error.to_string()))
@@ -401,7 +454,17 @@ async fn run(
             Box::new(error)
         }
     })?;
-    let app = App::new(&config, store, &master).await?;
+    let app = App::new(&config, store, &master).await.map_err(|error| -> Box<dyn std::error::Error> {
+        match &error {
+            keyservice::Error::Vault(keyservice::crypto::vault::VaultError::WrongMasterKey { stored, .. }) => {
+                Box::new(Misconfigured(format!(
+                    "{error}. Point {} at the key with fingerprint {stored}: after a rotation, that is the new key file it was given; `keyservice master-key fingerprint FILE` prints a file's fingerprint",
+                    master_key_source(&config)
+                )))
+            }
+            _ => Box::new(error),
+        }
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -482,16 +545,38 @@ fn init_logging(
 
 /// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
 /// when absent only if `create`).
+/// Where the configured master key comes from, for messages.
+fn master_key_source(config: &Config) -> String {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        MASTER_KEY_ENV.to_owned()
+    } else {
+        format!("master_key_file ({})", config.master_key_file.display())
+    }
+}
+
+/// Gives a master key file this command just created to the owner of the current key
+/// file, when they differ (root rotating the key of a server that runs as its own user):
+/// otherwise the server could not read its new key at the next start.
+#[cfg(unix)]
+fn give_to_current_owner(new_key_file: &std::path::Path, current: &std::path::Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(new), Ok(current_meta)) = (std::fs::metadata(new_key_file), std::fs::metadata(current)) else {
+        return Ok(());
+    };
+    if new.uid() == 0 && (current_meta.uid(), current_meta.gid()) != (new.uid(), new.gid()) {
+        std::os::unix::fs::chown(new_key_file, Some(current_meta.uid()), Some(current_meta.gid())).map_err(|e| {
+            format!("cannot give {} to the owner of {}: {e}", new_key_file.display(), current.display())
+        })?;
+    }
+    Ok(())
+}
+
 fn load_master_key(config: &Config, create: bool) -> Result<MasterKey, keyservice::crypto::master::MasterKeyError> {
     match std::env::var(MASTER_KEY_ENV) {
         Ok(hex) => MasterKey::from_hex(&hex, MASTER_KEY_ENV),
         Err(_) if create => MasterKey::load_or_create(&config.master_key_file),
         Err(_) => MasterKey::load(&config.master_key_file),
     }
-}
-
-fn hex_id(master: &MasterKey) -> String {
-    master.id().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// On every SIGHUP: reloads the TLS certificate and key, reopens the audit log, and

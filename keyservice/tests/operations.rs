@@ -203,6 +203,41 @@ fn use_master_key(dir: &Path, key: &Path) -> std::path::PathBuf {
     config
 }
 
+/// The first start says it created a master key, where, and its fingerprint, which
+/// `keyservice master-key fingerprint` prints too; a rotation run by root for a server
+/// that runs as its own user leaves the new key to that user, so the next start can read
+/// it.
+#[tokio::test(flavor = "multi_thread")]
+async fn master_keys_are_announced_fingerprinted_and_owned_by_the_server_user() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &namespace_config());
+    let server = start(&config);
+    let (code, printed, err) = keyservice(&["master-key", "fingerprint", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let fingerprint = printed.split_whitespace().next().unwrap().to_owned();
+    assert!(printed.contains("master.key"), "{printed}");
+    let logs = server.logs.lock().unwrap().clone();
+    let created = logs.iter().find(|l| l.contains("created a new master key")).expect("the creation is announced");
+    assert!(created.contains(&fingerprint) && created.contains("master.key") && created.contains("back this file up"));
+    assert!(!printed.contains(&std::fs::read_to_string(dir.path().join("master.key")).unwrap().trim().to_owned()));
+    stop(server);
+
+    // The key belongs to the server's user (here nobody); root rotates offline.
+    assert!(Command::new("chown").arg("65534:65534").arg(dir.path().join("master.key")).status().unwrap().success());
+    let new_key = dir.path().join("new-master.key");
+    let (code, out, err) = keyservice(&[
+        "rotate-master-key",
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let metadata = std::fs::metadata(&new_key).unwrap();
+    assert_eq!((metadata.uid(), metadata.gid(), metadata.mode() & 0o777), (65534, 65534, 0o600));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rotating_offline_is_idempotent_and_the_old_key_stops_working() {
     let (dir, config, devices) = populated_and_stopped().await;
@@ -226,10 +261,20 @@ async fn rotating_offline_is_idempotent_and_the_old_key_stops_working() {
     assert_eq!(code, 0);
     assert!(out.contains("re-wrapped 0 keyring entries") && out.contains("3 already under the new key"), "{out}");
 
-    // The old key no longer opens the store; the new one opens everything.
+    // The old key no longer opens the store: a start says which key to point at and how
+    // to tell which file that is (exit 2: the configuration must change, so the unit
+    // does not restart it); the new one opens everything.
+    assert!(out.contains("new key "), "the rotation names both fingerprints: {out}");
+    let (code, fingerprint, err) = keyservice(&["master-key", "fingerprint", new_key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let fingerprint = fingerprint.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(fingerprint.len(), 16);
+    assert!(out.contains(&format!("new key {fingerprint}")), "{out}");
     let (code, _, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
-    assert_eq!(code, 1);
-    assert!(err.contains("master key"), "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("Point master_key_file ({}", dir.path().join("master.key").display())), "{err}");
+    assert!(err.contains(&format!("the key with fingerprint {fingerprint}")), "{err}");
+    assert!(err.contains("keyservice master-key fingerprint"), "{err}");
     let rotated = use_master_key(dir.path(), &new_key);
     let server = start(&rotated);
     assert_keys(server.addr, &devices).await;

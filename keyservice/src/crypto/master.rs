@@ -82,6 +82,15 @@ impl MasterKey {
     ///
     /// [`MasterKeyError`] for an unreadable, badly formatted or too open file.
     pub fn load_or_create(path: &Path) -> Result<Self, MasterKeyError> {
+        Self::load_or_create_telling(path).map(|(key, _)| key)
+    }
+
+    /// [`MasterKey::load_or_create`], also telling whether the file was created now.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError`] for an unreadable, badly formatted or too open file.
+    pub fn load_or_create_telling(path: &Path) -> Result<(Self, bool), MasterKeyError> {
         let io = |source| MasterKeyError::Io { path: path.to_path_buf(), source };
         match std::fs::metadata(path) {
             Ok(metadata) => {
@@ -96,7 +105,7 @@ impl MasterKey {
                 #[cfg(not(unix))]
                 let _ = metadata;
                 let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-                Self::from_hex(&text, &path.display().to_string())
+                Ok((Self::from_hex(&text, &path.display().to_string())?, false))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate()?;
@@ -107,7 +116,7 @@ impl MasterKey {
                 let mut file = options.open(path).map_err(io)?;
                 let text = Zeroizing::new(format!("{}\n", hex::encode(&key.bytes[..])));
                 file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-                Ok(key)
+                Ok((key, true))
             }
             Err(error) => Err(io(error)),
         }
@@ -129,6 +138,11 @@ impl MasterKey {
     /// The key's 8-byte id: a keyed hash, safe to store and show.
     pub fn id(&self) -> [u8; 8] {
         self.id
+    }
+
+    /// The id in hex, as logs, errors and `keyservice master-key fingerprint` show it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(self.id)
     }
 
     pub(crate) fn bytes(&self) -> &[u8; 32] {
