@@ -53,8 +53,11 @@ pub enum RequestError {
     #[error("the Content-Type must be a printable ASCII media type of at most 255 bytes")]
     InvalidContentType,
     /// The query string has something this endpoint does not take.
-    #[error("the query string is not understood; GET /key takes only version=N (N ≥ 1)")]
-    BadQuery,
+    #[error("the query string is not understood; {takes}")]
+    BadQuery {
+        /// What the endpoint takes, as a sentence naming it.
+        takes: &'static str,
+    },
     /// `If-Match` / `If-None-Match` is not `*` or a list of quoted versions.
     #[error("If-Match and If-None-Match take * or quoted versions such as \"3\"")]
     BadPrecondition,
@@ -164,7 +167,7 @@ impl Error {
                 R::InvalidUserId { .. } => (StatusCode::BAD_REQUEST, "invalid_user_id"),
                 R::InvalidInitTokenHash => (StatusCode::BAD_REQUEST, "invalid_init_token_hash"),
                 R::InvalidContentType => (StatusCode::BAD_REQUEST, "invalid_content_type"),
-                R::BadQuery => (StatusCode::BAD_REQUEST, "bad_query"),
+                R::BadQuery { .. } => (StatusCode::BAD_REQUEST, "bad_query"),
                 R::BadPrecondition => (StatusCode::BAD_REQUEST, "bad_precondition"),
                 R::ConflictingPreconditions => (StatusCode::BAD_REQUEST, "conflicting_preconditions"),
                 R::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),

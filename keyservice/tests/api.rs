@@ -194,6 +194,16 @@ async fn key_errors() {
     device.get("/key?version=0").await.expect(400, "bad_query");
     device.get("/key?v=1").await.expect(400, "bad_query");
     device.get("/key?version=1&x=1").await.expect(400, "bad_query");
+    // Each endpoint says what it takes.
+    let message = |reply: Reply| reply.json::<serde_json::Value>()["message"].as_str().unwrap().to_owned();
+    let said = message(device.get("/key?v=1").await);
+    assert!(said.contains("GET /key takes only version=N"), "{said}");
+    let said = message(device.get("/key/history?limit=501").await);
+    assert!(said.contains("GET /key/history takes only limit=N (1 to 500)"), "{said}");
+    let said = message(device.request("PUT", "/key?version=2", b"k", &[]).await);
+    assert!(said.contains("PUT /key takes no query string"), "{said}");
+    let said = message(device.request("DELETE", "/key?all=1", b"", &[]).await);
+    assert!(said.contains("DELETE /key takes no query string"), "{said}");
 
     // Size limit: declared and streamed.
     let big = vec![7u8; 64 * 1024 + 1];

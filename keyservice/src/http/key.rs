@@ -36,7 +36,7 @@ pub async fn handle<B: RequestBody>(
 async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let FromDevice { session, parts, body, .. } = from;
     if parts.uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(RequestError::BadQuery.into());
+        return Err(RequestError::BadQuery { takes: "PUT /key takes no query string" }.into());
     }
     if body.is_empty() {
         return Err(RequestError::EmptyKey.into());
@@ -84,7 +84,7 @@ async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
 /// `DELETE /key`: every version of the user's key, and the key that sealed them, gone.
 async fn delete(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(RequestError::BadQuery.into());
+        return Err(RequestError::BadQuery { takes: "DELETE /key takes no query string" }.into());
     }
     let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
     app.audit(info, "key_delete", "allowed", subject)?;
@@ -102,7 +102,8 @@ pub async fn history<B: RequestBody>(
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
     let from = signed::device(app, request, info.client).await?;
-    let (limit, before) = crate::access::parse_query(from.parts.uri.query()).ok_or(RequestError::BadQuery)?;
+    let (limit, before) =
+        crate::access::parse_query(from.parts.uri.query()).ok_or(RequestError::BadQuery { takes: HISTORY_TAKES })?;
     let session = &from.session;
     let page = app.inner.escrow.access_history(&session.user, &session.id, before, limit).await?;
     app.audit(
@@ -114,18 +115,25 @@ pub async fn history<B: RequestBody>(
     Ok(response::json(StatusCode::OK, &page))
 }
 
+/// What `GET /key/history` takes ([`crate::access::MAX_PAGE`] at most).
+const HISTORY_TAKES: &str =
+    "GET /key/history takes only limit=N (1 to 500) and before=<32 hex digits>, each at most once";
+
+/// What `GET /key` takes.
+const GET_KEY_TAKES: RequestError = RequestError::BadQuery { takes: "GET /key takes only version=N (N ≥ 1)" };
+
 /// `version=N`, N ≥ 1, and nothing else; no query at all means the latest.
 fn requested_version(query: Option<&str>) -> Result<Option<u64>, RequestError> {
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return Ok(None);
     };
-    let digits = query.strip_prefix("version=").ok_or(RequestError::BadQuery)?;
+    let digits = query.strip_prefix("version=").ok_or(GET_KEY_TAKES)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RequestError::BadQuery);
+        return Err(GET_KEY_TAKES);
     }
     match digits.parse::<u64>() {
         Ok(version) if version >= 1 => Ok(Some(version)),
-        _ => Err(RequestError::BadQuery),
+        _ => Err(GET_KEY_TAKES),
     }
 }
 
@@ -207,7 +215,8 @@ mod tests {
         assert_eq!(requested_version(Some("")), Ok(None));
         assert_eq!(requested_version(Some("version=12")), Ok(Some(12)));
         for bad in ["version=0", "version=", "version=+1", "version=1&x=2", "v=1", "version=18446744073709551616"] {
-            assert_eq!(requested_version(Some(bad)), Err(RequestError::BadQuery), "{bad}");
+            assert_eq!(requested_version(Some(bad)), Err(GET_KEY_TAKES), "{bad}");
         }
+        assert!(HISTORY_TAKES.contains(&format!("1 to {}", crate::access::MAX_PAGE)));
     }
 }

@@ -14,7 +14,7 @@ pub async fn delete<B: RequestBody>(
 ) -> Result<Response<Full<Bytes>>, Error> {
     let from = signed::device(app, request, info.client).await?;
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
-        return Err(RequestError::BadQuery.into());
+        return Err(RequestError::BadQuery { takes: "DELETE /session takes no query string" }.into());
     }
     let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
     app.audit(info, "session_revoke", "allowed", subject)?;
