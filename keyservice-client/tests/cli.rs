@@ -418,6 +418,7 @@ async fn a_tls_failure_says_why() {
     let files = keyservice::tls::TlsFiles { cert_file: dir.path().join("c.pem"), key_file: dir.path().join("k.pem") };
     std::fs::write(&files.cert_file, cert.pem()).unwrap();
     std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&files.key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut config = config(dir.path());
     config.tls = Some(files.clone());
     let server = TestServer::start_sled(config).await;
@@ -454,6 +455,7 @@ async fn a_wrong_url_or_scheme_says_what_to_check() {
     let files = keyservice::tls::TlsFiles { cert_file: dir.path().join("c.pem"), key_file: dir.path().join("k.pem") };
     std::fs::write(&files.cert_file, cert.pem()).unwrap();
     std::fs::write(&files.key_file, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&files.key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut config = config(dir.path());
     config.tls = Some(files);
     let tls = TestServer::start_sled(config).await;

@@ -2,7 +2,7 @@
 //! without dropping connections (each new handshake uses the current configuration;
 //! established connections keep theirs). ALPN offers HTTP/2 and HTTP/1.1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::ServerConfig;
@@ -22,16 +22,18 @@ pub struct TlsFiles {
 /// Why TLS could not be set up. Never contains key material.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read or holds no usable PEM.
-    #[error("{path}: {reason}")]
+    /// A file could not be read, holds no usable PEM, or (the key) is open to others.
+    #[error("{field} ({path}): {reason}")]
     File {
+        /// The config field that names it: `tls.cert_file` or `tls.key_file`.
+        field: &'static str,
         /// The file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
     },
     /// rustls refused the certificate and key.
-    #[error("{cert} and {key} do not form a usable TLS configuration: {source}")]
+    #[error("tls.cert_file ({cert}) and tls.key_file ({key}) do not form a usable TLS configuration: {source}")]
     Config {
         /// The certificate file.
         cert: PathBuf,
@@ -79,17 +81,29 @@ impl Tls {
 }
 
 fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
-    let file_error = |path: &Path, reason: String| TlsError::File { path: path.to_path_buf(), reason };
+    let cert_error = |reason: String| TlsError::File { field: "tls.cert_file", path: files.cert_file.clone(), reason };
+    let key_error = |reason: String| TlsError::File { field: "tls.key_file", path: files.key_file.clone(), reason };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
-        .map_err(|e| file_error(&files.cert_file, e.to_string()))?
+        .map_err(|e| cert_error(e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_error(&files.cert_file, e.to_string()))?;
+        .map_err(|e| cert_error(e.to_string()))?;
     if certs.is_empty() {
-        return Err(file_error(&files.cert_file, "holds no PEM certificate".into()));
+        return Err(cert_error("holds no PEM certificate".into()));
+    }
+    // A private key others can read is refused, as a master key or secret file is.
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(&files.key_file) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(key_error(format!(
+                "is readable by group or others (mode {mode:o}); make it private (chmod 600) and start again"
+            )));
+        }
     }
     // The key's own parse errors can quote key bytes; report only the kind of failure.
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
-        .map_err(|_| file_error(&files.key_file, "holds no readable PEM private key".into()))?;
+        .map_err(|_| key_error("holds no readable PEM private key".into()))?;
     let refused = |source| TlsError::Config { cert: files.cert_file.clone(), key: files.key_file.clone(), source };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -25,6 +25,7 @@ fn certificate(dir: &Path, name: &str) -> (TlsFiles, String) {
     let files = TlsFiles { cert_file: dir.join(format!("{name}.crt")), key_file: dir.join(format!("{name}.key")) };
     std::fs::write(&files.cert_file, certified.cert.pem()).unwrap();
     std::fs::write(&files.key_file, certified.signing_key.serialize_pem()).unwrap();
+    private(&files.key_file);
     (files, certified.cert.pem())
 }
 
@@ -141,6 +142,12 @@ async fn sighup_reloads_the_certificate_without_a_restart() {
     assert!(tls_connect(port, &next_ca, &[b"http/1.1"]).await.is_ok());
 }
 
+/// Mode 0600, as a private key must be.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[test]
 fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,10 +161,11 @@ fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     let config = binary::write_config(dir.path(), &extra);
     let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 2, "a TLS file is configuration: {err}");
-    assert!(err.contains("missing.crt"), "{err}");
+    assert!(err.contains("tls.cert_file (") && err.contains("missing.crt"), "{err}");
 
     let (files, _) = certificate(dir.path(), "ok");
     std::fs::copy(&key, &files.key_file).unwrap();
+    private(&files.key_file);
     let extra = format!(
         "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
         files.cert_file.display().to_string(),
@@ -167,6 +175,20 @@ fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 2, "a TLS file is configuration: {err}");
     assert!(err.contains("ok.key") && !err.contains("not base64"), "{err}");
+    assert!(err.contains("tls.key_file ("), "the message names the setting: {err}");
+
+    // A private key others can read is refused, naming the setting and the fix.
+    let (files, _) = certificate(dir.path(), "open");
+    std::fs::set_permissions(&files.key_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        files.cert_file.display().to_string(),
+        files.key_file.display().to_string()
+    );
+    let config = binary::write_config(dir.path(), &extra);
+    let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tls.key_file (") && err.contains("open.key") && err.contains("chmod 600"), "{err}");
 }
 
 #[tokio::test]
