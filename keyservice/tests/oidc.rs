@@ -3,6 +3,8 @@
 //! init; every way a token can be wrong has its own error, and a refused /connect
 //! spends nothing.
 
+#[path = "support/binary.rs"]
+mod binary;
 mod support;
 
 use base64::Engine;
@@ -108,6 +110,30 @@ async fn only_a_token_the_provider_signed_for_this_user_and_init_connects() {
     reply.expect_status(200);
     // And the same token cannot connect another init (its nonce binds it).
     connect(server.addr, "alice", &other_init, Some(&good)).await.expect(401, "id_token_nonce_mismatch");
+
+    // A Real Service scripted with keyservice-cli passes the token from a file (or
+    // KEYSERVICE_ID_TOKEN), never on the command line.
+    let cli_hash = init_token_hash(&init(server.addr).await);
+    let token_file = dir.path().join("id-token");
+    std::fs::write(&token_file, idp.token("idp-1", claims("alice", &cli_hash))).unwrap();
+    let url = format!("http://{}", server.addr);
+    let cli = |id_token: Option<std::path::PathBuf>| {
+        let mut command = std::process::Command::new(binary::cli_bin());
+        command.args(["--url", &url, "--allow-http", "connect", "--namespace", NAMESPACE, "--key-id", KEY_ID]);
+        command.args(["--user-id", "alice", "--init-token-hash", &cli_hash]);
+        if let Some(path) = id_token {
+            command.arg("--id-token-file").arg(path);
+        }
+        command.env("KEYSERVICE_SECRET", SECRET).env_remove("KEYSERVICE_ID_TOKEN");
+        // On a blocking thread: the server answers on this test's runtime.
+        async move { tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap() }
+    };
+    let refused = cli(None).await;
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("id_token_required"));
+    let connected = cli(Some(token_file)).await;
+    assert_eq!(connected.status.code(), Some(0), "{}", String::from_utf8_lossy(&connected.stderr));
+    assert_eq!(String::from_utf8_lossy(&connected.stdout).trim().len(), 43, "a session token");
 
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("id_token_user_mismatch"), "refusals are audited");

@@ -16,17 +16,9 @@ fn walkthrough() -> String {
     body[..body.find("```").unwrap()].to_owned()
 }
 
-/// The directory holding both binaries, building `keyservice-cli` if this test run has
-/// not (as `cargo test -p keyservice` alone would not).
+/// The directory holding both binaries.
 fn binaries() -> PathBuf {
-    let dir = PathBuf::from(binary::BIN).parent().unwrap().to_path_buf();
-    if !dir.join("keyservice-cli").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo).args(["build", "-p", "keyservice-client", "--bin", "keyservice-cli"]).status();
-        assert!(built.unwrap().success(), "building keyservice-cli");
-    }
-    assert!(dir.join("keyservice-cli").exists());
-    dir
+    binary::cli_bin().parent().unwrap().to_path_buf()
 }
 
 #[test]

@@ -71,6 +71,10 @@ enum Command {
         /// The device's initTokenHash.
         #[arg(long)]
         init_token_hash: String,
+        /// The user's OpenID Connect ID token (nonce = the initTokenHash), for a namespace
+        /// that requires one: from this file [default: KEYSERVICE_ID_TOKEN, if set].
+        #[arg(long, value_name = "FILE")]
+        id_token_file: Option<PathBuf>,
         #[command(flatten)]
         user: UserArgs,
     },
@@ -306,8 +310,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             });
             print(json, &value, token.secret().expose())
         }
-        Command::Connect { init_token_hash, user } => {
-            let grant = user.real_service(&client)?.connect(&user.namespace, &user.user_id, &init_token_hash).await?;
+        Command::Connect { init_token_hash, id_token_file, user } => {
+            // A bearer credential, kept off the command line like the others.
+            let id_token = match id_token_file {
+                Some(path) => Some(read_secret_file(&path)?),
+                None => std::env::var("KEYSERVICE_ID_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new),
+            };
+            let grant = user
+                .real_service(&client)?
+                .connect_with_id_token(
+                    &user.namespace,
+                    &user.user_id,
+                    &init_token_hash,
+                    id_token.as_ref().map(Secret::expose),
+                )
+                .await?;
             let value =
                 serde_json::json!({ "sessionToken": grant.session_token.expose(), "expiresAt": grant.expires_at });
             print(json, &value, grant.session_token.expose())

@@ -7,6 +7,20 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keyservice");
 
+/// The `keyservice-cli` binary beside this one, built if this test run has not built it
+/// (as `cargo test -p keyservice` alone would not).
+pub fn cli_bin() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(BIN).parent().unwrap().to_path_buf();
+    if !dir.join("keyservice-cli").exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo).args(["build", "-p", "keyservice-client", "--bin", "keyservice-cli"]).status();
+        assert!(built.unwrap().success(), "building keyservice-cli");
+    }
+    let cli = dir.join("keyservice-cli");
+    assert!(cli.exists());
+    cli
+}
+
 /// Runs the binary to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(BIN).args(args).envs(envs.iter().copied()).output().unwrap();
