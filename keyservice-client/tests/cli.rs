@@ -221,8 +221,13 @@ async fn a_key_put_under_a_passphrase_is_held_wrapped_and_read_back_with_it() {
 
     let put = cli(&["--url", &url, "put", "--passphrase-file", pass], &device, &key).await;
     assert_eq!((put.code, put.text().as_str()), (0, "1"), "{}", put.stderr);
+    // Without the passphrase the wrapped bytes are not handed out as if they were the
+    // key (the JavaScript client refuses the same way); --raw gives them on purpose.
+    let refused = cli(&["--url", &url, "get"], &device, b"").await;
+    assert_fails(&refused, 3, "user_factor_required");
+    assert!(refused.stdout.is_empty());
     // What keyservice holds is the wrapped key, under its own content type.
-    let held = cli(&["--url", &url, "get", "--json"], &device, b"").await;
+    let held = cli(&["--url", &url, "get", "--json", "--raw"], &device, b"").await;
     let held: serde_json::Value = serde_json::from_slice(&held.stdout).unwrap();
     assert_eq!(held["contentType"], keyservice_client::wrap::CONTENT_TYPE);
     let wrapped =
@@ -236,7 +241,7 @@ async fn a_key_put_under_a_passphrase_is_held_wrapped_and_read_back_with_it() {
     let got = cli(&["--url", &url, "get", "--passphrase-file", pass], &device, b"").await;
     assert_eq!((got.code, got.stdout.as_slice()), (0, key.as_slice()), "{}", got.stderr);
     let refused = cli(&["--url", &url, "get", "--passphrase-file", wrong.to_str().unwrap()], &device, b"").await;
-    assert_fails(&refused, 3, "the passphrase or passkey does not open this key");
+    assert_fails(&refused, 3, "wrong_user_factor: the passphrase or passkey does not open this key");
     assert!(refused.stdout.is_empty());
 }
 

@@ -7,7 +7,7 @@
 //! `--session-token-file`.
 //!
 //! Exit codes: 0 success; 1 any other failure; 2 usage error; 3 authentication or
-//! authorization refused (401, 403); 4 not found (404, 410: no such key, version or init
+//! authorization refused (401, 403), or a missing or wrong passphrase; 4 not found (404, 410: no such key, version or init
 //! token); 5 network failure or timeout; 6 precondition failed (412); 7 not a keyservice
 //! answer (a URL with a path, the metrics port, another server).
 
@@ -121,8 +121,12 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Unwrap a key stored with `put --passphrase-file` with the passphrase in FILE.
+        /// Without it, a wrapped key is refused (exit 3, `user_factor_required`).
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Give the stored bytes as they are, also when they are a wrapped key.
+        #[arg(long, conflicts_with = "passphrase_file")]
+        raw: bool,
         #[command(flatten)]
         session: SessionArgs,
     },
@@ -202,11 +206,14 @@ impl Failure {
 
 impl From<wrap::WrapError> for Failure {
     fn from(error: wrap::WrapError) -> Self {
-        let code = match error {
-            wrap::WrapError::WrongSecret | wrap::WrapError::OtherFactor(_) => EXIT_AUTH,
-            _ => EXIT_FAILURE,
+        let (code, message) = match error {
+            // The codes the JavaScript client gives the same failures.
+            wrap::WrapError::WrongSecret | wrap::WrapError::OtherFactor(_) => {
+                (EXIT_AUTH, format!("wrong_user_factor: {error}"))
+            }
+            _ => (EXIT_FAILURE, error.to_string()),
         };
-        Self { message: error.to_string(), code }
+        Self { message, code }
     }
 }
 
@@ -401,13 +408,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let version = session.put_key(&bytes, content_type.as_deref(), condition).await?;
             print(json, &serde_json::json!({ "version": version }), &version.to_string())
         }
-        Command::Get { version, output, passphrase_file, session } => {
+        Command::Get { version, output, passphrase_file, raw, session } => {
             let session = open_session(&client, &session)?;
             let key = match version {
                 Some(version) => session.get_key_version(version).await?,
                 None => session.get_key().await?,
             };
             let bytes = match passphrase_file {
+                // Wrapped bytes printed as if they were the key would be used as one.
+                None if key.content_type == wrap::CONTENT_TYPE && !raw => {
+                    return Err(Failure {
+                        message: "user_factor_required: this key is wrapped under a passphrase or passkey; give --passphrase-file (or --raw for the wrapped bytes)".into(),
+                        code: EXIT_AUTH,
+                    });
+                }
                 None => zeroize::Zeroizing::new(key.bytes().to_vec()),
                 Some(path) => {
                     let passphrase = read_secret_file(&path)?;
