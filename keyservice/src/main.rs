@@ -308,9 +308,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             },
         };
         match Config::dev(data_dir) {
+            // The credential is printed once the server listens: a start that fails
+            // (a port taken) shows no secret that nothing will accept.
             Ok((config, secret)) => {
-                println!("dev mode: namespace={DEV_NAMESPACE} key_id={DEV_KEY_ID} secret={}", secret.expose());
-                println!("dev mode: data in {}", config.data_dir.display());
                 dev_secret = Some(secret);
                 config
             }
@@ -467,7 +467,14 @@ async fn run(
     })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; another process listens there: stop it, or choose another address with --listen ADDR (or KEYSERVICE_LISTEN)"
+            } else {
+                ""
+            };
+            format!("cannot listen on {}: {e}{hint}", config.listen)
+        })?;
     let admin_socket = config.admin_socket.clone();
     let admin_task = {
         // Bound before serving, so a failure stops the start rather than a later backup.
@@ -502,6 +509,8 @@ async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
     if let Some(secret) = dev_secret {
+        println!("dev mode: namespace={DEV_NAMESPACE} key_id={DEV_KEY_ID} secret={}", secret.expose());
+        println!("dev mode: data in {}", config.data_dir.display());
         // What a second shell needs to drive this server with keyservice-cli.
         println!("dev mode: paste this into another shell to use it with keyservice-cli:");
         println!("export KEYSERVICE_URL={scheme}://{} KEYSERVICE_SECRET={}", listener.local_addr()?, secret.expose());

@@ -154,6 +154,18 @@ async fn dev_mode_prints_a_credential_that_works() {
     assert!(!temporary.exists(), "{} was left behind", temporary.display());
 }
 
+/// A taken port: the start fails saying what to do, and prints no credential (it used to
+/// print one that nothing would ever accept, then the bare OS error).
+#[test]
+fn a_taken_port_says_what_to_do_and_prints_no_credential() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let (code, out, err) = run(&["serve", "--dev", "--listen", &address], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {address}")) && err.contains("--listen ADDR"), "{err}");
+    assert!(!out.contains("secret="), "{out}");
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
