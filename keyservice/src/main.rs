@@ -554,6 +554,32 @@ fn init_logging(
 
 /// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
 /// when absent only if `create`).
+/// The config file's settings as TOML, for telling what changed (never logged: only the
+/// names of changed settings are).
+fn settings_of(path: &std::path::Path) -> Option<toml::Table> {
+    std::fs::read_to_string(path).ok()?.parse::<toml::Table>().ok()
+}
+
+/// The settings that differ between two readings of the config file, by name, other
+/// than the namespaces, which a SIGHUP reloads (a changed `tls` path is a change: SIGHUP
+/// re-reads the same files).
+fn changed_settings(before: &toml::Table, now: &toml::Table) -> Vec<String> {
+    let mut names: Vec<&String> = before.keys().chain(now.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|name| name.as_str() != "namespaces")
+        .filter(|name| before.get(*name) != now.get(*name))
+        .flat_map(|name| match (before.get(name), now.get(name)) {
+            (Some(toml::Value::Table(old)), Some(toml::Value::Table(new))) => {
+                changed_settings(old, new).into_iter().map(|inner| format!("{name}.{inner}")).collect()
+            }
+            _ => vec![name.clone()],
+        })
+        .collect()
+}
+
 /// Where the configured master key comes from, for messages.
 fn master_key_source(config: &Config) -> String {
     if std::env::var_os(MASTER_KEY_ENV).is_some() {
@@ -603,6 +629,9 @@ async fn reload_on_sighup(
         tracing::warn!("cannot watch SIGHUP; nothing will be reloaded without a restart");
         return;
     };
+    // The file as this process started with it: a reload names the settings that
+    // changed since and need a restart.
+    let mut started_with = config_path.as_deref().and_then(settings_of);
     while hangups.recv().await.is_some() {
         if let Some(tls) = &tls {
             match tls.reload() {
@@ -619,6 +648,20 @@ async fn reload_on_sighup(
             Ok(config) => {
                 app.reload_namespaces(&config);
                 tracing::info!(namespaces = config.namespaces.len(), "namespaces reloaded");
+                let now = settings_of(path);
+                if let (Some(before), Some(now)) = (&started_with, &now) {
+                    let changed = changed_settings(before, now);
+                    if !changed.is_empty() {
+                        tracing::warn!(
+                            settings = %changed.join(", "),
+                            "these settings changed in the config file and take effect only at a restart; the old values stay in force"
+                        );
+                    }
+                }
+                // Warned once: the next reload compares with what was last read.
+                if now.is_some() {
+                    started_with = now;
+                }
             }
             Err(error) => tracing::error!(%error, "reloading the config failed; keeping the previous namespaces"),
         }

@@ -281,6 +281,25 @@ async fn sighup_reloads_namespaces_all_or_nothing() {
     reply.expect(401, "unknown_key_id");
     let (reply, _) = connect_as("rs-2", new_secret, NAMESPACE, "alice").await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(
+        !server.logs.lock().unwrap().iter().any(|l| l.contains("only at a restart")),
+        "namespaces alone changed: nothing to restart for"
+    );
+
+    // A setting that needs a restart is named, and so is a table's.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("max_key_versions = 3\nsession_ttl_secs = 600\n{text}")).unwrap();
+    hangup();
+    let started = Instant::now();
+    let warned = loop {
+        let logs = server.logs.lock().unwrap().clone();
+        if let Some(line) = logs.iter().find(|l| l.contains("only at a restart")) {
+            break line.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no warning about settings needing a restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(warned.contains("max_key_versions, session_ttl_secs"), "{warned}");
 }
 
 /// Runs the binary in `cwd`: (exit code, stdout, stderr).
