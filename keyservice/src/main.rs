@@ -445,15 +445,17 @@ async fn run(
             master
         }
     };
-    let store = keyservice::store::open(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
-        if error.is_configuration() {
-            Box::new(Misconfigured(error.to_string()))
-        } else if error.is_no_room() {
-            Box::new(NoRoomToStart(error.to_string()))
-        } else {
-            Box::new(error)
-        }
-    })?;
+    // With a shared database, the claim on this node's id is held until the process ends.
+    let (store, _node_claim) =
+        keyservice::store::open_serving(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
+            if error.is_configuration() {
+                Box::new(Misconfigured(error.to_string()))
+            } else if error.is_no_room() {
+                Box::new(NoRoomToStart(error.to_string()))
+            } else {
+                Box::new(error)
+            }
+        })?;
     let app = App::new(&config, store, &master).await.map_err(|error| -> Box<dyn std::error::Error> {
         match &error {
             keyservice::Error::Vault(keyservice::crypto::vault::VaultError::WrongMasterKey { stored, .. }) => {

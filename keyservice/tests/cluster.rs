@@ -492,3 +492,33 @@ async fn an_erasure_survives_restoring_an_older_database_backup() {
     assert_eq!(rows, 0);
     assert_eq!(device_at(&alice, &a).get_key().await.unwrap_err().code(), Some("unknown_session"));
 }
+
+/// Two live nodes never run under one `node_id` (three nodes started on one host with
+/// the default, the host name, all ran as one): the second start is refused, naming the
+/// id and what to do (exit 2: the configuration must change); once the first is gone,
+/// the id is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_in_use_by_a_live_node_is_refused() {
+    let cluster = Cluster::new(pg::shared()).await;
+    let mut first = cluster.start("node-a", "");
+    let twin = cluster.config("twin", "");
+    let text = std::fs::read_to_string(&twin).unwrap().replace("node_id = \"twin\"", "node_id = \"node-a\"");
+    std::fs::write(&twin, text).unwrap();
+    let (code, _, err) = binary::run(&["serve", "--config", twin.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("node_id \"node-a\"") && err.contains("give each node its own node_id"), "{err}");
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let twin = loop {
+        // The database notices the dead session's connection close almost at once.
+        let attempt = std::panic::catch_unwind(|| serve(&["serve", "--config", twin.to_str().unwrap()], &[]));
+        match attempt {
+            Ok(node) => break node,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    };
+    assert_eq!(send(twin.addr, "GET", "/readyz", &[], b"").await.status, 200);
+}

@@ -99,6 +99,26 @@ pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, O
     }
 }
 
+/// [`open`] for a serving node: with a shared database it also claims the node's
+/// `node_id` ([`PostgresStore::claim_node_id`]), held while the returned claim lives, so
+/// that two live nodes never run under one id. Operator commands use [`open`].
+///
+/// # Errors
+///
+/// As [`open`]; [`postgres::OpenError::NodeIdTaken`] when another live node has the id.
+pub async fn open_serving(
+    config: &crate::Config,
+) -> Result<(std::sync::Arc<dyn Store>, Option<postgres::NodeClaim>), OpenError> {
+    match &config.storage {
+        crate::config::Storage::Postgres(database) => {
+            let store = PostgresStore::open(database, &config.node_id).await?;
+            let claim = store.claim_node_id().await?;
+            Ok((std::sync::Arc::new(store), Some(claim)))
+        }
+        crate::config::Storage::Sled => Ok((open(config).await?, None)),
+    }
+}
+
 /// A keyed hash (HMAC-SHA-256 under the store's index key) standing in for an
 /// identifier: a namespace, a user, an init token or a session token.
 pub type Pseudonym = [u8; 32];

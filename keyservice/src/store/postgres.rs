@@ -119,12 +119,23 @@ pub enum OpenError {
     /// The TLS settings could not be loaded.
     #[error("cannot set up TLS to the database: {0}")]
     Tls(String),
+    /// Another live node on this database has the same `node_id`.
+    #[error(
+        "another live node on this database already runs as node_id \"{0}\" (its connections are named keyservice/{0}); give each node its own node_id (it defaults to the host name, so several nodes on one host need one each)"
+    )]
+    NodeIdTaken(String),
+}
+
+/// A node's claim on its `node_id` ([`PostgresStore::claim_node_id`]); released when
+/// dropped.
+pub struct NodeClaim {
+    _client: deadpool_postgres::ClientWrapper,
 }
 
 impl OpenError {
     /// Whether the operator must change something before a restart can work (exit 2).
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::NewerSchema { .. } | Self::NotDurable | Self::Tls(_))
+        matches!(self, Self::NewerSchema { .. } | Self::NotDurable | Self::Tls(_) | Self::NodeIdTaken(_))
     }
 }
 
@@ -244,6 +255,31 @@ fn key_of(row: &Row) -> Result<KeyRecord, StoreError> {
 }
 
 impl PostgresStore {
+    /// Claims this store's `node_id` for as long as the returned claim lives: a session
+    /// advisory lock on a connection taken out of the pool, which the database releases
+    /// when that session ends (the process exits or dies, or the connection breaks). Two
+    /// live nodes with one id would share a ledger mark and sign audit lines alike.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::NodeIdTaken`] when another live session holds it; connection errors.
+    pub async fn claim_node_id(&self) -> Result<NodeClaim, OpenError> {
+        let client = self.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
+        let held: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('keyservice node ' || $1::text, 0))",
+                &[&self.node_id],
+            )
+            .await
+            .map_err(|e| OpenError::Connect(describe(&e)))?
+            .get(0);
+        if !held {
+            return Err(OpenError::NodeIdTaken(self.node_id.clone()));
+        }
+        // Out of the pool: it is never recycled or handed to a request.
+        Ok(NodeClaim { _client: deadpool_postgres::Object::take(client) })
+    }
+
     /// Connects, checks the server keeps commits durable, and brings the schema to
     /// [`SCHEMA_VERSION`] (safe when several nodes start at once).
     ///
