@@ -297,6 +297,11 @@ async fn rotating_a_running_server_keeps_serving() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("re-wrapped 3 keyring entries"), "{out}");
+    // Where the server wrote the new key, and why there.
+    assert!(
+        out.contains(&format!("is at {} on the server's file system, created by the server", new_key.display())),
+        "{out}"
+    );
     assert_keys(server.addr, &devices).await;
     // New users (and their keys) keep working after the rotation, too.
     let late = device(server.addr, "late-user").await;
