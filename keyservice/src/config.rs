@@ -240,6 +240,18 @@ pub enum ConfigError {
     },
 }
 
+/// The config file at `path`, parsed but not validated, with `data_dir` (when given) in
+/// place of its own.
+fn read_file(path: &Path, data_dir: Option<PathBuf>) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe::describe(&text, &e)))?;
+    if data_dir.is_some() {
+        file.data_dir = data_dir;
+    }
+    Ok(file)
+}
+
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./keyservice-data";
 
@@ -361,14 +373,7 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first field that is wrong.
     pub fn load_with_data_dir(path: &Path, data_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut file: FileConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe::describe(&text, &e)))?;
-        if data_dir.is_some() {
-            file.data_dir = data_dir;
-        }
-        file.validate(&|name: &str| std::env::var(name).ok())
+        read_file(path, data_dir)?.validate(&|name: &str| std::env::var(name).ok())
     }
 
     /// [`Config::load_with_data_dir`] for the operator commands (backup, restore,
@@ -379,13 +384,7 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first field that is wrong.
     pub fn load_for_operator(path: &Path, data_dir: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut file: FileConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Syntax(describe::describe(&text, &e)))?;
-        if data_dir.is_some() {
-            file.data_dir = data_dir;
-        }
+        let mut file = read_file(path, data_dir)?;
         file.namespaces.clear();
         file.validate(&|name: &str| std::env::var(name).ok())
     }

@@ -35,6 +35,17 @@ fn keyservice(args: &[&str]) -> (i32, String, String) {
     run(args, &[])
 }
 
+/// `keyservice rotate-master-key --new-key-file NEW_KEY --config CONFIG`.
+fn rotate(new_key: &Path, config: &Path) -> (i32, String, String) {
+    keyservice(&[
+        "rotate-master-key",
+        "--new-key-file",
+        new_key.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
 /// `keyservice restore --from BACKUP --data-dir DIR --config CONFIG`.
 fn restore(backup: &str, data_dir: &str, config: &str) -> (i32, String, String) {
     keyservice(&["restore", "--from", backup, "--data-dir", data_dir, "--config", config])
@@ -226,13 +237,7 @@ async fn master_keys_are_announced_fingerprinted_and_owned_by_the_server_user() 
     // The key belongs to the server's user (here nobody); root rotates offline.
     assert!(Command::new("chown").arg("65534:65534").arg(dir.path().join("master.key")).status().unwrap().success());
     let new_key = dir.path().join("new-master.key");
-    let (code, out, err) = keyservice(&[
-        "rotate-master-key",
-        "--new-key-file",
-        new_key.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, out, err) = rotate(&new_key, &config);
     assert_eq!(code, 0, "{out}{err}");
     let metadata = std::fs::metadata(&new_key).unwrap();
     assert_eq!((metadata.uid(), metadata.gid(), metadata.mode() & 0o777), (65534, 65534, 0o600));
@@ -243,15 +248,7 @@ async fn rotating_offline_is_idempotent_and_the_old_key_stops_working() {
     let (dir, config, devices) = populated_and_stopped().await;
 
     let new_key = dir.path().join("new-master.key");
-    let rotate = || {
-        keyservice(&[
-            "rotate-master-key",
-            "--new-key-file",
-            new_key.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ])
-    };
+    let rotate = || rotate(&new_key, &config);
     let (code, out, err) = rotate();
     assert_eq!(code, 0, "{err}");
     // The index and system keys and the one namespace key.
@@ -288,13 +285,7 @@ async fn rotating_a_running_server_keeps_serving() {
     let devices = populate(server.addr).await;
 
     let new_key = dir.path().join("new-master.key");
-    let (code, out, err) = keyservice(&[
-        "rotate-master-key",
-        "--new-key-file",
-        new_key.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (code, out, err) = rotate(&new_key, &config);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("re-wrapped 3 keyring entries"), "{out}");
     // Where the server wrote the new key, and why there.

@@ -142,6 +142,17 @@ async fn sighup_reloads_the_certificate_without_a_restart() {
     assert!(tls_connect(port, &next_ca, &[b"http/1.1"]).await.is_ok());
 }
 
+/// Runs `serve` on a config in `dir` with `files` as its TLS files, to its end.
+fn start_with(dir: &Path, files: &TlsFiles) -> (i32, String, String) {
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        files.cert_file.display().to_string(),
+        files.key_file.display().to_string()
+    );
+    let config = binary::write_config(dir, &extra);
+    binary::run(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
 /// Mode 0600, as a private key must be.
 fn private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -166,13 +177,7 @@ fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     let (files, _) = certificate(dir.path(), "ok");
     std::fs::copy(&key, &files.key_file).unwrap();
     private(&files.key_file);
-    let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        files.cert_file.display().to_string(),
-        files.key_file.display().to_string()
-    );
-    let config = binary::write_config(dir.path(), &extra);
-    let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let (code, _, err) = start_with(dir.path(), &files);
     assert_eq!(code, 2, "a TLS file is configuration: {err}");
     assert!(err.contains("ok.key") && !err.contains("not base64"), "{err}");
     assert!(err.contains("tls.key_file ("), "the message names the setting: {err}");
@@ -180,13 +185,7 @@ fn unusable_tls_files_stop_the_start_with_their_name_and_exit_2() {
     // A private key others can read is refused, naming the setting and the fix.
     let (files, _) = certificate(dir.path(), "open");
     std::fs::set_permissions(&files.key_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        files.cert_file.display().to_string(),
-        files.key_file.display().to_string()
-    );
-    let config = binary::write_config(dir.path(), &extra);
-    let (code, _, err) = binary::run(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let (code, _, err) = start_with(dir.path(), &files);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("tls.key_file (") && err.contains("open.key") && err.contains("chmod 600"), "{err}");
 }
