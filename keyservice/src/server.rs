@@ -265,8 +265,9 @@ async fn accept_loop(
         };
         let accepted = tokio::time::Instant::now();
         let ip = peer.ip().to_canonical();
-        let network =
-            (!limits.trusted_proxies.iter().any(|net| net.contains(&ip))).then(|| limits.client_prefix.of(ip));
+        // An allowlisted Real Service counts alone, as its failed authentications do: a
+        // neighbour holding its network's slots must not lock it out.
+        let network = (!limits.trusted_proxies.iter().any(|net| net.contains(&ip))).then(|| app.client_key(ip));
         let Some(slot) = per_client.admit(network, limits.max_connections_per_client) else {
             app.connection_refused("per_client");
             drop(stream);

@@ -96,6 +96,8 @@ async fn one_client_network_holds_only_its_share_of_connections() {
     let (server, _dir) = server_with(|config| {
         config.max_connections_per_client = 2;
         config.header_read_timeout = Duration::from_secs(10);
+        // Only the Real Service's own address is allowlisted (an allowlisted one counts alone).
+        config.namespaces.get_mut(NAMESPACE).unwrap().allow = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     let _held = [connect_from("127.0.3.1", server.addr).await, connect_from("127.0.3.2", server.addr).await];
@@ -108,6 +110,26 @@ async fn one_client_network_holds_only_its_share_of_connections() {
     assert_eq!(elsewhere.status, 200, "another network is served");
     let metrics = String::from_utf8_lossy(&send(server.addr, "GET", "/metrics", &[], b"").await.body).into_owned();
     assert!(metrics.contains("keyservice_connections_refused_total{reason=\"per_client\"} 1"), "{metrics}");
+}
+
+/// A neighbour holding every connection slot of the Real Service's network does not
+/// lock the allowlisted Real Service out: its own address counts alone, as its failed
+/// authentications already did.
+#[tokio::test]
+async fn a_neighbour_holding_its_networks_connections_does_not_lock_out_the_real_service() {
+    let (server, _dir) = server_with(|config| {
+        config.max_connections_per_client = 2;
+        config.header_read_timeout = Duration::from_secs(10);
+        config.namespaces.get_mut(NAMESPACE).unwrap().allow = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let _held = [connect_from("127.0.0.66", server.addr).await, connect_from("127.0.0.67", server.addr).await];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = connect_from("127.0.0.68", server.addr).await;
+    assert!(closed_within(&mut third, Duration::from_secs(2)).await.is_some(), "the neighbours' share is full");
+    // The Real Service at 127.0.0.1 (same /24) still connects its users.
+    let device = device(server.addr, "alice").await;
+    assert_eq!(device.put(b"alice's key", &[]).await.status, 201);
 }
 
 #[tokio::test]

@@ -192,10 +192,10 @@ impl App {
         self.inner.tenants.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// What failed authentications from `client` count against: its own address when
-    /// some namespace allows it (a Real Service, which a neighbour in its network must
-    /// not be able to lock out), else its network.
-    pub(crate) fn failure_key(&self, client: IpAddr) -> ipnet::IpNet {
+    /// What `client`'s failed authentications and open connections count against: its
+    /// own address when some namespace allows it (a Real Service, which a neighbour in
+    /// its network must not be able to lock out), else its network.
+    pub fn client_key(&self, client: IpAddr) -> ipnet::IpNet {
         if self.tenants().namespaces.values().any(|ns| ns.allows(client)) {
             ipnet::IpNet::from(client.to_canonical())
         } else {
@@ -291,7 +291,7 @@ impl App {
                     Error::Auth(crate::auth::AuthError::Store(_)) => None,
                     Error::Auth(auth) => {
                         self.inner.metrics.auth_failure(auth.code());
-                        self.inner.limiter.auth_failed(self.failure_key(info.client));
+                        self.inner.limiter.auth_failed(self.client_key(info.client));
                         Some("auth_failure")
                     }
                     Error::Limit(refusal) => {
@@ -305,7 +305,7 @@ impl App {
                     Error::Request(RequestError::IpNotAllowed | RequestError::WrongNamespace) => {
                         // A refused caller spends the same budget as a bad signature, so
                         // hammering costs the caller a 429, not the server a write.
-                        self.inner.limiter.auth_failed(self.failure_key(info.client));
+                        self.inner.limiter.auth_failed(self.client_key(info.client));
                         Some("access_denied")
                     }
                     _ => None,

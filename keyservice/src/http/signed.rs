@@ -87,7 +87,7 @@ pub async fn real_service<B: RequestBody>(
 ) -> Result<FromRealService, Error> {
     let inner = &app.inner;
     let ip = client;
-    inner.limiter.admit_signed(app.failure_key(ip))?;
+    inner.limiter.admit_signed(app.client_key(ip))?;
     let tenants = app.tenants();
     if !tenants.namespaces.values().any(|ns| ns.allows(ip)) {
         return Err(RequestError::IpNotAllowed.into());
@@ -133,7 +133,7 @@ pub struct FromDevice {
 /// `body_too_large`, the [`AuthError`]s (`unknown_session`, `session_expired`, …).
 pub async fn device<B: RequestBody>(app: &App, request: Request<B>, client: IpAddr) -> Result<FromDevice, Error> {
     let inner = &app.inner;
-    inner.limiter.admit_signed(app.failure_key(client))?;
+    inner.limiter.admit_signed(app.client_key(client))?;
     let (parts, body) = request.into_parts();
     let body = body::read(body, &parts.headers, inner.max_key_bytes, inner.body_read_timeout).await?;
     let now = crate::time::now();
