@@ -42,7 +42,7 @@ pub enum BackupError {
 ///
 /// [`BackupError::Io`].
 pub fn write(path: &Path, entries: &[SnapshotEntry]) -> Result<u64, BackupError> {
-    write_bytes(path, &encode(entries))?;
+    write_file(path, &encode(entries))?;
     Ok(entries.len() as u64)
 }
 
@@ -75,8 +75,13 @@ pub fn encode(entries: &[SnapshotEntry]) -> Vec<u8> {
 /// [`BackupError::Io`]; [`BackupError::Invalid`] for bytes that are not a whole backup,
 /// which are not written.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    let io = |source| BackupError::Io { path: path.to_path_buf(), source };
     parse(bytes).ok_or_else(|| BackupError::Invalid(path.to_path_buf()))?;
+    write_file(path, bytes)
+}
+
+/// Writes `bytes` to `path`: beside it first, fsynced, renamed into place.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io { path: path.to_path_buf(), source };
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -134,6 +139,18 @@ fn take_u32_prefixed(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_a_whole_backup_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.ks");
+        let bytes = encode(&[("key".to_owned(), vec![1; 8], vec![2; 8])]);
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(matches!(write_bytes(&path, cut), Err(BackupError::Invalid(_))));
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
+        write_bytes(&path, &bytes).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 1);
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {
