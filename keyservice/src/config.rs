@@ -12,6 +12,7 @@
 //! Every other key is optional; each field of [`Config`] documents its default. Unknown
 //! keys are errors, so a misspelt limit cannot silently fall back to its default.
 
+pub mod changes;
 mod describe;
 
 use std::collections::{BTreeMap, HashSet};

@@ -132,6 +132,32 @@ impl<'a, W: Write + Send + 'static> tracing_subscriber::fmt::MakeWriter<'a> for 
     }
 }
 
+/// Logs go to standard error, readable or as JSON lines; `RUST_LOG` sets the level.
+///
+/// Lines are gathered in memory and written in batches (this module): a
+/// line per request written on its own costs each request a system call and a wake-up
+/// of whatever reads the pipe. The returned guard writes what is left at exit.
+///
+/// # Errors
+///
+/// When the writing thread cannot start.
+pub fn init(format: crate::config::LogFormat) -> std::io::Result<FlushGuard<std::io::Stderr>> {
+    let (writer, guard) = BatchedWriter::new(std::io::stderr(), "keyservice-log")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed or full stderr must not take the server down: tracing's own report of a
+        // failed write would panic trying to print to that same stderr.
+        .log_internal_errors(false);
+    match format {
+        crate::config::LogFormat::Human => builder.init(),
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(guard)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

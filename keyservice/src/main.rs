@@ -144,7 +144,7 @@ fn main() -> ExitCode {
             operate(store.config, store.data_dir, |config| async move {
                 let (key, source) = match &file {
                     Some(path) => (MasterKey::load(path), path.display().to_string()),
-                    None => (load_master_key(&config, false), master_key_source(&config)),
+                    None => (load_master_key(&config, false).map(|(key, _)| key), master_key_source(&config)),
                 };
                 let key = key.map_err(|e| Failure::Usage(e.to_string()))?;
                 Ok(format!("{}  {source}", key.fingerprint()))
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Restore { from, data_dir, config } => operate(config, Some(data_dir.clone()), |config| async move {
-            let master = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
+            let (master, _) = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
             Ok(admin::restore(&from, &data_dir, &master).await?)
         }),
         Command::RotateMasterKey { new_key_file, store } => {
@@ -191,12 +191,13 @@ fn main() -> ExitCode {
                     Some(outcome) => Ok(outcome?),
                     None => {
                         existing_store(&config)?;
-                        let current = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
+                        let (current, _) =
+                            load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
                         let (new, created) =
                             MasterKey::load_or_create_telling(&new_key_file).map_err(|e| e.to_string())?;
                         #[cfg(unix)]
                         if created {
-                            give_to_current_owner(&new_key_file, &config.master_key_file)?;
+                            keyservice::crypto::master::give_to_owner_of(&new_key_file, &config.master_key_file)?;
                         }
                         #[cfg(not(unix))]
                         let _ = created;
@@ -350,7 +351,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     // Kept until the end of serve(): dropping it writes the lines still buffered.
-    let _log_writer = match init_logging(config.log_format) {
+    let _log_writer = match keyservice::logwriter::init(config.log_format) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: cannot start the logging thread: {error}");
@@ -424,27 +425,17 @@ async fn run(
     let shutdown = shutdown_signal();
     #[cfg(unix)]
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let master = match std::env::var(MASTER_KEY_ENV) {
-        Ok(hex) => {
-            let master = MasterKey::from_hex(&hex, MASTER_KEY_ENV)?;
-            tracing::info!(fingerprint = %master.fingerprint(), source = MASTER_KEY_ENV, "master key loaded");
-            master
-        }
-        Err(_) => {
-            let path = &config.master_key_file;
-            let (master, created) = MasterKey::load_or_create_telling(path)?;
-            if created {
-                tracing::warn!(
-                    fingerprint = %master.fingerprint(),
-                    path = %path.display(),
-                    "created a new master key: back this file up offline, apart from the data and its backups; without it nothing in the store can be read"
-                );
-            } else {
-                tracing::info!(fingerprint = %master.fingerprint(), path = %path.display(), "master key loaded");
-            }
-            master
-        }
-    };
+    let (master, created) = load_master_key(&config, true)?;
+    let source = master_key_source(&config);
+    if created {
+        tracing::warn!(
+            fingerprint = %master.fingerprint(),
+            %source,
+            "created a new master key: back this file up offline, apart from the data and its backups; without it nothing in the store can be read"
+        );
+    } else {
+        tracing::info!(fingerprint = %master.fingerprint(), %source, "master key loaded");
+    }
     // With a shared database, the claim on this node's id is held until the process ends.
     let (store, _node_claim) =
         keyservice::store::open_serving(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
@@ -530,58 +521,6 @@ async fn run(
     Ok(())
 }
 
-/// Logs go to standard error, readable or as JSON lines; `RUST_LOG` sets the level.
-///
-/// Lines are gathered in memory and written in batches ([`keyservice::logwriter`]): a
-/// line per request written on its own costs each request a system call and a wake-up
-/// of whatever reads the pipe. The returned guard writes what is left at exit.
-fn init_logging(
-    format: keyservice::config::LogFormat,
-) -> std::io::Result<keyservice::logwriter::FlushGuard<std::io::Stderr>> {
-    let (writer, guard) = keyservice::logwriter::BatchedWriter::new(std::io::stderr(), "keyservice-log")?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A closed or full stderr must not take the server down: tracing's own report of a
-        // failed write would panic trying to print to that same stderr.
-        .log_internal_errors(false);
-    match format {
-        keyservice::config::LogFormat::Human => builder.init(),
-        keyservice::config::LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(guard)
-}
-
-/// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
-/// when absent only if `create`).
-/// The config file's settings as TOML, for telling what changed (never logged: only the
-/// names of changed settings are).
-fn settings_of(path: &std::path::Path) -> Option<toml::Table> {
-    std::fs::read_to_string(path).ok()?.parse::<toml::Table>().ok()
-}
-
-/// The settings that differ between two readings of the config file, by name, other
-/// than the namespaces, which a SIGHUP reloads (a changed `tls` path is a change: SIGHUP
-/// re-reads the same files).
-fn changed_settings(before: &toml::Table, now: &toml::Table) -> Vec<String> {
-    let mut names: Vec<&String> = before.keys().chain(now.keys()).collect();
-    names.sort();
-    names.dedup();
-    names
-        .into_iter()
-        .filter(|name| name.as_str() != "namespaces")
-        .filter(|name| before.get(*name) != now.get(*name))
-        .flat_map(|name| match (before.get(name), now.get(name)) {
-            (Some(toml::Value::Table(old)), Some(toml::Value::Table(new))) => {
-                changed_settings(old, new).into_iter().map(|inner| format!("{name}.{inner}")).collect()
-            }
-            _ => vec![name.clone()],
-        })
-        .collect()
-}
-
 /// Where the configured master key comes from, for messages.
 fn master_key_source(config: &Config) -> String {
     if std::env::var_os(MASTER_KEY_ENV).is_some() {
@@ -591,28 +530,16 @@ fn master_key_source(config: &Config) -> String {
     }
 }
 
-/// Gives a master key file this command just created to the owner of the current key
-/// file, when they differ (root rotating the key of a server that runs as its own user):
-/// otherwise the server could not read its new key at the next start.
-#[cfg(unix)]
-fn give_to_current_owner(new_key_file: &std::path::Path, current: &std::path::Path) -> Result<(), Failure> {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(new), Ok(current_meta)) = (std::fs::metadata(new_key_file), std::fs::metadata(current)) else {
-        return Ok(());
-    };
-    if new.uid() == 0 && (current_meta.uid(), current_meta.gid()) != (new.uid(), new.gid()) {
-        std::os::unix::fs::chown(new_key_file, Some(current_meta.uid()), Some(current_meta.gid())).map_err(|e| {
-            format!("cannot give {} to the owner of {}: {e}", new_key_file.display(), current.display())
-        })?;
-    }
-    Ok(())
-}
-
-fn load_master_key(config: &Config, create: bool) -> Result<MasterKey, keyservice::crypto::master::MasterKeyError> {
+/// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
+/// when absent only if `create`), and whether it was created now.
+fn load_master_key(
+    config: &Config,
+    create: bool,
+) -> Result<(MasterKey, bool), keyservice::crypto::master::MasterKeyError> {
     match std::env::var(MASTER_KEY_ENV) {
-        Ok(hex) => MasterKey::from_hex(&hex, MASTER_KEY_ENV),
-        Err(_) if create => MasterKey::load_or_create(&config.master_key_file),
-        Err(_) => MasterKey::load(&config.master_key_file),
+        Ok(hex) => Ok((MasterKey::from_hex(&hex, MASTER_KEY_ENV)?, false)),
+        Err(_) if create => MasterKey::load_or_create_telling(&config.master_key_file),
+        Err(_) => Ok((MasterKey::load(&config.master_key_file)?, false)),
     }
 }
 
@@ -633,7 +560,7 @@ async fn reload_on_sighup(
     };
     // The file as this process started with it: a reload names the settings that
     // changed since and need a restart.
-    let mut started_with = config_path.as_deref().and_then(settings_of);
+    let mut started_with = config_path.as_deref().and_then(keyservice::config::changes::settings_of);
     while hangups.recv().await.is_some() {
         if let Some(tls) = &tls {
             match tls.reload() {
@@ -650,9 +577,9 @@ async fn reload_on_sighup(
             Ok(config) => {
                 app.reload_namespaces(&config);
                 tracing::info!(namespaces = config.namespaces.len(), "namespaces reloaded");
-                let now = settings_of(path);
+                let now = keyservice::config::changes::settings_of(path);
                 if let (Some(before), Some(now)) = (&started_with, &now) {
-                    let changed = changed_settings(before, now);
+                    let changed = keyservice::config::changes::changed_settings(before, now);
                     if !changed.is_empty() {
                         tracing::warn!(
                             settings = %changed.join(", "),

@@ -156,6 +156,27 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// Gives a master key file just created to the owner of the current key file, when
+/// they differ and the file is root's (root rotating the key of a server that runs as
+/// its own user): otherwise the server could not read its new key at the next start.
+///
+/// # Errors
+///
+/// When the ownership cannot be changed; the message names both files.
+#[cfg(unix)]
+pub fn give_to_owner_of(new_key_file: &Path, current: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(new), Ok(current_meta)) = (std::fs::metadata(new_key_file), std::fs::metadata(current)) else {
+        return Ok(());
+    };
+    if new.uid() == 0 && (current_meta.uid(), current_meta.gid()) != (new.uid(), new.gid()) {
+        std::os::unix::fs::chown(new_key_file, Some(current_meta.uid()), Some(current_meta.gid())).map_err(|e| {
+            format!("cannot give {} to the owner of {}: {e}", new_key_file.display(), current.display())
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
