@@ -519,7 +519,7 @@ impl Escrow {
     pub async fn erase(&self, user: &UserKey, now: UnixTime) -> Result<ErasureReceipt, Error> {
         let _writing = self.writing_accesses.lock().await;
         self.write_queued_accesses().await?;
-        self.ledger.append(user, now).map_err(|e| {
+        let mark = self.ledger.append(user, now).map_err(|e| {
             if e.is_disk_full() {
                 Error::Storage(crate::disk::InsufficientStorage { disk: "ledger" })
             } else {
@@ -529,6 +529,10 @@ impl Escrow {
         let erased = self.store.erase_user(user).await;
         self.forget(user, true);
         let erased = erased?;
+        // Applied: a start must not apply it again, or it would destroy what the user
+        // stores after coming back (erasures run one at a time, under the lock above, so
+        // every line before this one is applied too).
+        self.store.set_ledger_mark(mark.encode()).await?;
         self.accesses.forget(user);
         Ok(ErasureReceipt {
             user_id: hex::encode(user.user),

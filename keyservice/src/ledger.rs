@@ -116,13 +116,15 @@ impl ErasureLedger {
         Ok((out, end_mark))
     }
 
-    /// Appends an erasure and fsyncs it.
+    /// Appends an erasure and fsyncs it; answers the mark of the ledger's new end, for
+    /// the store to record once the erasure is applied (so that a later start does not
+    /// apply it again to what the user stores after it).
     ///
     /// # Errors
     ///
     /// When the line cannot be written and synced; the erasure must then not be
     /// acknowledged.
-    pub fn append(&self, user: &UserKey, at: UnixTime) -> Result<(), LedgerError> {
+    pub fn append(&self, user: &UserKey, at: UnixTime) -> Result<Mark, LedgerError> {
         let line = Line { at, namespace: hex::encode(user.namespace), user: hex::encode(user.user) };
         // A struct of an integer and two strings always serialises.
         let mut text = serde_json::to_string(&line).expect("a ledger line serialises");
@@ -135,7 +137,9 @@ impl ErasureLedger {
             let _ = file.set_len(before);
             let full = e.kind() == std::io::ErrorKind::StorageFull;
             LedgerError { full, ..error(&self.path, e) }
-        })
+        })?;
+        use sha2::Digest;
+        Ok(Mark { offset: before + text.len() as u64, hash: sha2::Sha256::digest(text.as_bytes()).into() })
     }
 }
 
@@ -221,9 +225,10 @@ mod tests {
         let (none, empty_mark) = ledger.entries_after(None).unwrap();
         assert!(none.is_empty());
         ledger.append(&user(1), 10).unwrap();
-        ledger.append(&user(2), 11).unwrap();
+        let appended = ledger.append(&user(2), 11).unwrap();
         let (all, mark) = ledger.entries_after(Some(&empty_mark)).unwrap();
         assert_eq!(all, vec![(user(1), 10), (user(2), 11)]);
+        assert_eq!(appended, mark, "an append answers the mark of the end it made");
         ledger.append(&user(3), 12).unwrap();
         let (after, later) = ledger.entries_after(Some(&mark)).unwrap();
         assert_eq!(after, vec![(user(3), 12)], "only what came after the mark");

@@ -163,6 +163,30 @@ async fn an_erasure_survives_restoring_an_older_copy_of_the_data() {
     assert!(export.key_versions.is_empty() && export.sessions.is_empty());
 }
 
+/// A user erased and back (the same account id signed up again, or erasure used as a
+/// reset) keeps what they stored after the erasure: a restart re-applies only erasures
+/// the store has not applied yet.
+#[tokio::test]
+async fn a_user_who_comes_back_after_an_erasure_keeps_their_new_key_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_sled(config(dir.path())).await;
+    device(server.addr, "erin").await.put(b"erin's first key", &[]).await.expect_status(201);
+    let erased: ErasureReceipt = as_real_service(&server, "/erase", NAMESPACE, "erin").await.json();
+    assert_eq!(erased.versions_destroyed, 1);
+    let back = device(server.addr, "erin").await;
+    back.put(b"erin's new key", &[]).await.expect_status(201);
+    server.stop().await;
+
+    for _ in 0..2 {
+        let server = TestServer::start_sled(config(dir.path())).await;
+        let back = Device { addr: server.addr, ..back.clone() };
+        let reply = back.get("/key").await;
+        reply.expect_status(200);
+        assert_eq!(&reply.body[..], b"erin's new key");
+        server.stop().await;
+    }
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
