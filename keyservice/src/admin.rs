@@ -1,4 +1,6 @@
-//! Operator commands: backup, restore and master-key rotation.
+//! Operator commands: backup, restore, master-key rotation, and the erasure of a user
+//! the Real Service cannot erase itself (on a namespace with `oidc`, a user whose
+//! account at the identity provider is already gone).
 //!
 //! A running server owns its store (sled allows one process), so it also listens on an
 //! admin socket: a Unix socket, mode 0600, that only the server's own user can reach.
@@ -7,7 +9,8 @@
 //! stopped server's new, empty data directory.
 //!
 //! The socket speaks one JSON line each way:
-//! `{"op": "backup"}` or `{"op": "rotate-master-key", "newKeyFile": "/path"}`, answered by
+//! `{"op": "backup"}`, `{"op": "rotate-master-key", "newKeyFile": "/path"}` or
+//! `{"op": "erase", "namespace": "…", "userId": "…"}`, answered by
 //! `{"ok": true|false, "message": "…"}`. A backup's answer also says `"bytes": N`, and
 //! the backup's N bytes follow it: the command writes the file itself, as the person
 //! who runs it and where they can write, not where the server may (under the shipped
@@ -39,6 +42,55 @@ pub enum AdminRequest {
         /// The new master key file.
         new_key_file: PathBuf,
     },
+    /// Erase a user, as `POST /erase` does, without the Real Service.
+    #[serde(rename_all = "camelCase")]
+    Erase {
+        /// The user's namespace.
+        namespace: String,
+        /// The user.
+        user_id: String,
+    },
+}
+
+impl AdminRequest {
+    /// Its name, for the log (an erasure's user id is personal data and is not logged).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Backup => "backup",
+            Self::RotateMasterKey { .. } => "rotate-master-key",
+            Self::Erase { .. } => "erase",
+        }
+    }
+}
+
+/// Describes a finished erasure for the operator.
+pub fn describe_erasure(receipt: &keyservice_client::protocol::wire::ErasureReceipt) -> String {
+    format!(
+        "erased user {} at {}: {} key versions destroyed, {} sessions revoked, {} history entries destroyed",
+        receipt.user_id,
+        receipt.erased_at,
+        receipt.versions_destroyed,
+        receipt.sessions_revoked,
+        receipt.access_records_destroyed
+    )
+}
+
+/// Erases a user of the stopped server's store described by `config`: recorded in its
+/// erasure ledger first, as the running server does.
+///
+/// # Errors
+///
+/// When the store, the master key or the ledger cannot be opened, or the erasure fails.
+pub async fn erase_offline(config: &Config, master: &MasterKey, namespace: &str, user_id: &str) -> Outcome {
+    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
+    let ledger = crate::ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| e.to_string())?;
+    let escrow = crate::escrow::Escrow::open(store.clone(), master, ledger, crate::escrow::Policy::from(config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let user = escrow.user(namespace, user_id);
+    let receipt = escrow.erase(&user, crate::time::now()).await.map_err(|e| e.to_string())?;
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(describe_erasure(&receipt))
 }
 
 /// The answer on the admin socket.
@@ -122,7 +174,7 @@ async fn answer(stream: UnixStream, app: &App) -> std::io::Result<()> {
     BufReader::new(read.take(4096)).read_line(&mut line).await?;
     let outcome = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(request) => {
-            tracing::info!(?request, "admin request");
+            tracing::info!(op = request.op(), "admin request");
             app.admin(request).await
         }
         Err(error) => Err(format!("not an admin request: {error}")),
@@ -299,6 +351,16 @@ impl App {
                     new_key_file.display()
                 );
                 Ok(Answer { message, payload: None })
+            }
+            AdminRequest::Erase { namespace, user_id } => {
+                if !self.tenants().namespaces.contains_key(&namespace) {
+                    return Err(format!("no namespace {namespace:?} is configured"));
+                }
+                if user_id.is_empty() || user_id.len() > keyservice_client::protocol::wire::MAX_USER_ID_LEN {
+                    return Err("the user id must be 1 to 256 bytes".to_owned());
+                }
+                let receipt = self.erase_as_operator(&namespace, &user_id).await.map_err(|e| e.to_string())?;
+                Ok(Answer { message: describe_erasure(&receipt), payload: None })
             }
         }
     }

@@ -176,9 +176,10 @@ pub struct Namespace {
     pub credentials: Vec<Credential>,
     /// Its budgets (`connect_per_minute`, default 600; `connect_users_per_window`,
     /// default 10,000; `connect_window_secs`, default 3,600; `erase_per_minute`, default
-    /// 600).
+    /// 600; `id_token_failures_per_minute`, default 30).
     pub connect_budget: ConnectBudget,
-    /// Require an OpenID Connect ID token on `/connect` (`[namespaces.<name>.oidc]`).
+    /// Require an OpenID Connect ID token on `/connect` and `/erase`
+    /// (`[namespaces.<name>.oidc]`).
     pub oidc: Option<std::sync::Arc<crate::oidc::Oidc>>,
 }
 
@@ -189,6 +190,7 @@ pub fn default_connect_budget() -> ConnectBudget {
         users_per_window: 10_000,
         window: Duration::from_secs(3600),
         erase_per_minute: NonZeroU32::new(600).expect("600 is not zero"),
+        id_token_failures_per_minute: NonZeroU32::new(30).expect("30 is not zero"),
     }
 }
 
@@ -528,6 +530,7 @@ struct FileNamespace {
     connect_users_per_window: Option<u32>,
     connect_window_secs: Option<u64>,
     erase_per_minute: Option<u32>,
+    id_token_failures_per_minute: Option<u32>,
     oidc: Option<FileOidc>,
 }
 
@@ -542,6 +545,7 @@ struct FileOidc {
     algorithms: Option<Vec<String>>,
     leeway_secs: Option<u64>,
     refetch_secs: Option<u64>,
+    erase_max_age_secs: Option<u64>,
 }
 
 impl FileOidc {
@@ -622,6 +626,12 @@ impl FileOidc {
                 self.refetch_secs,
                 &format!("{field}.refetch_secs"),
                 crate::oidc::MIN_REFETCH,
+                Duration::from_secs(3600),
+            )?,
+            seconds(
+                self.erase_max_age_secs,
+                &format!("{field}.erase_max_age_secs"),
+                crate::oidc::ERASE_MAX_AGE,
                 Duration::from_secs(3600),
             )?,
         ))
@@ -984,6 +994,11 @@ impl FileNamespace {
                 self.erase_per_minute,
                 &format!("{field}.erase_per_minute"),
                 defaults.erase_per_minute,
+            )?,
+            id_token_failures_per_minute: per_minute(
+                self.id_token_failures_per_minute,
+                &format!("{field}.id_token_failures_per_minute"),
+                defaults.id_token_failures_per_minute,
             )?,
         };
         let oidc = match self.oidc {

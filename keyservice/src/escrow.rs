@@ -506,6 +506,16 @@ impl Escrow {
         Ok(deleted?)
     }
 
+    /// Spends a single-use token (by its fingerprint), remembered until `until` (Unix
+    /// seconds) by this store, shared by every node: `false` when it was spent before.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure.
+    pub async fn spend_once(&self, fingerprint: u64, until: UnixTime) -> Result<bool, StoreError> {
+        self.store.remember_nonce(fingerprint, until).await
+    }
+
     /// Erases a user: every key version, their DEK and every session, recorded in the
     /// ledger first so that the erasure survives any restore.
     ///

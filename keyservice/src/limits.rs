@@ -81,6 +81,9 @@ pub struct ConnectBudget {
     pub window: Duration,
     /// `/erase` calls per minute: each adds a line to the erasure ledger.
     pub erase_per_minute: NonZeroU32,
+    /// Refused ID tokens per minute from one credential, from all its addresses
+    /// together; past it, each further refusal blocks the address it came from at once.
+    pub id_token_failures_per_minute: NonZeroU32,
 }
 
 /// How many bits of an address name one client for the per-client budgets.
@@ -112,6 +115,8 @@ struct NamespaceBudget {
     budget: ConnectBudget,
     calls: DefaultDirectRateLimiter,
     erasures: DefaultDirectRateLimiter,
+    /// Refused ID tokens, by the credential (key id) that sent them.
+    id_token_failures: DefaultKeyedRateLimiter<String>,
     users: Mutex<UserWindow>,
 }
 
@@ -121,6 +126,7 @@ impl NamespaceBudget {
             budget,
             calls: RateLimiter::direct(Quota::per_minute(budget.calls_per_minute)),
             erasures: RateLimiter::direct(Quota::per_minute(budget.erase_per_minute)),
+            id_token_failures: RateLimiter::keyed(Quota::per_minute(budget.id_token_failures_per_minute)),
             users: Mutex::new(UserWindow { started: Instant::now(), users: HashSet::new() }),
         }
     }
@@ -347,6 +353,36 @@ impl Limiter {
         }
     }
 
+    /// Counts a refused ID token sent by `credential` of `namespace` from `client`: one
+    /// failed authentication of `client` and one refusal of the credential.
+    ///
+    /// Within the credential's budget that is all; a client's own budget
+    /// (`auth_failures_per_minute`) then blocks it like any failed signature. Past the
+    /// credential's budget, spreading refusals over many addresses buys nothing: each
+    /// refusal blocks its address for the time it takes the credential's budget to
+    /// refill one, and is answered 429. Tokens that verify are never refused by either,
+    /// so the legitimate traffic of the same credential from an address that sends none
+    /// keeps connecting.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::RateLimited`] (`id_token_failures`) past the credential's budget.
+    pub fn id_token_refused(&self, namespace: &str, credential: &str, client: IpNet) -> Result<(), Refusal> {
+        self.auth_failed(client);
+        let Some(budget) = self.namespace(namespace) else {
+            return Ok(());
+        };
+        let Err(not_until) = budget.id_token_failures.check_key(&credential.to_owned()) else {
+            return Ok(());
+        };
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let until = Instant::now() + wait;
+        let mut blocked = lock(&self.blocked);
+        let entry = blocked.entry(client).or_insert(until);
+        *entry = (*entry).max(until);
+        Err(Refusal::RateLimited { limit: "id_token_failures", retry_after: retry_seconds(wait).max(1) })
+    }
+
     /// Admits one `/connect` of `user` in `namespace`: counted by `store` when several
     /// nodes share it (so the budget is the cluster's), else by this node.
     ///
@@ -432,6 +468,9 @@ impl Limiter {
     pub fn forget_quiet_clients(&self) {
         self.init.retain_recent();
         self.auth_failures.retain_recent();
+        for budget in self.namespaces.read().unwrap_or_else(std::sync::PoisonError::into_inner).values() {
+            budget.id_token_failures.retain_recent();
+        }
         let now = Instant::now();
         lock(&self.blocked).retain(|_, until| *until > now);
     }
@@ -464,6 +503,7 @@ mod tests {
             users_per_window: users,
             window: Duration::from_secs(window),
             erase_per_minute: n(2),
+            id_token_failures_per_minute: n(3),
         }
     }
 

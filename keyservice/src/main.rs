@@ -52,6 +52,20 @@ enum Command {
         #[arg(long, env = "KEYSERVICE_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Erase everything held for a user, as the Real Service's `/erase` does: through the
+    /// running server's admin socket, or directly when it is stopped. For the user a Real
+    /// Service cannot erase itself (on a namespace with `oidc`, one who can no longer log
+    /// in at the identity provider).
+    Erase {
+        /// The user's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The user's id at the Real Service.
+        #[arg(long)]
+        user_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Re-wrap every key under a new master key (created if the file does not exist),
     /// through the running server's admin socket, or directly when it is stopped.
     /// Idempotent: running it again finishes an interrupted rotation.
@@ -183,6 +197,17 @@ fn main() -> ExitCode {
         Command::Restore { from, data_dir, config } => operate(config, Some(data_dir.clone()), |config| async move {
             let (master, _) = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
             Ok(admin::restore(&from, &data_dir, &master).await?)
+        }),
+        Command::Erase { namespace, user_id, store } => operate(store.config, store.data_dir, |config| async move {
+            let request = admin::AdminRequest::Erase { namespace: namespace.clone(), user_id: user_id.clone() };
+            match admin::request(&config.admin_socket, &request).await {
+                Some(outcome) => Ok(outcome?),
+                None => {
+                    existing_store(&config)?;
+                    let (master, _) = load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
+                    Ok(admin::erase_offline(&config, &master, &namespace, &user_id).await?)
+                }
+            }
         }),
         Command::RotateMasterKey { new_key_file, store } => {
             operate(store.config, store.data_dir, |config| async move {

@@ -13,7 +13,14 @@
 //!
 //! So a compromised Real Service alone cannot connect a user who has not just logged in
 //! at the identity provider: it would need a token the provider signed for that user
-//! with that device's nonce. Verification is done by the `jsonwebtoken` crate; this
+//! with that device's nonce.
+//!
+//! Such a namespace also refuses an `/erase` without an ID token for the user issued for
+//! that erasure: its `nonce` is [`erase_nonce`] of the namespace and user (which no login
+//! token carries), it was issued (`iat`) within `erase_max_age_secs`, and it is accepted
+//! once (its fingerprint is remembered in the store, shared by every node, until it can
+//! no longer be fresh). A compromised Real Service therefore cannot destroy a user's keys,
+//! nor the history of its own reads, without that user confirming at the provider. Verification is done by the `jsonwebtoken` crate; this
 //! module only chooses what to require.
 //!
 //! The provider's keys come from a JWKS file (re-read on SIGHUP) or from its JWKS URL:
@@ -28,11 +35,14 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+pub use keyservice_client::protocol::wire::erase_nonce;
 
 /// How often fetched keys are fetched again anyway.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
 /// The least time between two fetches, by default (`refetch_secs`).
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// How old an erasure's ID token may be, by default (`erase_max_age_secs`).
+pub const ERASE_MAX_AGE: Duration = Duration::from_secs(600);
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Longest a fetch may take.
@@ -66,6 +76,8 @@ pub struct Oidc {
     pub leeway_secs: u64,
     /// The least time between two fetches of the provider's keys.
     pub refetch: Duration,
+    /// How long after it was issued an ID token may authorise an erasure.
+    pub erase_max_age: Duration,
     /// The keys held now, and when they were fetched (`None`: read from a file).
     keys: RwLock<(Arc<JwkSet>, Option<Instant>)>,
     /// When a fetch was last tried; serialises fetches.
@@ -96,6 +108,7 @@ impl Oidc {
         algorithms: Vec<Algorithm>,
         leeway_secs: u64,
         refetch: Duration,
+        erase_max_age: Duration,
     ) -> Self {
         Self {
             issuer,
@@ -105,6 +118,7 @@ impl Oidc {
             algorithms,
             leeway_secs,
             refetch,
+            erase_max_age,
             keys: RwLock::new((Arc::new(keys), None)),
             last_fetch: tokio::sync::Mutex::new(None),
         }
@@ -219,7 +233,7 @@ pub fn read_jwks(path: &Path) -> Result<JwkSet, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdTokenError {
     /// The namespace requires one and the request has none.
-    #[error("this namespace requires an idToken from its identity provider on /connect")]
+    #[error("this namespace requires an idToken from its identity provider for this user on /connect and /erase")]
     Required,
     /// Not a JWT, or its header or claims do not parse.
     #[error("the idToken is not a well-formed JWT")]
@@ -245,9 +259,16 @@ pub enum IdTokenError {
     /// Another audience.
     #[error("the idToken was issued for another audience")]
     WrongAudience,
-    /// Its nonce is not this request's initTokenHash.
-    #[error("the idToken's nonce is not this request's initTokenHash")]
+    /// Its nonce is not this request's: the initTokenHash on `/connect`, the
+    /// [`erase_nonce`] on `/erase`.
+    #[error("the idToken's nonce is not this request's (the initTokenHash on /connect, the erase nonce on /erase)")]
     NonceMismatch,
+    /// An erasure's token without `iat`, or issued longer ago than `erase_max_age_secs`.
+    #[error("the idToken was not issued for this erasure recently enough; ask the identity provider for a new one")]
+    TooOld,
+    /// An erasure's token that already authorised an erasure.
+    #[error("the idToken has already been used for an erasure; ask the identity provider for a new one")]
+    Replayed,
     /// It names another user.
     #[error("the idToken names another user than userId")]
     UserMismatch,
@@ -267,13 +288,40 @@ impl IdTokenError {
             Self::WrongIssuer => "id_token_wrong_issuer",
             Self::WrongAudience => "id_token_wrong_audience",
             Self::NonceMismatch => "id_token_nonce_mismatch",
+            Self::TooOld => "id_token_too_old",
+            Self::Replayed => "id_token_replayed",
             Self::UserMismatch => "id_token_user_mismatch",
         }
     }
 }
 
-/// Checks `token` against the namespace's provider, for `user_id` and the device's
-/// `init_token_hash`.
+/// What an ID token is presented for.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose<'a> {
+    /// `/connect`: its nonce must be the device's initTokenHash.
+    Connect {
+        /// The request's `initTokenHash`.
+        init_token_hash: &'a str,
+    },
+    /// `/erase`: its nonce must be [`erase_nonce`] of the namespace and user, and it must
+    /// have been issued at most `erase_max_age` before `now`.
+    Erase {
+        /// The namespace the erasure is in.
+        namespace: &'a str,
+        /// The time now (Unix seconds).
+        now: u64,
+    },
+}
+
+/// An ID token that passed every check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The last second (Unix) at which it could pass them again: how long a single-use
+    /// token must be remembered.
+    pub usable_until: u64,
+}
+
+/// Checks `token` against the namespace's provider, for `user_id` and `purpose`.
 ///
 /// # Errors
 ///
@@ -282,8 +330,8 @@ pub async fn verify(
     oidc: &Oidc,
     token: Option<&str>,
     user_id: &str,
-    init_token_hash: &str,
-) -> Result<(), IdTokenError> {
+    purpose: Purpose<'_>,
+) -> Result<Accepted, IdTokenError> {
     let token = token.ok_or(IdTokenError::Required)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| IdTokenError::Malformed)?;
     if !oidc.algorithms.contains(&header.alg) {
@@ -315,13 +363,31 @@ pub async fn verify(
             }
         })?
         .claims;
+    let seconds = |name: &str| claims.get(name).and_then(serde_json::Value::as_u64);
+    // `exp` is required and checked above.
+    let expires = seconds("exp").unwrap_or_default().saturating_add(oidc.leeway_secs);
+    let (nonce, usable_until) = match purpose {
+        Purpose::Connect { init_token_hash } => (init_token_hash.to_owned(), expires),
+        Purpose::Erase { namespace, now } => {
+            let issued = seconds("iat").ok_or(IdTokenError::TooOld)?;
+            if issued > now.saturating_add(oidc.leeway_secs) {
+                return Err(IdTokenError::NotYetValid);
+            }
+            let fresh_until = issued.saturating_add(oidc.erase_max_age.as_secs()).saturating_add(oidc.leeway_secs);
+            if now > fresh_until {
+                return Err(IdTokenError::TooOld);
+            }
+            (erase_nonce(namespace, user_id), fresh_until.min(expires))
+        }
+    };
     // Compared whole; both are public values (the hash is sent in clear to the Real
-    // Service), so no constant-time comparison is needed.
-    if claims.get("nonce").and_then(|n| n.as_str()) != Some(init_token_hash) {
+    // Service, the erase nonce is computed from the request), so no constant-time
+    // comparison is needed.
+    if claims.get("nonce").and_then(|n| n.as_str()) != Some(nonce.as_str()) {
         return Err(IdTokenError::NonceMismatch);
     }
     if claims.get(&oidc.user_claim).and_then(|u| u.as_str()) != Some(user_id) {
         return Err(IdTokenError::UserMismatch);
     }
-    Ok(())
+    Ok(Accepted { usable_until })
 }

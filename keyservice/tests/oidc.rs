@@ -1,7 +1,8 @@
-//! Independent identity on /connect: a namespace configured with an identity provider
-//! accepts only an ID token that provider signed for the same user and this device's
-//! init; every way a token can be wrong has its own error, and a refused /connect
-//! spends nothing.
+//! Independent identity on /connect and /erase: a namespace configured with an identity
+//! provider accepts only an ID token that provider signed for the same user and this
+//! device's init (or, for an erasure, for this erasure, fresh, once); every way a token
+//! can be wrong has its own error, a refusal spends nothing, and floods of refusals are
+//! budgeted and share audit lines without locking the Real Service out.
 
 #[path = "support/binary.rs"]
 mod binary;
@@ -10,7 +11,7 @@ mod support;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use keyservice_client::protocol::wire::init_token_hash;
+use keyservice_client::protocol::wire::{ConnectResponse, erase_nonce, init_token_hash};
 use support::*;
 
 const ISSUER: &str = "https://idp.example.test";
@@ -55,6 +56,22 @@ fn with(mut claims: serde_json::Value, field: &str, value: serde_json::Value) ->
     claims
 }
 
+/// The test configuration with `shop` (allowing `allow`, plus `extra` namespace
+/// settings) requiring ID tokens from `idp`.
+fn oidc_config(dir: &std::path::Path, idp: &IdentityProvider, allow: &str, extra: &str) -> keyservice::Config {
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
+    let text = format!(
+        "{}{extra}[namespaces.{NAMESPACE}.oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
+        shop_toml(allow),
+        jwks.display().to_string()
+    );
+    let file_config = keyservice::Config::from_toml(&text, |_| None).unwrap();
+    let mut config = config(dir);
+    config.namespaces.insert(NAMESPACE.into(), file_config.namespaces[NAMESPACE].clone());
+    config
+}
+
 async fn connect(addr: std::net::SocketAddr, user: &str, hash: &str, id_token: Option<&str>) -> Reply {
     let mut body = serde_json::json!({ "namespace": NAMESPACE, "userId": user, "initTokenHash": hash });
     if let Some(token) = id_token {
@@ -67,17 +84,7 @@ async fn connect(addr: std::net::SocketAddr, user: &str, hash: &str, id_token: O
 async fn only_a_token_the_provider_signed_for_this_user_and_init_connects() {
     let dir = tempfile::tempdir().unwrap();
     let idp = IdentityProvider::new("idp-1");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
-    let text = format!(
-        "{}[namespaces.{NAMESPACE}.oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_file = {:?}\n",
-        shop_toml("127.0.0.0/8"),
-        jwks.display().to_string()
-    );
-    let file_config = keyservice::Config::from_toml(&text, |_| None).unwrap();
-    let mut config = config(dir.path());
-    config.namespaces.insert(NAMESPACE.into(), file_config.namespaces[NAMESPACE].clone());
-    let server = TestServer::start_sled(config).await;
+    let server = TestServer::start_sled(oidc_config(dir.path(), &idp, "127.0.0.0/8", "")).await;
 
     let token = init(server.addr).await;
     let hash = init_token_hash(&token);
@@ -170,6 +177,12 @@ fn oidc_settings_are_checked() {
     let plain =
         parse(&format!("issuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks_url = \"http://idp.example/jwks\"\n"));
     assert!(plain.unwrap().contains("https://"), "plain http to a remote provider was accepted");
+    std::fs::write(&jwks, serde_json::json!({ "keys": [IdentityProvider::new("k").jwk] }).to_string()).unwrap();
+    let max_age = parse(&format!("{base}erase_max_age_secs = 7200\n")).unwrap();
+    assert!(max_age.contains("erase_max_age_secs") && max_age.contains("3600"), "{max_age}");
+    let budget = format!("{}id_token_failures_per_minute = 0\n", shop_toml("127.0.0.0/8"));
+    let zero = keyservice::Config::from_toml(&budget, |_| None).unwrap_err().to_string();
+    assert!(zero.contains("id_token_failures_per_minute"), "{zero}");
 }
 
 /// A JWKS endpoint on loopback: serves whatever it is set to, counts its fetches.
@@ -256,4 +269,188 @@ async fn keys_fetched_from_the_provider_follow_its_rotation_without_hammering_it
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let hash = init_token_hash(&init(server.addr).await);
     connect(server.addr, "alice", &hash, Some(&connect_as(&second, "k2", &hash))).await.expect_status(200);
+}
+
+/// `POST /erase` as the `shop` Real Service, with `id_token` when given.
+async fn erase(addr: std::net::SocketAddr, user: &str, id_token: Option<&str>) -> Reply {
+    let mut body = serde_json::json!({ "namespace": NAMESPACE, "userId": user });
+    if let Some(token) = id_token {
+        body["idToken"] = token.into();
+    }
+    let body = body.to_string();
+    signed(addr, KEY_ID, SECRET, "POST", "/erase", body.as_bytes(), &[("content-type", "application/json".into())])
+        .await
+}
+
+/// A device of `user` connected with a login token from `idp`, holding one key version.
+async fn device_with_key(addr: std::net::SocketAddr, idp: &IdentityProvider, user: &str) -> Device {
+    let init_token = init(addr).await;
+    let hash = init_token_hash(&init_token);
+    let reply = connect(addr, user, &hash, Some(&idp.token("idp-1", claims(user, &hash)))).await;
+    reply.expect_status(200);
+    let device = Device { addr, session_token: reply.json::<ConnectResponse>().session_token, init_token };
+    device.put(b"the user's data key", &[]).await.expect_status(201);
+    device
+}
+
+#[tokio::test]
+async fn an_erasure_needs_the_users_fresh_single_use_consent_at_the_identity_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = IdentityProvider::new("idp-1");
+    let config = oidc_config(dir.path(), &idp, "127.0.0.0/8", "");
+    let server = TestServer::start_sled(config.clone()).await;
+    let alice = device_with_key(server.addr, &idp, "alice").await;
+    let nonce = erase_nonce(NAMESPACE, "alice");
+    let now = unix_now() as i64;
+    let login_hash = init_token_hash(&alice.init_token);
+
+    // The stolen credential alone, or with any token not minted for this erasure, erases
+    // nothing.
+    let refused: Vec<(&str, Option<String>)> = vec![
+        ("id_token_required", None),
+        // A token from the user's login (its nonce is the initTokenHash) is not consent
+        // to erase.
+        ("id_token_nonce_mismatch", Some(idp.token("idp-1", claims("alice", &login_hash)))),
+        ("id_token_nonce_mismatch", Some(idp.token("idp-1", claims("alice", &erase_nonce("other", "alice"))))),
+        ("id_token_nonce_mismatch", Some(idp.token("idp-1", claims("alice", &erase_nonce(NAMESPACE, "bob"))))),
+        ("id_token_user_mismatch", Some(idp.token("idp-1", claims("mallory", &nonce)))),
+        ("id_token_too_old", Some(idp.token("idp-1", with(claims("alice", &nonce), "iat", (now - 3600).into())))),
+        ("id_token_too_old", Some(idp.token("idp-1", without(claims("alice", &nonce), "iat")))),
+        ("id_token_not_yet_valid", Some(idp.token("idp-1", with(claims("alice", &nonce), "iat", (now + 600).into())))),
+        ("id_token_bad_signature", Some(IdentityProvider::new("idp-1").token("idp-1", claims("alice", &nonce)))),
+        ("id_token_expired", Some(idp.token("idp-1", with(claims("alice", &nonce), "exp", (now - 120).into())))),
+    ];
+    for (code, token) in refused {
+        erase(server.addr, "alice", token.as_deref()).await.expect(401, code);
+    }
+    alice.get("/key").await.expect_status(200);
+
+    // The user's consent erases, once.
+    let consent = idp.token("idp-1", claims("alice", &nonce));
+    let reply = erase(server.addr, "alice", Some(&consent)).await;
+    reply.expect_status(200);
+    assert_eq!(reply.json::<serde_json::Value>()["versionsDestroyed"], 1);
+    alice.get("/key").await.expect(401, "unknown_session");
+    let again = device_with_key(server.addr, &idp, "alice").await;
+    erase(server.addr, "alice", Some(&consent)).await.expect(401, "id_token_replayed");
+    again.get("/key").await.expect_status(200);
+
+    // Spent is spent across a restart too.
+    server.stop().await;
+    let server = TestServer::start_sled(config).await;
+    erase(server.addr, "alice", Some(&consent)).await.expect(401, "id_token_replayed");
+    let again = Device { addr: server.addr, ..again };
+    again.get("/key").await.expect_status(200);
+
+    // keyservice-cli: `erase-nonce` prints the nonce to ask for, `erase` reads the token
+    // from a file.
+    let url = format!("http://{}", server.addr);
+    let cli = |args: Vec<String>| {
+        let mut command = std::process::Command::new(binary::cli_bin());
+        command.args(["--url", &url, "--allow-http"]).args(args);
+        command.env("KEYSERVICE_SECRET", SECRET).env_remove("KEYSERVICE_ID_TOKEN");
+        async move { tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap() }
+    };
+    let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let printed = cli(args(&["erase-nonce", "--namespace", NAMESPACE, "--user-id", "alice"])).await;
+    assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), nonce);
+    let token_file = dir.path().join("erase-token");
+    std::fs::write(&token_file, idp.token("idp-1", claims("alice", &nonce))).unwrap();
+    let erase_args = args(&[
+        "erase",
+        "--namespace",
+        NAMESPACE,
+        "--key-id",
+        KEY_ID,
+        "--user-id",
+        "alice",
+        "--id-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let erased = cli(erase_args.clone()).await;
+    assert_eq!(erased.status.code(), Some(0), "{}", String::from_utf8_lossy(&erased.stderr));
+    assert!(String::from_utf8_lossy(&erased.stdout).contains("1 key versions destroyed"));
+    again.get("/key").await.expect(401, "unknown_session");
+    let replayed = cli(erase_args).await;
+    assert_eq!(replayed.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&replayed.stderr).contains("id_token_replayed"));
+
+    server.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"event\":\"erase\",\"outcome\":\"denied\"") && audit.contains("id_token_replayed"));
+    assert!(!audit.contains(&consent), "a token reached the audit log");
+}
+
+fn without(mut claims: serde_json::Value, field: &str) -> serde_json::Value {
+    claims.as_object_mut().unwrap().remove(field);
+    claims
+}
+
+/// `/connect` from the loopback address `from`.
+async fn connect_from(from: &str, addr: std::net::SocketAddr, user: &str, hash: &str, token: &str) -> Reply {
+    let body = serde_json::json!({ "namespace": NAMESPACE, "userId": user, "initTokenHash": hash, "idToken": token })
+        .to_string();
+    let mut headers = signed_headers(KEY_ID, SECRET, "POST", "/connect", body.as_bytes(), &http_date(0));
+    headers.push(("content-type", "application/json".into()));
+    send_from(Some(from.parse().unwrap()), addr, "POST", "/connect", &headers, body.as_bytes()).await
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_id_tokens_is_budgeted_and_summarised_and_leaves_the_real_service_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = IdentityProvider::new("idp-1");
+    let forger = IdentityProvider::new("idp-1");
+    let extra = "connect_per_minute = 30\nid_token_failures_per_minute = 10\n";
+    let server = TestServer::start_sled(oidc_config(dir.path(), &idp, "127.0.0.0/24", extra)).await;
+    let hash = init_token_hash(&init(server.addr).await);
+
+    // A breached Real Service's credential, from an allowed neighbour of the real one:
+    // 60 forged tokens. The credential's budget (10) is spent first, then every request
+    // from that address is refused before its token is even looked at.
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let forged = forger.token("idp-1", claims("alice", &hash));
+        let reply = connect_from("127.0.0.66", server.addr, "alice", &hash, &forged).await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 429 {
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+    }
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    assert_eq!(unauthorized, 10, "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    // Spreading over more addresses buys nothing once the credential is over budget:
+    // each further refusal is a 429 that blocks its address.
+    for last in 100..110 {
+        let forged = forger.token("idp-1", claims("alice", &hash));
+        let reply = connect_from(&format!("127.0.0.{last}"), server.addr, "alice", &hash, &forged).await;
+        reply.expect(429, "rate_limited");
+        let blocked = connect_from(&format!("127.0.0.{last}"), server.addr, "alice", &hash, "x.y.z").await;
+        assert_eq!(blocked.status, 429);
+    }
+
+    // The real Real Service, at its own address, connects its users all along: a token
+    // that verifies is never refused by these budgets.
+    for user in ["alice", "bob", "carol"] {
+        let user_hash = init_token_hash(&init(server.addr).await);
+        let token = idp.token("idp-1", claims(user, &user_hash));
+        let reply = connect_from("127.0.0.2", server.addr, user, &user_hash, &token).await;
+        reply.expect_status(200);
+    }
+
+    server.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let refusals: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].clone())
+        .filter(|event| event["reason"] == "id_token_bad_signature")
+        .collect();
+    // One line for the first refusal of the minute (naming the namespace and user), one
+    // summary at the stop counting the other 20 (10 more from the first address, one from each
+    // of the others, all in one /24): not 21 lines.
+    assert_eq!(refusals.len(), 2, "{refusals:#?}");
+    assert_eq!(refusals[0]["namespace"], NAMESPACE);
+    assert!(refusals[0]["user"].is_string());
+    assert_eq!(refusals[1]["repeated"], 20, "{refusals:#?}");
 }

@@ -364,3 +364,40 @@ async fn a_rotation_killed_at_any_moment_resumes_and_loses_nothing() {
     let server = start(&rotated);
     assert_keys(server.addr, &devices).await;
 }
+
+/// The operator erases a user the Real Service cannot (on a namespace with `oidc`, one
+/// whose account at the identity provider is gone): through the running server, audited
+/// and in the ledger, and directly on a stopped one; other users keep their keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_erases_a_user_online_and_offline() {
+    let (dir, config, devices) = populated_and_stopped().await;
+    let config_arg = config.to_str().unwrap();
+    let erase =
+        |user: &str| keyservice(&["erase", "--namespace", NAMESPACE, "--user-id", user, "--config", config_arg]);
+
+    let server = start(&config);
+    let (code, out, err) = erase("user-0");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 key versions destroyed, 1 sessions revoked"), "{out}");
+    Device { addr: server.addr, ..devices[0].0.clone() }.get("/key").await.expect(401, "unknown_session");
+    let (code, _, err) =
+        keyservice(&["erase", "--namespace", "nowhere", "--user-id", "user-1", "--config", config_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no namespace \"nowhere\""), "{err}");
+    assert_keys(server.addr, &devices[1..]).await;
+    stop(server);
+
+    let (code, out, err) = erase("user-1");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 key versions destroyed"), "{out}");
+
+    let server = start(&config);
+    Device { addr: server.addr, ..devices[1].0.clone() }.get("/key").await.expect(401, "unknown_session");
+    assert_keys(server.addr, &devices[2..]).await;
+    stop(server);
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"event\":\"erase\",\"outcome\":\"allowed\"") && audit.contains("\"reason\":\"operator\""));
+    assert!(!audit.contains("user-0"), "a user id reached the audit log");
+    let ledger = std::fs::read_to_string(dir.path().join("erasures.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 2, "{ledger}");
+}

@@ -8,6 +8,8 @@ export function newNonce(): Uint8Array;
 
 /** base64(SHA-512(initToken)): what a device gives its Real Service. */
 export function initTokenHash(initToken: string): Promise<string>;
+/** The nonce of the ID token that authorises erasing userId on a namespace with oidc. */
+export function eraseNonce(namespace: string, userId: string): Promise<string>;
 
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView | string;
 
@@ -89,6 +91,7 @@ export interface ErasureReceipt {
   erasedAt: string;
   versionsDestroyed: number;
   sessionsRevoked: number;
+  accessRecordsDestroyed: number;
 }
 
 export interface ExportResponse {
@@ -104,7 +107,7 @@ export class RealService {
     initTokenHash: string,
     options?: { idToken?: string },
   ): Promise<{ sessionToken: string; expiresAt: string }>;
-  erase(namespace: string, userId: string): Promise<ErasureReceipt>;
+  erase(namespace: string, userId: string, options?: { idToken?: string }): Promise<ErasureReceipt>;
   export(namespace: string, userId: string): Promise<ExportResponse>;
 }
 

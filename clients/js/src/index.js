@@ -77,6 +77,20 @@ export async function initTokenHash(initToken) {
 }
 
 /**
+ * The nonce a Real Service asks the identity provider for, in the ID token that
+ * authorises erasing `userId` of `namespace` on a namespace with `oidc`: `erase:` and the
+ * unpadded base64url of SHA-256 of `"keyservice erase\n" + namespace + "\n" + userId`.
+ * @param {string} namespace
+ * @param {string} userId
+ * @returns {Promise<string>}
+ */
+export async function eraseNonce(namespace, userId) {
+  const digest = await subtle().digest('SHA-256', encoder.encode(`keyservice erase\n${namespace}\n${userId}`));
+  const base64url = toBase64(new Uint8Array(digest)).replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '');
+  return `erase:${base64url}`;
+}
+
+/**
  * The ss1 MAC: lowercase hex of HMAC-SHA-512 keyed with the secret's UTF-8 bytes over
  * nonce (64 raw bytes) ‖ METHOD ‖ path-and-query ‖ body ‖ date.
  */
@@ -428,9 +442,18 @@ export class RealService {
     return this.post('/connect', body);
   }
 
-  /** `POST /erase`: destroys the user's key and sessions; returns the receipt. */
-  erase(namespace, userId) {
-    return this.post('/erase', { namespace, userId });
+  /**
+   * `POST /erase`: destroys the user's key, sessions and access history; returns the
+   * receipt. A namespace that requires independent identity also needs `idToken`: an ID
+   * token the user's identity provider issued for this erasure, with `nonce` =
+   * `await eraseNonce(namespace, userId)`, recently (`erase_max_age_secs`); a token
+   * authorises one erasure.
+   * @returns {Promise<{userId: string, erasedAt: string, versionsDestroyed: number, sessionsRevoked: number, accessRecordsDestroyed: number}>}
+   */
+  erase(namespace, userId, { idToken } = {}) {
+    const body = { namespace, userId };
+    if (idToken !== undefined) body.idToken = idToken;
+    return this.post('/erase', body);
   }
 
   /** `POST /export`: what keyservice holds about the user (never key bytes). */

@@ -20,9 +20,10 @@ export function binary(name = 'keyservice') {
  * `keyservice serve` with a config in a fresh directory; resolves to
  * `{url, stop()}` once it logs its address.
  */
-export async function startKeyservice({ extra = '' } = {}) {
+export async function startKeyservice({ extra = '', namespaceExtra = '', files = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'keyservice-js-'));
   const config = join(dir, 'keyservice.toml');
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   writeFileSync(
     config,
     `listen = "127.0.0.1:0"
@@ -31,6 +32,7 @@ ${extra}
 [namespaces.${NAMESPACE}]
 allow = ["127.0.0.0/8"]
 credentials = [ { key_id = "${CREDENTIAL.keyId}", secret = "${CREDENTIAL.secret}" } ]
+${namespaceExtra.replaceAll('{dir}', dir)}
 `,
   );
   const child = spawn(binary(), ['serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });

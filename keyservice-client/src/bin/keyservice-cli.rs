@@ -81,8 +81,23 @@ enum Command {
     /// Real Service: erase everything held for a user (their account was deleted);
     /// prints the receipt.
     Erase {
+        /// The user's OpenID Connect ID token for this erasure (nonce = `erase-nonce`),
+        /// for a namespace that requires one: from this file [default:
+        /// KEYSERVICE_ID_TOKEN, if set].
+        #[arg(long, value_name = "FILE")]
+        id_token_file: Option<PathBuf>,
         #[command(flatten)]
         user: UserArgs,
+    },
+    /// Real Service: print the nonce to ask the identity provider for, in the ID token
+    /// that authorises erasing this user on a namespace with `oidc`.
+    EraseNonce {
+        /// The namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The user.
+        #[arg(long)]
+        user_id: String,
     },
     /// Real Service: what is held for a user (versions, sizes, dates, sessions; never key
     /// bytes), as JSON, for a subject-access request.
@@ -304,10 +319,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         let hash = InitToken::from_secret(token).hash();
         return print(json, &serde_json::json!({ "initTokenHash": hash }), &hash);
     }
+    if let Command::EraseNonce { namespace, user_id } = &cli.command {
+        let nonce = keyservice_client::protocol::wire::erase_nonce(namespace, user_id);
+        return print(json, &serde_json::json!({ "nonce": nonce }), &nonce);
+    }
 
     let client = client(&cli)?;
     match cli.command {
-        Command::HashToken { .. } => Ok(()),
+        Command::HashToken { .. } | Command::EraseNonce { .. } => Ok(()),
         Command::Init => {
             let token = client.init().await?;
             let value = serde_json::json!({
@@ -318,11 +337,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print(json, &value, token.secret().expose())
         }
         Command::Connect { init_token_hash, id_token_file, user } => {
-            // A bearer credential, kept off the command line like the others.
-            let id_token = match id_token_file {
-                Some(path) => Some(read_secret_file(&path)?),
-                None => std::env::var("KEYSERVICE_ID_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new),
-            };
+            let id_token = id_token(id_token_file)?;
             let grant = user
                 .real_service(&client)?
                 .connect_with_id_token(
@@ -336,8 +351,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 serde_json::json!({ "sessionToken": grant.session_token.expose(), "expiresAt": grant.expires_at });
             print(json, &value, grant.session_token.expose())
         }
-        Command::Erase { user } => {
-            let receipt = user.real_service(&client)?.erase(&user.namespace, &user.user_id).await?;
+        Command::Erase { id_token_file, user } => {
+            let id_token = id_token(id_token_file)?;
+            let receipt = user
+                .real_service(&client)?
+                .erase_with_id_token(&user.namespace, &user.user_id, id_token.as_ref().map(Secret::expose))
+                .await?;
             let plain = format!(
                 "erased at {}: {} key versions destroyed, {} sessions revoked",
                 receipt.erased_at, receipt.versions_destroyed, receipt.sessions_revoked
@@ -473,6 +492,14 @@ fn secret_from(file: Option<&Path>, env: &str, flag: &str) -> Result<Secret, Fai
         Some(path) => read_secret_file(path),
         None => std::env::var(env).map(Secret::new).map_err(|_| Failure::usage(format!("set {env} or give {flag}"))),
     }
+}
+
+/// The user's ID token: a bearer credential, kept off the command line like the others.
+fn id_token(file: Option<PathBuf>) -> Result<Option<Secret>, Failure> {
+    Ok(match file {
+        Some(path) => Some(read_secret_file(&path)?),
+        None => std::env::var("KEYSERVICE_ID_TOKEN").ok().filter(|t| !t.is_empty()).map(Secret::new),
+    })
 }
 
 fn read_secret_file(path: &Path) -> Result<Secret, Failure> {

@@ -8,7 +8,9 @@ use super::device::json;
 use super::error::Error;
 use super::transport::{Call, Client};
 use crate::protocol::Secret;
-use crate::protocol::wire::{ConnectRequest, ConnectResponse, ErasureReceipt, ExportResponse, UserRequest};
+use crate::protocol::wire::{
+    ConnectRequest, ConnectResponse, EraseRequest, ErasureReceipt, ExportResponse, UserRequest,
+};
 
 /// A namespace credential: the ss1 key id and shared secret a Real Service signs with.
 #[derive(Debug, Clone)]
@@ -93,7 +95,32 @@ impl RealService {
     /// [`crate::ErrorKind::Forbidden`], [`crate::ErrorKind::RateLimited`] beyond the
     /// namespace's erase budget, and the transport errors.
     pub async fn erase(&self, namespace: &str, user_id: &str) -> Result<ErasureReceipt, Error> {
-        self.post("/erase", user_request(namespace, user_id)).await
+        self.erase_with_id_token(namespace, user_id, None).await
+    }
+
+    /// [`RealService::erase`] for a namespace that requires independent identity: with an
+    /// ID token the user's identity provider issued for this erasure, whose `nonce` is
+    /// [`crate::protocol::wire::erase_nonce`] of `namespace` and `user_id`, issued within
+    /// the namespace's `erase_max_age_secs`. A token authorises one erasure.
+    ///
+    /// # Errors
+    ///
+    /// As [`RealService::erase`]; a refused token is [`crate::ErrorKind::Unauthorized`]
+    /// with its `id_token_…` code (`id_token_replayed` for a token already used).
+    pub async fn erase_with_id_token(
+        &self,
+        namespace: &str,
+        user_id: &str,
+        id_token: Option<&str>,
+    ) -> Result<ErasureReceipt, Error> {
+        let request = EraseRequest {
+            namespace: namespace.to_owned(),
+            user_id: user_id.to_owned(),
+            id_token: id_token.map(str::to_owned),
+        };
+        // Serialising strings cannot fail.
+        let body = serde_json::to_vec(&request).expect("an EraseRequest serialises");
+        self.post("/erase", body).await
     }
 
     /// `POST /export`: what is held for `user_id` (versions, sizes, dates, sessions),

@@ -4,9 +4,9 @@
 //! misspelt field is an error rather than silently ignored.
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::Secret;
 
@@ -63,7 +63,7 @@ pub struct PutKeyResponse {
     pub version: u64,
 }
 
-/// `POST /erase` and `POST /export` request body, sent by the Real Service.
+/// `POST /export` request body, sent by the Real Service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserRequest {
@@ -71,6 +71,22 @@ pub struct UserRequest {
     pub namespace: String,
     /// The user (1 to [`MAX_USER_ID_LEN`] bytes).
     pub user_id: String,
+}
+
+/// `POST /erase` request body, sent by the Real Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EraseRequest {
+    /// The Real Service's namespace; must be the namespace of the signing credential.
+    pub namespace: String,
+    /// The user (1 to [`MAX_USER_ID_LEN`] bytes).
+    pub user_id: String,
+    /// An OpenID Connect ID token from the namespace's identity provider for this user,
+    /// issued for this erasure: its `nonce` is [`erase_nonce`] of the namespace and
+    /// user, and it was issued within the namespace's `erase_max_age_secs`. Accepted
+    /// once. Required by namespaces configured with `oidc`, ignored by others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// `POST /erase` → 200: what was destroyed, also when nothing was held.
@@ -185,9 +201,31 @@ pub fn init_token_hash(init_token: &Secret) -> String {
     STANDARD.encode(Sha512::digest(init_token.as_bytes()))
 }
 
+/// The `nonce` an ID token must carry to authorise the erasure of `user_id` in
+/// `namespace`: `erase:` and the base64url (unpadded) SHA-256 of
+/// `"keyservice erase\n" + namespace + "\n" + userId`. The Real Service asks the identity
+/// provider for a token with this nonce when the user confirms the deletion of their
+/// account; no token minted for a login (whose nonce is an initTokenHash) can match it.
+pub fn erase_nonce(namespace: &str, user_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"keyservice erase\n");
+    hasher.update(namespace.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(user_id.as_bytes());
+    format!("erase:{}", URL_SAFE_NO_PAD.encode(hasher.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_erase_nonce_binds_namespace_and_user() {
+        // python3 -c "import hashlib,base64;print('erase:'+base64.urlsafe_b64encode(hashlib.sha256(b'keyservice erase\nnotes\nalice').digest()).decode().rstrip('='))"
+        assert_eq!(erase_nonce("notes", "alice"), "erase:s3cQUEap7p_L_Rfiyx1KFAwn-p8a25qiH0ZHWsL-2pU");
+        assert_ne!(erase_nonce("notes", "alice"), erase_nonce("notes", "bob"));
+        assert_ne!(erase_nonce("notes", "alice"), erase_nonce("photos", "alice"));
+    }
 
     #[test]
     fn init_token_hash_is_padded_base64_of_sha512() {

@@ -57,6 +57,20 @@ pub fn replay_fingerprint(key_id: &str, nonce: &Nonce) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// The 64-bit fingerprint under which a single-use ID token is remembered once spent,
+/// beside the replay fingerprints of signed requests. Those hash a two-byte key id
+/// length (at most 256) first; this hashes a label whose first two bytes read as a
+/// larger number, so the two can never be fingerprints of the same input.
+pub fn id_token_fingerprint(token: &str) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"keyservice id token\0");
+    hasher.update(token.as_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

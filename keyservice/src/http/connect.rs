@@ -5,9 +5,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{ConnectRequest, ConnectResponse};
 
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
+use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, identity, response, signed};
 use crate::crypto;
 use crate::error::{Error, RequestError};
+use crate::oidc::Purpose;
 use crate::store::Redeemed;
 
 pub async fn handle<B: RequestBody>(
@@ -18,27 +19,16 @@ pub async fn handle<B: RequestBody>(
     let from = signed::real_service(app, request, info.client).await?;
     let request: ConnectRequest = from.json()?;
     let digest = crypto::decode_init_token_hash(&request.init_token_hash).ok_or(RequestError::InvalidInitTokenHash)?;
+    let user = app.inner.escrow.user(&request.namespace, &request.user_id);
     // Independent identity, where the namespace asks for it: before anything is spent.
-    if let Some(oidc) = app.tenants().namespaces.get(&request.namespace).and_then(|ns| ns.oidc.clone()) {
-        let checked =
-            crate::oidc::verify(&oidc, request.id_token.as_deref(), &request.user_id, &request.init_token_hash).await;
-        if let Err(refused) = checked {
-            let user = app.inner.escrow.user(&request.namespace, &request.user_id);
-            let subject =
-                AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: Some(refused.code()) };
-            tracing::warn!(request_id = %info.id, namespace = %request.namespace, reason = refused.code(), "connect refused: ID token");
-            app.inner.metrics.auth_failure(refused.code());
-            let _ = app.audit(info, "connect", "denied", subject);
-            return Err(RequestError::IdToken(refused).into());
-        }
-    }
+    let purpose = Purpose::Connect { init_token_hash: &request.init_token_hash };
+    identity::check(app, info, &from, (&request.user_id, &user), request.id_token.as_deref(), purpose).await?;
     app.inner.disks.admit_growth()?;
 
     let escrow = &app.inner.escrow;
     let now = crate::time::now();
     let session_token = crypto::new_token()?;
     let expires_at = now + app.inner.session_ttl.as_secs();
-    let user = escrow.user(&request.namespace, &request.user_id);
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };
     let admitted = app.inner.limiter.admit_connect_with(escrow.store().as_ref(), &request.namespace, &user, now).await;
     if let Err(refusal) = admitted? {

@@ -7,6 +7,7 @@ mod body;
 mod connect;
 mod cors;
 mod health;
+mod identity;
 mod init;
 mod key;
 mod response;

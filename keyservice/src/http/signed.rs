@@ -63,6 +63,16 @@ impl NamesUser for keyservice_client::protocol::wire::ConnectRequest {
     }
 }
 
+impl NamesUser for keyservice_client::protocol::wire::EraseRequest {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
 impl NamesUser for keyservice_client::protocol::wire::UserRequest {
     fn namespace(&self) -> &str {
         &self.namespace

@@ -4,11 +4,12 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use keyservice_client::protocol::wire::UserRequest;
+use keyservice_client::protocol::wire::{EraseRequest, UserRequest};
 
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
+use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, identity, response, signed};
 use crate::access::Operation;
 use crate::error::Error;
+use crate::oidc::Purpose;
 use crate::store::UserKey;
 
 /// `POST /erase`: every key version, the user's key and every session, destroyed; the
@@ -18,13 +19,23 @@ pub async fn erase<B: RequestBody>(
     request: Request<B>,
     info: &RequestInfo,
 ) -> Result<Response<Full<Bytes>>, Error> {
-    let (namespace, user, _) = subject(app, request, info).await?;
-    let subject = AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None };
-    if let Err(refusal) = app.inner.limiter.admit_erase(&namespace) {
+    let from = signed::real_service(app, request, info.client).await?;
+    let request: EraseRequest = from.json()?;
+    let (namespace, user) = (&from.namespace, app.inner.escrow.user(&request.namespace, &request.user_id));
+    // On a namespace with `oidc`, the user confirmed this erasure at the identity
+    // provider: checked before anything is spent, spent last.
+    let purpose = Purpose::Erase { namespace, now: crate::time::now() };
+    let token =
+        identity::check(app, info, &from, (&request.user_id, &user), request.id_token.as_deref(), purpose).await?;
+    let subject = AuditSubject { namespace: Some(namespace), user: Some(&user), reason: None };
+    if let Err(refusal) = app.inner.limiter.admit_erase(namespace) {
         tracing::warn!(request_id = %info.id, namespace = %namespace, "namespace exceeded its erase budget");
-        app.inner.metrics.namespace_budget_exceeded(&namespace, "erase");
+        app.inner.metrics.namespace_budget_exceeded(namespace, "erase");
         let _ = app.audit(info, "erase", "denied", AuditSubject { reason: Some(refusal.limit()), ..subject });
         return Err(refusal.into());
+    }
+    if let Some(token) = token {
+        identity::spend(app, info, &from, &user, token).await?;
     }
     app.audit(info, "erase", "allowed", subject)?;
     let receipt = app.inner.escrow.erase(&user, crate::time::now()).await;
@@ -37,6 +48,29 @@ pub async fn erase<B: RequestBody>(
         "user erased"
     );
     Ok(response::json(StatusCode::OK, &receipt))
+}
+
+impl App {
+    /// Erases a user at the operator's request (the admin socket): audited as an
+    /// erasure whose reason is `operator`, from no address.
+    ///
+    /// # Errors
+    ///
+    /// As `POST /erase`.
+    pub(crate) async fn erase_as_operator(
+        &self,
+        namespace: &str,
+        user_id: &str,
+    ) -> Result<keyservice_client::protocol::wire::ErasureReceipt, Error> {
+        let info = RequestInfo { id: "admin".to_owned(), client: std::net::Ipv4Addr::UNSPECIFIED.into() };
+        let user = self.inner.escrow.user(namespace, user_id);
+        let subject = AuditSubject { namespace: Some(namespace), user: Some(&user), reason: Some("operator") };
+        self.audit(&info, "erase", "allowed", subject)?;
+        let receipt = self.inner.escrow.erase(&user, crate::time::now()).await;
+        let receipt = audit_failure(self, &info, "erase", subject, receipt)?;
+        tracing::info!(user = %receipt.user_id, versions = receipt.versions_destroyed, "user erased by the operator");
+        Ok(receipt)
+    }
 }
 
 /// `POST /export`: what is held for the user, never key bytes.
