@@ -20,5 +20,15 @@ cargo build --locked -q -p keyservice -p keyservice-examples --bin keyservice --
 
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 cd clients/js
+# The checked-in self-contained build must be what the source builds to.
+checked_in=$(mktemp)
+trap 'rm -f "$checked_in"' EXIT
+cp dist/keyservice.js "$checked_in"
+npm run --silent build >/dev/null 2>&1
+if ! cmp -s dist/keyservice.js "$checked_in"; then
+    cp "$checked_in" dist/keyservice.js
+    echo "js-test.sh: clients/js/dist/keyservice.js does not match src/; run 'npm run build' in clients/js and commit it" >&2
+    exit 1
+fi
 npx --no-install tsc -p tsconfig.json
 node --test --test-reporter=spec --test-reporter-destination=stdout test/*.test.js test/browser/*.test.js

@@ -195,7 +195,7 @@ fn web_app(state: &State, path: &str, keyservice_url: &str) -> Option<Response<F
         "/app.js" => ("text/javascript", Bytes::from_static(include_str!("../demo/app.js").as_bytes())),
         "/app.css" => ("text/css", Bytes::from_static(include_str!("../demo/app.css").as_bytes())),
         "/keyservice-client.js" => {
-            ("text/javascript", Bytes::from_static(include_str!("../../clients/js/src/index.js").as_bytes()))
+            ("text/javascript", Bytes::from_static(include_str!("../../clients/js/dist/keyservice.js").as_bytes()))
         }
         "/config.json" => {
             ("application/json", Bytes::from(serde_json::json!({ "keyserviceUrl": keyservice_url }).to_string()))

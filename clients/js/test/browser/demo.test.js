@@ -195,6 +195,38 @@ test('a note is encrypted in the browser, read back after a reload and from a se
   await second.close();
 });
 
+test('a data key wrapped under a passphrase, in the page as served (no bundler, no import map)', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const failures = [];
+  page.on('pageerror', (error) => failures.push(String(error)));
+  await logIn(page, 'pia');
+  const result = await page.evaluate(async () => {
+    const ks = await import('/keyservice-client.js');
+    const session = window.keyserviceDemo.session;
+    const factor = { userFactor: { passphrase: 'correct horse battery staple', params: ks.MINIMUM_ARGON2 } };
+    await session.deleteKey();
+    const key = await ks.escrowNewDataKey(session, factor);
+    const sealed = await ks.encrypt(key, 'behind my passphrase');
+    const escrowed = await session.getKey();
+    const fetched = await ks.fetchDataKey(session, undefined, factor);
+    const text = new TextDecoder().decode(await ks.decrypt(fetched, sealed));
+    const wrong = { userFactor: { passphrase: 'Tr0ub4dor&3' } };
+    const withWrong = await ks.fetchDataKey(session, undefined, wrong).then(() => 'opened', (e) => e.code);
+    const without = await ks.fetchDataKey(session).then(() => 'opened', (e) => e.code);
+    return { contentType: escrowed.contentType, kdf: ks.describeWrapped(escrowed.bytes).kdf, text, withWrong, without };
+  });
+  assert.deepEqual(result, {
+    contentType: 'application/vnd.keyservice.wrapped-v1',
+    kdf: 'argon2id',
+    text: 'behind my passphrase',
+    withWrong: 'wrong_user_factor',
+    without: 'user_factor_required',
+  });
+  assert.deepEqual(failures, []);
+  await context.close();
+});
+
 test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that passkey', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
