@@ -71,3 +71,29 @@ async fn device_answers_expose_what_a_browser_client_needs() {
     let stranger = send(server.addr, "POST", "/init", &[("origin", "https://evil.example".to_owned())], b"").await;
     assert!(!stranger.headers.contains_key("access-control-allow-origin"));
 }
+
+/// A page on any site can make its visitor's browser send a "simple" `POST /init` (no
+/// preflight; the browser only hides the answer). From an origin not configured it is
+/// refused before it issues a token or spends the visitor network's `/init` budget;
+/// clients that are not browsers send no `Origin` and are served as before.
+#[tokio::test]
+async fn a_simple_request_from_an_origin_not_configured_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.cors_origins = vec![APP.to_owned()];
+    config.init_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    let server = TestServer::start_sled(config).await;
+    let simple = [("origin", "https://evil.example".to_owned()), ("content-type", "text/plain".to_owned())];
+    for _ in 0..5 {
+        let reply = send(server.addr, "POST", "/init", &simple, b"").await;
+        reply.expect(403, "cors_not_allowed");
+        assert!(!reply.headers.contains_key("access-control-allow-origin"));
+    }
+    assert_eq!(server.store.counts().await.unwrap().pending_inits, 0, "no init was issued");
+    // The budget of 2 is whole: the configured origin and a non-browser client each get one.
+    let reply = send(server.addr, "POST", "/init", &[("origin", APP.to_owned())], b"").await;
+    reply.expect_status(200);
+    assert_eq!(reply.header("access-control-allow-origin"), APP);
+    send(server.addr, "POST", "/init", &[], b"").await.expect_status(200);
+    send(server.addr, "POST", "/init", &[], b"").await.expect(429, "rate_limited");
+}

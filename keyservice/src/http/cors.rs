@@ -2,6 +2,12 @@
 //! the configured origins. The Real Service's routes (`/connect`, `/erase`, `/export`)
 //! never answer a browser: a preflight for them is refused, and so is any request to
 //! them that carries an `Origin`, which a server-to-server call has no reason to send.
+//!
+//! A request to a device route from an origin not configured is refused too, before it
+//! does anything: a browser sends a "simple" cross-origin `POST /init` without asking
+//! first and only hides the answer from the page, so without this any web site could
+//! make its visitors spend their network's `/init` budget. Clients that are not
+//! browsers send no `Origin` and are not affected.
 
 use bytes::Bytes;
 use http::header::{
@@ -60,16 +66,25 @@ impl Cors {
         Ok(answer)
     }
 
-    /// Refuses a browser's request to a Real Service route.
+    /// Refuses a browser's request to a Real Service route, and one to a device route
+    /// from an origin not configured.
     ///
     /// # Errors
     ///
     /// `cors_not_allowed` when a request to `/connect`, `/erase` or `/export` has an
-    /// `Origin`.
+    /// `Origin`, or a request to `/init`, `/key`, `/key/history` or `/session` has one
+    /// that is not configured.
     pub fn check(&self, path: &str, origin: Option<&HeaderValue>) -> Result<(), Error> {
-        let server_to_server = ROUTES.iter().any(|r| r.path == path) && !BROWSER_ROUTES.contains(&path);
+        let Some(origin) = origin else { return Ok(()) };
+        if BROWSER_ROUTES.contains(&path) {
+            return match self.allowed(Some(origin)) {
+                Some(_) => Ok(()),
+                None => Err(RequestError::CorsNotAllowed.into()),
+            };
+        }
+        let server_to_server = ROUTES.iter().any(|r| r.path == path);
         let operations = matches!(path, "/healthz" | "/readyz" | "/metrics");
-        if server_to_server && !operations && origin.is_some() {
+        if server_to_server && !operations {
             return Err(RequestError::CorsNotAllowed.into());
         }
         Ok(())
