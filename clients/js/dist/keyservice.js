@@ -1133,7 +1133,7 @@ var X_DATE = "X-Date";
 function subtle() {
   const c = globalThis.crypto;
   if (!c || !c.subtle || typeof c.getRandomValues !== "function") {
-    throw new Error("WebCrypto is not available: keyservice needs a secure context (HTTPS or localhost) or Node >= 20");
+    throw new KeyserviceError("WebCrypto is not available: keyservice needs a secure context (HTTPS or localhost) or Node >= 20", { code: "webcrypto_unavailable" });
   }
   return c.subtle;
 }
@@ -1284,10 +1284,41 @@ var Keyservice = class {
       });
     } catch (cause) {
       const timedOut = controller?.signal.aborted;
+      if (!timedOut && await this.answersOtherPages()) {
+        throw new KeyserviceError(
+          `keyservice answered, but not to this page: add ${globalThis.location.origin} to its cors_origins`,
+          { code: "cors_refused", cause }
+        );
+      }
       throw new KeyserviceError(timedOut ? "keyservice did not answer in time" : "keyservice could not be reached", {
         code: timedOut ? "timeout" : "network_error",
         cause
       });
+    } finally {
+      if (timer !== void 0) clearTimeout(timer);
+    }
+  }
+  /**
+   * In a page of another origin, whether keyservice is up although the call failed: a
+   * browser reports a refusal by CORS exactly as it reports an outage, but a `no-cors`
+   * request (whose answer the page cannot read) still tells whether the server answered.
+   * @returns {Promise<boolean>}
+   */
+  async answersOtherPages() {
+    const here = globalThis.location?.origin;
+    if (typeof globalThis.document === "undefined" || !here || here === new URL(this.url).origin) return false;
+    const controller = typeof AbortController === "function" ? new AbortController() : void 0;
+    const timer = controller ? setTimeout(() => controller.abort(), Math.min(this.timeoutMs, 3e3)) : void 0;
+    try {
+      await this.fetch(`${this.url}/healthz`, {
+        mode: "no-cors",
+        credentials: "omit",
+        cache: "no-store",
+        signal: controller?.signal
+      });
+      return true;
+    } catch {
+      return false;
     } finally {
       if (timer !== void 0) clearTimeout(timer);
     }
@@ -1442,6 +1473,15 @@ var Session = class {
     return response.json();
   }
 };
+function countAccesses(entries) {
+  const out = /* @__PURE__ */ new Map();
+  for (const entry of entries) {
+    const bySession = out.get(entry.session) ?? {};
+    bySession[entry.operation] = (bySession[entry.operation] ?? 0) + entry.count;
+    out.set(entry.session, bySession);
+  }
+  return out;
+}
 var RealService = class {
   constructor(keyservice, credential) {
     this.keyservice = keyservice;
@@ -1507,17 +1547,18 @@ async function escrowNewDataKey(session, options = {}) {
     raw.fill(0);
   }
 }
-async function fetchDataKey(session, version, options = {}) {
-  const key = await session.getKey(version);
+async function fetchDataKey(session, versionOrOptions, legacyOptions = {}) {
+  const options = versionOrOptions !== null && typeof versionOrOptions === "object" ? versionOrOptions : { ...legacyOptions, version: versionOrOptions };
+  const key = await session.getKey(options.version);
   let raw = key.bytes;
   try {
     if (key.contentType === WRAPPED_KEY_TYPE) {
       if (!options.userFactor) {
-        throw new KeyserviceError("the data key is wrapped under a passphrase or passkey; give the userFactor", { code: "user_factor_required", status: 200 });
+        throw new KeyserviceError("the data key is wrapped under a passphrase or passkey; give the userFactor", { code: "user_factor_required" });
       }
       raw = await unwrapForFactor(key.bytes, options.userFactor);
     }
-    if (raw.length !== 32) throw new KeyserviceError("the escrowed key is not a 256-bit AES key", { code: "not_a_data_key", status: 200 });
+    if (raw.length !== 32) throw new KeyserviceError("the escrowed key is not a 256-bit AES key", { code: "not_a_data_key" });
     return await subtle().importKey("raw", raw, AES_GCM, false, ["encrypt", "decrypt"]);
   } finally {
     key.bytes.fill(0);
@@ -1526,14 +1567,16 @@ async function fetchDataKey(session, version, options = {}) {
 }
 async function getOrCreateDataKey(session, options = {}) {
   try {
-    return await fetchDataKey(session, void 0, options);
+    return await fetchDataKey(session, { userFactor: options.userFactor });
   } catch (error) {
     if (!(error instanceof KeyserviceError) || error.code !== "no_key") throw error;
   }
   try {
     return await escrowNewDataKey(session, options);
   } catch (error) {
-    if (error instanceof KeyserviceError && error.code === "precondition_failed") return fetchDataKey(session, void 0, options);
+    if (error instanceof KeyserviceError && error.code === "precondition_failed") {
+      return fetchDataKey(session, { userFactor: options.userFactor });
+    }
     throw error;
   }
 }
@@ -1564,8 +1607,7 @@ async function unwrapForFactor(wrapped, factor) {
       }
     }
   } catch (error) {
-    if (error instanceof WrapError) throw new KeyserviceError(error.message, { code: error.code === "wrong_secret" ? "wrong_user_factor" : error.code, status: 200 });
-    throw error;
+    throw error instanceof KeyserviceError ? error : passkeyError(error);
   }
   throw new TypeError("userFactor takes { passphrase } or { passkey: { credentialId } }");
 }
@@ -1577,13 +1619,19 @@ var PRF_INFO = encoder.encode("keyservice-wrap v1 webauthn-prf");
 var DEFAULT_ARGON2 = Object.freeze({ memoryKib: 65536, iterations: 3, parallelism: 1 });
 var MINIMUM_ARGON2 = Object.freeze({ memoryKib: 19456, iterations: 2, parallelism: 1 });
 var MAXIMUM_ARGON2 = Object.freeze({ memoryKib: 2 * 1024 * 1024, iterations: 64, parallelism: 16 });
-var WrapError = class extends Error {
-  constructor(message, code) {
-    super(message);
+var WrapError = class extends KeyserviceError {
+  constructor(message, code, cause) {
+    super(message, { code, cause });
     this.name = "WrapError";
-    this.code = code;
   }
 };
+function passkeyError(cause) {
+  if (cause instanceof KeyserviceError) return cause;
+  if (cause?.name === "NotAllowedError") {
+    return new WrapError("the passkey was not available, or the user did not confirm in time", "passkey_not_allowed", cause);
+  }
+  return new WrapError("the passkey could not be used", "passkey_failed", cause);
+}
 function within(params, low, high) {
   return ["memoryKib", "iterations", "parallelism"].every(
     (name) => Number.isInteger(params[name]) && params[name] >= low[name] && params[name] <= high[name]
@@ -1631,7 +1679,7 @@ async function openWrapped(kek, wrapped, headerLength) {
     );
     return new Uint8Array(plain);
   } catch {
-    throw new WrapError("the passphrase or passkey does not open this key", "wrong_secret");
+    throw new WrapError("the passphrase or passkey does not open this key", "wrong_user_factor");
   }
 }
 function parseWrapped(wrapped) {
@@ -1719,6 +1767,8 @@ async function createPasskey({ userName, rpId, rpName }) {
       authenticatorSelection: { residentKey: "preferred", userVerification: "required" },
       extensions: { prf: {} }
     }
+  }).catch((cause) => {
+    throw passkeyError(cause);
   });
   if (!credential.getClientExtensionResults().prf?.enabled) {
     throw new WrapError("this authenticator cannot derive keys (no WebAuthn PRF)", "prf_unsupported");
@@ -1734,6 +1784,8 @@ async function passkeyPrf({ credentialId, prfSalt, rpId }) {
       ...rpId ? { rpId } : {},
       extensions: { prf: { eval: { first: asBytes(prfSalt) } } }
     }
+  }).catch((cause) => {
+    throw passkeyError(cause);
   });
   const first = assertion.getClientExtensionResults().prf?.results?.first;
   if (!first) throw new WrapError("the authenticator gave no PRF output", "prf_unsupported");
@@ -1746,8 +1798,11 @@ async function encrypt(key, plaintext) {
 }
 async function decrypt(key, sealed) {
   const bytes = asBytes(sealed);
-  if (bytes.length < 12 + 16) throw new TypeError("too short to be AES-GCM output");
-  const plain = await subtle().decrypt({ name: "AES-GCM", iv: bytes.slice(0, 12) }, key, bytes.slice(12));
+  const failed = (cause) => new KeyserviceError("the data does not open under this key: another key, or it was changed", { code: "decrypt_failed", cause });
+  if (bytes.length < 12 + 16) throw failed(new RangeError("too short to be AES-GCM output"));
+  const plain = await subtle().decrypt({ name: "AES-GCM", iv: bytes.slice(0, 12) }, key, bytes.slice(12)).catch((cause) => {
+    throw failed(cause);
+  });
   return new Uint8Array(plain);
 }
 var DB_NAME = "keyservice";
@@ -1755,7 +1810,7 @@ var STORE = "keys";
 function openDb() {
   return new Promise((resolve, reject) => {
     if (!globalThis.indexedDB) {
-      reject(new Error("IndexedDB is not available here"));
+      reject(new KeyserviceError("IndexedDB is not available here", { code: "indexeddb_unavailable" }));
       return;
     }
     const request = globalThis.indexedDB.open(DB_NAME, 1);
@@ -1799,6 +1854,7 @@ export {
   WRAPPED_KEY_TYPE,
   WrapError,
   X_DATE,
+  countAccesses,
   createPasskey,
   decrypt,
   describeWrapped,

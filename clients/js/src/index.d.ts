@@ -32,14 +32,25 @@ export function ss1Authorization(
 ): Promise<string>;
 
 /** An error the server answered (its status and code), or a failure to reach it. */
+/**
+ * Every failure of this package at run time. Arguments of the wrong type (a bug in the
+ * caller) throw `TypeError` instead.
+ */
 export class KeyserviceError extends Error {
   constructor(message: string, details?: { status?: number; code?: string; retryAfter?: number; cause?: unknown });
-  /** The HTTP status; 0 when no answer came. */
+  /** The HTTP status when the server answered; 0 when no answer came or the failure is on this side. */
   readonly status: number;
-  /** The server's error code, or `network_error` / `timeout`. */
+  /**
+   * The server's error code (`no_key`, `unknown_session`, …); `network_error` or
+   * `timeout` when no answer came; or this package's own: `user_factor_required`,
+   * `wrong_user_factor`, `not_a_data_key`, `decrypt_failed`, `webcrypto_unavailable`,
+   * `indexeddb_unavailable`, and the `WrapError` codes.
+   */
   readonly code: string;
   /** Seconds from `Retry-After`, when the server sent it. */
   readonly retryAfter: number | undefined;
+  /** What failed underneath (a fetch `TypeError`, a `DOMException` from WebAuthn or WebCrypto), when anything did. */
+  readonly cause?: unknown;
 }
 
 export interface KeyserviceOptions {
@@ -120,7 +131,9 @@ export interface DataKeyOptions {
 }
 /** Generates an AES-GCM-256 key, escrows it (wrapped, with a userFactor) as the first version, returns it non-extractable. */
 export function escrowNewDataKey(session: Session, options?: DataKeyOptions): Promise<CryptoKey>;
-/** The escrowed data key as a non-extractable CryptoKey (unwrapped with the userFactor). */
+/** The escrowed data key (the latest, or `version`) as a non-extractable CryptoKey, unwrapped with the userFactor. */
+export function fetchDataKey(session: Session, options?: DataKeyOptions & { version?: number }): Promise<CryptoKey>;
+/** The older form: `fetchDataKey(session, version, { userFactor })`. */
 export function fetchDataKey(session: Session, version?: number, options?: DataKeyOptions): Promise<CryptoKey>;
 /** Fetched when escrowed, else made and escrowed. */
 export function getOrCreateDataKey(session: Session, options?: DataKeyOptions): Promise<CryptoKey>;
@@ -138,8 +151,16 @@ export const MINIMUM_ARGON2: Readonly<Argon2Params>;
 export const MAXIMUM_ARGON2: Readonly<Argon2Params>;
 
 /** Why a key could not be wrapped or unwrapped. */
-export class WrapError extends Error {
-  readonly code: 'malformed' | 'wrong_secret' | 'other_factor' | 'parameters' | 'prf_unsupported';
+/** A key that could not be wrapped or unwrapped (status 0). */
+export class WrapError extends KeyserviceError {
+  readonly code:
+    | 'malformed'
+    | 'wrong_user_factor'
+    | 'other_factor'
+    | 'parameters'
+    | 'prf_unsupported'
+    | 'passkey_not_allowed'
+    | 'passkey_failed';
 }
 
 export type WrappedKeyDescription =
@@ -201,3 +222,10 @@ export interface AccessEntry {
   /** When the last of them happened, if more than one. */
   until: string | null;
 }
+
+/**
+ * Accesses per session (null: the Real Service's own calls) and operation, adding up
+ * each entry's `count`: entries merge accesses within about a second, so their number
+ * varies between readings while the counts do not.
+ */
+export function countAccesses(entries: AccessEntry[]): Map<string | null, Record<string, number>>;

@@ -15,7 +15,7 @@ export const X_DATE = 'X-Date';
 function subtle() {
   const c = globalThis.crypto;
   if (!c || !c.subtle || typeof c.getRandomValues !== 'function') {
-    throw new Error('WebCrypto is not available: keyservice needs a secure context (HTTPS or localhost) or Node >= 20');
+    throw new KeyserviceError('WebCrypto is not available: keyservice needs a secure context (HTTPS or localhost) or Node >= 20', { code: 'webcrypto_unavailable' });
   }
   return c.subtle;
 }
@@ -121,7 +121,14 @@ export async function ss1Authorization({ keyId, secret, method, path, body, date
   return `ss1 keyid=${keyId}, hash=${hash}, nonce=${toHex(n)}`;
 }
 
-/** An error the server answered, or a failure to reach it. */
+/**
+ * Every failure of this package at run time: an error the server answered (`status` is
+ * its HTTP status, `code` its error code), no answer (`status` 0, `code`
+ * `network_error` or `timeout`), or a failure on this side (`status` 0, a code of this
+ * package: `wrong_user_factor`, `user_factor_required`, `passkey_not_allowed`,
+ * `decrypt_failed`, …). What went wrong underneath is kept in `cause`. Arguments of the
+ * wrong type (a bug in the caller) throw `TypeError` instead.
+ */
 export class KeyserviceError extends Error {
   /**
    * @param {string} message
@@ -130,9 +137,9 @@ export class KeyserviceError extends Error {
   constructor(message, details = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'KeyserviceError';
-    /** The HTTP status; 0 when no answer came. */
+    /** The HTTP status when the server answered; 0 otherwise (no answer, or a failure on this side). */
     this.status = details.status ?? 0;
-    /** The server's error code (`no_key`, `precondition_failed`, …); `network_error` or `timeout` when no answer came. */
+    /** The server's error code (`no_key`, `precondition_failed`, …); `network_error` or `timeout` when no answer came; this package's own code for a failure on this side. */
     this.code = details.code ?? 'network_error';
     /** Seconds the server asked to wait, from `Retry-After`. */
     this.retryAfter = details.retryAfter;
@@ -216,10 +223,42 @@ export class Keyservice {
       });
     } catch (cause) {
       const timedOut = controller?.signal.aborted;
+      if (!timedOut && (await this.answersOtherPages())) {
+        throw new KeyserviceError(
+          `keyservice answered, but not to this page: add ${globalThis.location.origin} to its cors_origins`,
+          { code: 'cors_refused', cause },
+        );
+      }
       throw new KeyserviceError(timedOut ? 'keyservice did not answer in time' : 'keyservice could not be reached', {
         code: timedOut ? 'timeout' : 'network_error',
         cause,
       });
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  /**
+   * In a page of another origin, whether keyservice is up although the call failed: a
+   * browser reports a refusal by CORS exactly as it reports an outage, but a `no-cors`
+   * request (whose answer the page cannot read) still tells whether the server answered.
+   * @returns {Promise<boolean>}
+   */
+  async answersOtherPages() {
+    const here = globalThis.location?.origin;
+    if (typeof globalThis.document === 'undefined' || !here || here === new URL(this.url).origin) return false;
+    const controller = typeof AbortController === 'function' ? new AbortController() : undefined;
+    const timer = controller ? setTimeout(() => controller.abort(), Math.min(this.timeoutMs, 3000)) : undefined;
+    try {
+      await this.fetch(`${this.url}/healthz`, {
+        mode: 'no-cors',
+        credentials: 'omit',
+        cache: 'no-store',
+        signal: controller?.signal,
+      });
+      return true;
+    } catch {
+      return false;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
     }
@@ -409,6 +448,24 @@ export class Session {
  * @property {string|null} until when the last of them happened, if more than one
  */
 
+/**
+ * How many accesses `entries` stand for, per session and operation: each entry counts
+ * `count` times. Entries merge identical reads (and a session's run of writes) that came
+ * within about a second, so the same accesses may come as 7 entries in one reading and 8
+ * in another: add up `count`, never the entries, to show how often something happened.
+ * @param {AccessEntry[]} entries
+ * @returns {Map<string|null, Record<string, number>>} session id (null: the Real Service's own calls) → operation → accesses
+ */
+export function countAccesses(entries) {
+  const out = new Map();
+  for (const entry of entries) {
+    const bySession = out.get(entry.session) ?? {};
+    bySession[entry.operation] = (bySession[entry.operation] ?? 0) + entry.count;
+    out.set(entry.session, bySession);
+  }
+  return out;
+}
+
 /** The Real Service's calls, signed with its namespace credential (Node only). */
 export class RealService {
   constructor(keyservice, credential) {
@@ -506,22 +563,29 @@ export async function escrowNewDataKey(session, options = {}) {
  * Fetches the escrowed data key and returns it as a non-extractable `CryptoKey`; the
  * fetched bytes are wiped. A key escrowed wrapped needs its `userFactor`
  * (`user_factor_required` without one, `wrong_user_factor` with another).
+ *
+ * `fetchDataKey(session, { version, userFactor })`; the older form
+ * `fetchDataKey(session, version, { userFactor })` still works.
  * @param {Session} session
- * @param {number} [version]
- * @param {{userFactor?: UserFactor}} [options]
+ * @param {number | {version?: number, userFactor?: UserFactor}} [versionOrOptions] the latest version when absent
+ * @param {{userFactor?: UserFactor}} [legacyOptions]
  * @returns {Promise<CryptoKey>}
  */
-export async function fetchDataKey(session, version, options = {}) {
-  const key = await session.getKey(version);
+export async function fetchDataKey(session, versionOrOptions, legacyOptions = {}) {
+  const options =
+    versionOrOptions !== null && typeof versionOrOptions === 'object'
+      ? versionOrOptions
+      : { ...legacyOptions, version: versionOrOptions };
+  const key = await session.getKey(options.version);
   let raw = key.bytes;
   try {
     if (key.contentType === WRAPPED_KEY_TYPE) {
       if (!options.userFactor) {
-        throw new KeyserviceError('the data key is wrapped under a passphrase or passkey; give the userFactor', { code: 'user_factor_required', status: 200 });
+        throw new KeyserviceError('the data key is wrapped under a passphrase or passkey; give the userFactor', { code: 'user_factor_required' });
       }
       raw = await unwrapForFactor(key.bytes, options.userFactor);
     }
-    if (raw.length !== 32) throw new KeyserviceError('the escrowed key is not a 256-bit AES key', { code: 'not_a_data_key', status: 200 });
+    if (raw.length !== 32) throw new KeyserviceError('the escrowed key is not a 256-bit AES key', { code: 'not_a_data_key' });
     return await subtle().importKey('raw', raw, AES_GCM, false, ['encrypt', 'decrypt']);
   } finally {
     key.bytes.fill(0);
@@ -538,14 +602,16 @@ export async function fetchDataKey(session, version, options = {}) {
  */
 export async function getOrCreateDataKey(session, options = {}) {
   try {
-    return await fetchDataKey(session, undefined, options);
+    return await fetchDataKey(session, { userFactor: options.userFactor });
   } catch (error) {
     if (!(error instanceof KeyserviceError) || error.code !== 'no_key') throw error;
   }
   try {
     return await escrowNewDataKey(session, options);
   } catch (error) {
-    if (error instanceof KeyserviceError && error.code === 'precondition_failed') return fetchDataKey(session, undefined, options);
+    if (error instanceof KeyserviceError && error.code === 'precondition_failed') {
+      return fetchDataKey(session, { userFactor: options.userFactor });
+    }
     throw error;
   }
 }
@@ -578,8 +644,7 @@ async function unwrapForFactor(wrapped, factor) {
       }
     }
   } catch (error) {
-    if (error instanceof WrapError) throw new KeyserviceError(error.message, { code: error.code === 'wrong_secret' ? 'wrong_user_factor' : error.code, status: 200 });
-    throw error;
+    throw error instanceof KeyserviceError ? error : passkeyError(error);
   }
   throw new TypeError('userFactor takes { passphrase } or { passkey: { credentialId } }');
 }
@@ -605,13 +670,25 @@ export const MINIMUM_ARGON2 = Object.freeze({ memoryKib: 19456, iterations: 2, p
 /** The most a wrapped key may ask of the device opening it. */
 export const MAXIMUM_ARGON2 = Object.freeze({ memoryKib: 2 * 1024 * 1024, iterations: 64, parallelism: 16 });
 
-/** Why a key could not be wrapped or unwrapped; `code` says which case. */
-export class WrapError extends Error {
-  constructor(message, code) {
-    super(message);
+/**
+ * Why a key could not be wrapped or unwrapped: a `KeyserviceError` (status 0) whose
+ * `code` says which case: `malformed`, `wrong_user_factor`, `other_factor`,
+ * `parameters`, `prf_unsupported`, `passkey_not_allowed`, `passkey_failed`.
+ */
+export class WrapError extends KeyserviceError {
+  constructor(message, code, cause) {
+    super(message, { code, cause });
     this.name = 'WrapError';
-    this.code = code;
   }
+}
+
+/** A WebAuthn call's failure as a `WrapError`: declined, timed out or no such passkey, or anything else. */
+function passkeyError(cause) {
+  if (cause instanceof KeyserviceError) return cause;
+  if (cause?.name === 'NotAllowedError') {
+    return new WrapError('the passkey was not available, or the user did not confirm in time', 'passkey_not_allowed', cause);
+  }
+  return new WrapError('the passkey could not be used', 'passkey_failed', cause);
 }
 
 function within(params, low, high) {
@@ -665,7 +742,7 @@ async function openWrapped(kek, wrapped, headerLength) {
     );
     return new Uint8Array(plain);
   } catch {
-    throw new WrapError('the passphrase or passkey does not open this key', 'wrong_secret');
+    throw new WrapError('the passphrase or passkey does not open this key', 'wrong_user_factor');
   }
 }
 
@@ -802,6 +879,8 @@ export async function createPasskey({ userName, rpId, rpName }) {
       authenticatorSelection: { residentKey: 'preferred', userVerification: 'required' },
       extensions: { prf: {} },
     },
+  }).catch((cause) => {
+    throw passkeyError(cause);
   });
   if (!credential.getClientExtensionResults().prf?.enabled) {
     throw new WrapError('this authenticator cannot derive keys (no WebAuthn PRF)', 'prf_unsupported');
@@ -824,6 +903,8 @@ export async function passkeyPrf({ credentialId, prfSalt, rpId }) {
       ...(rpId ? { rpId } : {}),
       extensions: { prf: { eval: { first: asBytes(prfSalt) } } },
     },
+  }).catch((cause) => {
+    throw passkeyError(cause);
   });
   const first = assertion.getClientExtensionResults().prf?.results?.first;
   if (!first) throw new WrapError('the authenticator gave no PRF output', 'prf_unsupported');
@@ -850,8 +931,14 @@ export async function encrypt(key, plaintext) {
  */
 export async function decrypt(key, sealed) {
   const bytes = asBytes(sealed);
-  if (bytes.length < 12 + 16) throw new TypeError('too short to be AES-GCM output');
-  const plain = await subtle().decrypt({ name: 'AES-GCM', iv: bytes.slice(0, 12) }, key, bytes.slice(12));
+  const failed = (cause) =>
+    new KeyserviceError('the data does not open under this key: another key, or it was changed', { code: 'decrypt_failed', cause });
+  if (bytes.length < 12 + 16) throw failed(new RangeError('too short to be AES-GCM output'));
+  const plain = await subtle()
+    .decrypt({ name: 'AES-GCM', iv: bytes.slice(0, 12) }, key, bytes.slice(12))
+    .catch((cause) => {
+      throw failed(cause);
+    });
   return new Uint8Array(plain);
 }
 
@@ -863,7 +950,7 @@ const STORE = 'keys';
 function openDb() {
   return new Promise((resolve, reject) => {
     if (!globalThis.indexedDB) {
-      reject(new Error('IndexedDB is not available here'));
+      reject(new KeyserviceError('IndexedDB is not available here', { code: 'indexeddb_unavailable' }));
       return;
     }
     const request = globalThis.indexedDB.open(DB_NAME, 1);

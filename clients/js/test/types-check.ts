@@ -29,7 +29,7 @@ export async function flow(url: string, credential: { keyId: string; secret: str
     try {
       await unwrapWithPassphrase(escrowed.bytes, 'p');
     } catch (error) {
-      if (error instanceof WrapError && error.code === 'wrong_secret') return 'wrong';
+      if (error instanceof WrapError && error.code === 'wrong_user_factor') return 'wrong';
     }
   }
   await encrypt(wrappedKey, 'note');

@@ -5,8 +5,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 
 import {
+  KeyserviceError,
   MINIMUM_ARGON2,
   WrapError,
+  decrypt,
+  encrypt,
   describeWrapped,
   unwrapWithPassphrase,
   unwrapWithPrf,
@@ -21,6 +24,8 @@ const toHex = (bytes) => Buffer.from(bytes).toString('hex');
 async function rejectsWithCode(promise, code) {
   await assert.rejects(promise, (error) => {
     assert.ok(error instanceof WrapError, `not a WrapError: ${error}`);
+    assert.ok(error instanceof KeyserviceError, 'every failure is a KeyserviceError');
+    assert.equal(error.status, 0, 'no server answered');
     assert.equal(error.code, code);
     return true;
   });
@@ -34,7 +39,7 @@ test('passphrase vectors: the same bytes as the Rust client, and they open', asy
     assert.deepEqual(describeWrapped(hex(v.wrapped)), { kdf: 'argon2id', params: v.params });
     assert.equal(toHex(await unwrapWithPassphrase(hex(v.wrapped), v.passphrase)), v.key, v.name);
     if (v.alsoOpensWith) assert.equal(toHex(await unwrapWithPassphrase(hex(v.wrapped), v.alsoOpensWith)), v.key, v.name);
-    await rejectsWithCode(unwrapWithPassphrase(hex(v.wrapped), `${v.passphrase}!`), 'wrong_secret');
+    await rejectsWithCode(unwrapWithPassphrase(hex(v.wrapped), `${v.passphrase}!`), 'wrong_user_factor');
   }
 });
 
@@ -50,7 +55,7 @@ test('PRF vectors: the same bytes as the Rust client, and they open', async () =
     assert.equal(toHex(await unwrapWithPrf(wrapped, hex(v.prfOutput))), v.key);
     const other = hex(v.prfOutput);
     other[0] ^= 1;
-    await rejectsWithCode(unwrapWithPrf(wrapped, other), 'wrong_secret');
+    await rejectsWithCode(unwrapWithPrf(wrapped, other), 'wrong_user_factor');
     await rejectsWithCode(unwrapWithPassphrase(wrapped, 'x'), 'other_factor');
   }
 });
@@ -73,4 +78,18 @@ test('weak costs, altered or truncated wrapped keys and huge costs are refused',
   const huge = wrapped.slice();
   new DataView(huge.buffer).setUint32(2, 4 * 1024 * 1024);
   await rejectsWithCode(unwrapWithPassphrase(huge, 'pass phrase'), 'parameters');
+});
+
+test('a sealed note that does not open is a KeyserviceError with its cause', async () => {
+  const key = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+  const other = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, ['encrypt', 'decrypt']);
+  const sealed = await encrypt(key, 'note');
+  for (const [with_, data] of [[other, sealed], [key, sealed.slice(0, 20)]]) {
+    await assert.rejects(decrypt(with_, data), (error) => {
+      assert.ok(error instanceof KeyserviceError);
+      assert.deepEqual([error.code, error.status], ['decrypt_failed', 0]);
+      assert.ok(error.cause, 'the underlying failure is kept');
+      return true;
+    });
+  }
 });

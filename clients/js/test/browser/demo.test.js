@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -209,10 +209,10 @@ test('a data key wrapped under a passphrase, in the page as served (no bundler, 
     const key = await ks.escrowNewDataKey(session, factor);
     const sealed = await ks.encrypt(key, 'behind my passphrase');
     const escrowed = await session.getKey();
-    const fetched = await ks.fetchDataKey(session, undefined, factor);
+    const fetched = await ks.fetchDataKey(session, factor);
     const text = new TextDecoder().decode(await ks.decrypt(fetched, sealed));
     const wrong = { userFactor: { passphrase: 'Tr0ub4dor&3' } };
-    const withWrong = await ks.fetchDataKey(session, undefined, wrong).then(() => 'opened', (e) => e.code);
+    const withWrong = await ks.fetchDataKey(session, wrong).then(() => 'opened', (e) => e.code);
     const without = await ks.fetchDataKey(session).then(() => 'opened', (e) => e.code);
     return { contentType: escrowed.contentType, kdf: ks.describeWrapped(escrowed.bytes).kdf, text, withWrong, without };
   });
@@ -257,7 +257,7 @@ test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that pas
     const sealed = await ks.encrypt(key, 'behind my passkey');
     const escrowed = await session.getKey();
     const described = ks.describeWrapped(escrowed.bytes);
-    const fetched = await ks.fetchDataKey(session, undefined, passkey);
+    const fetched = await ks.fetchDataKey(session, passkey);
     const text = new TextDecoder().decode(await ks.decrypt(fetched, sealed));
     const without = await ks.fetchDataKey(session).then(() => 'opened', (e) => e.code);
     window.passkeyTest = { sealed, credentialId };
@@ -282,9 +282,12 @@ test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that pas
     const ks = await import('/keyservice-client.js');
     const { credentialId } = window.passkeyTest;
     const factor = { userFactor: { passkey: { credentialId } } };
-    return ks.fetchDataKey(window.keyserviceDemo.session, undefined, factor).then(() => 'opened', (e) => e.name);
+    return ks.fetchDataKey(window.keyserviceDemo.session, factor).then(
+      () => 'opened',
+      (e) => [e instanceof ks.KeyserviceError, e.code, e.status, e.cause?.name],
+    );
   });
-  assert.equal(gone, 'NotAllowedError');
+  assert.deepEqual(gone, [true, 'passkey_not_allowed', 0, 'NotAllowedError']);
   await context.close();
 
   // An authenticator without PRF cannot hold the key: a clear error, nothing escrowed.
@@ -314,7 +317,13 @@ test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that pas
 });
 
 test('a page from another origin is refused by CORS', async () => {
+  const bundle = readFileSync(new URL('../../dist/keyservice.js', import.meta.url));
   const foreign = createServer((request, response) => {
+    if (request.url === '/keyservice.js') {
+      response.writeHead(200, { 'content-type': 'text/javascript' });
+      response.end(bundle);
+      return;
+    }
     response.writeHead(200, { 'content-type': 'text/html' });
     response.end('<!doctype html><title>elsewhere</title>');
   });
@@ -329,6 +338,15 @@ test('a page from another origin is refused by CORS', async () => {
       keyserviceUrl,
     );
     assert.equal(answer, 'TypeError', 'keyservice answered a page of another origin');
+    // The client tells a page left out of cors_origins from an outage.
+    const told = await page.evaluate(async (url) => {
+      const ks = await import('/keyservice.js');
+      const code = (target) => new ks.Keyservice(target).init().then(() => 'answered', (e) => [e.code, e.message]);
+      return { refused: await code(url), down: await code('http://127.0.0.1:9') };
+    }, keyserviceUrl);
+    assert.equal(told.refused[0], 'cors_refused');
+    assert.match(told.refused[1], new RegExp(`add ${origin} to its cors_origins`));
+    assert.equal(told.down[0], 'network_error');
     // The demo's own origin is allowed (the same call from there works).
     await page.goto(`${site}/`);
     const allowed = await page.evaluate(
