@@ -316,6 +316,35 @@ test('a data key wrapped under a passkey (WebAuthn PRF) opens only with that pas
   await plain.close();
 });
 
+test("the README's device flow runs as written in a page", async () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const flow = /```js\n([\s\S]*?)```/.exec(readme)[1];
+  const code = flow
+    .replace(/^import (\{[^}]*\}) from 'keyservice-client';$/m, "const $1 = await import('/keyservice-client.js');")
+    .replaceAll('https://keys.example.com', keyserviceUrl);
+  // The demo's Content-Security-Policy forbids evaluating strings, which is how the
+  // example is run here; the page's origin (allowed by keyservice's CORS) is what counts.
+  const context = await browser.newContext({ bypassCSP: true });
+  const page = await context.newPage();
+  await page.goto(`${site}/`);
+  const note = await page.evaluate(async (body) => {
+    // The application's own part: its login, and its route that calls /connect.
+    const login = await (await fetch('/login', { method: 'POST', body: 'readme-reader' })).json();
+    const myRealService = {
+      async connectKeyservice(initTokenHash) {
+        const headers = { 'X-Session': login.session };
+        const response = await fetch('/keyservice-session', { method: 'POST', headers, body: JSON.stringify({ initTokenHash }) });
+        return response.json();
+      },
+      async save() {},
+    };
+    const AsyncFunction = (async () => {}).constructor;
+    return new AsyncFunction('myRealService', `${body}\nreturn note;`)(myRealService);
+  }, code);
+  assert.equal(note, 'my private note');
+  await context.close();
+});
+
 test('a page from another origin is refused by CORS', async () => {
   const bundle = readFileSync(new URL('../../dist/keyservice.js', import.meta.url));
   const foreign = createServer((request, response) => {
