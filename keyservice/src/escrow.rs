@@ -82,7 +82,8 @@ pub struct Key {
 pub struct Escrow {
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
-    ledger: ErasureLedger,
+    /// Shared with the blocking thread that appends to it.
+    ledger: Arc<ErasureLedger>,
     policy: Policy,
     accesses: access::Queue,
     /// Held while queued access entries are written, and by an erasure from before it
@@ -249,6 +250,7 @@ impl Escrow {
         let accesses = access::Queue::new().map_err(VaultError::from)?;
         let cache = (!store.shared() && policy.cache_bytes > 0).then(|| Cache::new(policy.cache_bytes));
         let writing_accesses = tokio::sync::Mutex::new(());
+        let ledger = Arc::new(ledger);
         let escrow = Self { store, vault, ledger, policy, accesses, writing_accesses, cache };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
@@ -529,7 +531,12 @@ impl Escrow {
     pub async fn erase(&self, user: &UserKey, now: UnixTime) -> Result<ErasureReceipt, Error> {
         let _writing = self.writing_accesses.lock().await;
         self.write_queued_accesses().await?;
-        let mark = self.ledger.append(user, now).map_err(|e| {
+        // The append waits for its fsync: on a blocking thread, not a runtime worker.
+        let (ledger, erased_user) = (self.ledger.clone(), *user);
+        let appended = tokio::task::spawn_blocking(move || ledger.append(&erased_user, now))
+            .await
+            .map_err(|e| Error::Ledger(format!("the ledger append did not finish: {e}")))?;
+        let mark = appended.map_err(|e| {
             if e.is_disk_full() {
                 Error::Storage(crate::disk::InsufficientStorage { disk: "ledger" })
             } else {

@@ -38,7 +38,7 @@ pub async fn erase<B: RequestBody>(
         identity::spend(app, info, &from, &user, token).await?;
     }
     app.audit(info, "erase", "allowed", subject)?;
-    let receipt = app.inner.escrow.erase(&user, crate::time::now()).await;
+    let receipt = app.erase_whole(user).await;
     let receipt = audit_failure(app, info, "erase", subject, receipt)?;
     tracing::info!(
         request_id = %info.id,
@@ -51,6 +51,17 @@ pub async fn erase<B: RequestBody>(
 }
 
 impl App {
+    /// Erases `user` on a task of its own, so that a caller who goes away (the
+    /// connection closed, the request's future dropped) cannot leave an erasure half
+    /// done: its ledger line written but the records not yet destroyed, or destroyed
+    /// but the store's ledger mark not moved.
+    async fn erase_whole(&self, user: UserKey) -> Result<keyservice_client::protocol::wire::ErasureReceipt, Error> {
+        let app = self.clone();
+        tokio::spawn(async move { app.inner.escrow.erase(&user, crate::time::now()).await })
+            .await
+            .map_err(|e| Error::Ledger(format!("the erasure did not finish: {e}")))?
+    }
+
     /// Erases a user at the operator's request (the admin socket): audited as an
     /// erasure whose reason is `operator`, from no address.
     ///
@@ -66,7 +77,7 @@ impl App {
         let user = self.inner.escrow.user(namespace, user_id);
         let subject = AuditSubject { namespace: Some(namespace), user: Some(&user), reason: Some("operator") };
         self.audit(&info, "erase", "allowed", subject)?;
-        let receipt = self.inner.escrow.erase(&user, crate::time::now()).await;
+        let receipt = self.erase_whole(user).await;
         let receipt = audit_failure(self, &info, "erase", subject, receipt)?;
         tracing::info!(user = %receipt.user_id, versions = receipt.versions_destroyed, "user erased by the operator");
         Ok(receipt)
