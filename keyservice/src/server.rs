@@ -23,6 +23,7 @@ use crate::store::StoreError;
 use crate::tls::Tls;
 
 mod guard;
+pub mod signals;
 
 /// How the server treats connections; taken from [`Config`].
 #[derive(Debug, Clone)]
