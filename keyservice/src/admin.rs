@@ -63,6 +63,15 @@ impl AdminRequest {
     }
 }
 
+/// A user id as the Real Service's requests take it: 1 to 256 bytes.
+fn check_user_id(user_id: &str) -> Result<(), String> {
+    let max = keyservice_client::protocol::wire::MAX_USER_ID_LEN;
+    if user_id.is_empty() || user_id.len() > max {
+        return Err(format!("the user id must be 1 to {max} bytes"));
+    }
+    Ok(())
+}
+
 /// Describes a finished erasure for the operator.
 pub fn describe_erasure(receipt: &keyservice_client::protocol::wire::ErasureReceipt) -> String {
     format!(
@@ -82,6 +91,7 @@ pub fn describe_erasure(receipt: &keyservice_client::protocol::wire::ErasureRece
 ///
 /// When the store, the master key or the ledger cannot be opened, or the erasure fails.
 pub async fn erase_offline(config: &Config, master: &MasterKey, namespace: &str, user_id: &str) -> Outcome {
+    check_user_id(user_id)?;
     let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
     let ledger = crate::ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| e.to_string())?;
     let escrow = crate::escrow::Escrow::open(store.clone(), master, ledger, crate::escrow::Policy::from(config))
@@ -356,9 +366,7 @@ impl App {
                 if !self.tenants().namespaces.contains_key(&namespace) {
                     return Err(format!("no namespace {namespace:?} is configured"));
                 }
-                if user_id.is_empty() || user_id.len() > keyservice_client::protocol::wire::MAX_USER_ID_LEN {
-                    return Err("the user id must be 1 to 256 bytes".to_owned());
-                }
+                check_user_id(&user_id)?;
                 let receipt = self.erase_as_operator(&namespace, &user_id).await.map_err(|e| e.to_string())?;
                 Ok(Answer { message: describe_erasure(&receipt), payload: None })
             }

@@ -384,9 +384,17 @@ async fn the_operator_erases_a_user_online_and_offline() {
         keyservice(&["erase", "--namespace", "nowhere", "--user-id", "user-1", "--config", config_arg]);
     assert_eq!(code, 1);
     assert!(err.contains("no namespace \"nowhere\""), "{err}");
+    let too_long = "u".repeat(257);
+    let (code, _, err) =
+        keyservice(&["erase", "--namespace", NAMESPACE, "--user-id", &too_long, "--config", config_arg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("1 to 256 bytes"), "{err}");
     assert_keys(server.addr, &devices[1..]).await;
     stop(server);
 
+    let (code, _, err) = erase("");
+    assert_eq!(code, 1);
+    assert!(err.contains("1 to 256 bytes"), "{err}");
     let (code, out, err) = erase("user-1");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 key versions destroyed"), "{out}");
