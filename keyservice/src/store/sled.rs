@@ -188,6 +188,11 @@ impl SledStore {
         room::room_to_open(dir)
     }
 
+    /// The most an open leaves taken on its disk once it is done, which a running store
+    /// keeps free beyond [`SledStore::room_to_open`] for every write but the replay
+    /// floor's: a store stopped at its limit opens, and can be opened again after that.
+    pub const AN_OPEN_TAKES_AT_MOST: u64 = room::AN_OPEN_TAKES_AT_MOST;
+
     /// Whether `dir` holds a store (sled's database file).
     pub fn exists(dir: &Path) -> bool {
         dir.join("db").is_file()

@@ -136,14 +136,11 @@ fn serve_command(mut command: Command, args: &[&str], envs: &[(&str, &str)]) -> 
         }
     });
     let graceful = args.contains(&"--dev");
-    Serving {
-        child,
-        addr: addr.expect("the server logged its address"),
-        stdout: stdout_lines,
-        later_stdout,
-        logs,
-        graceful,
-    }
+    let Some(addr) = addr else {
+        let status = child.wait().map(|status| status.to_string()).unwrap_or_default();
+        panic!("the server did not log its address ({status}); it said:\n{}", logs.lock().unwrap().join("\n"));
+    };
+    Serving { child, addr, stdout: stdout_lines, later_stdout, logs, graceful }
 }
 
 /// Writes `dir/keyservice.toml`: every file the server keeps under `dir` (data, master

@@ -105,7 +105,8 @@ impl Op {
             Op::Import(entries) => {
                 (entries.iter().map(|(_, k, v)| len(k) + len(v)).sum::<u64>() + records(entries.len()), growth)
             }
-            Op::TouchSession(..) | Op::SetFloor(_) | Op::RememberNonce(..) => (0, upkeep),
+            Op::TouchSession(..) | Op::RememberNonce(..) => (0, upkeep),
+            Op::SetFloor(_) => (0, Kind::Floor),
             Op::SetLedgerMark(mark) => (len(mark), upkeep),
             Op::DeleteSession(_) => (records(2), upkeep),
             Op::DeleteKeys(_) | Op::Erase(_) => (records(4), upkeep),

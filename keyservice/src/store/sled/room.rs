@@ -12,8 +12,9 @@
 //! - writes nothing in the background (sled's flusher thread is off; the committer
 //!   flushes every batch, and page cleaning runs with each write);
 //! - refuses a write, before sled sees it, when it would leave the disk with less than
-//!   the room to reopen the store and a margin (see [`Room::budget`]): the store can
-//!   then never fill its disk past the point where it could not be opened again.
+//!   the room to reopen the store, the room that opening leaves taken, and a margin (see
+//!   [`Room::budget`]): the store can then never fill its disk past the point where it
+//!   could not be opened again, nor past the point where the open after next could not.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -33,16 +34,37 @@ pub const PER_WRITE: u64 = 512;
 /// again. [`Kind::Upkeep`] writes may spend it.
 const GROWTH_MARGIN: u64 = 2 * SEGMENT;
 
+/// The most an open leaves taken once it is done: the zeroed end of the last segment
+/// and the segment its first writes start (the snapshot it writes replaces the old one,
+/// so [`needed_to_open`] covers it only while both exist). Kept free beyond
+/// [`needed_to_open`] by every write but the replay floor's, so that a store stopped at
+/// its limit opens, and then still has the room to be opened once more.
+pub const AN_OPEN_TAKES_AT_MOST: u64 = 2 * SEGMENT;
+
 /// What a write is for, which decides how near the room to reopen it may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// New records: keys, inits, sessions, history. Refused first.
     Growth,
-    /// What keeps the running store safe and its users in control: the replay floor,
-    /// the ledger mark, recording a session's use, logouts, deletions, erasures and
-    /// sweeps. These go on into [`GROWTH_MARGIN`], as reads and deletions go on into the
-    /// operator's reserve.
+    /// What keeps the running store safe and its users in control: the ledger mark,
+    /// recording a session's use, logouts, deletions, erasures and sweeps. These go on
+    /// into [`GROWTH_MARGIN`], as reads and deletions go on into the operator's reserve.
     Upkeep,
+    /// The replay floor, which every read needs moved forward every few seconds. It
+    /// alone may spend [`AN_OPEN_TAKES_AT_MOST`], so that a store opened at its limit
+    /// still serves reads; never the room to open.
+    Floor,
+}
+
+impl Kind {
+    /// Room this kind of write leaves free beyond [`needed_to_open`].
+    fn keeps(self) -> u64 {
+        match self {
+            Kind::Growth => AN_OPEN_TAKES_AT_MOST + GROWTH_MARGIN,
+            Kind::Upkeep => AN_OPEN_TAKES_AT_MOST,
+            Kind::Floor => 0,
+        }
+    }
 }
 
 /// Bytes that must be free to open a store whose database file is `db_len` bytes and
@@ -123,12 +145,11 @@ impl Budget {
     ///
     /// # Errors
     ///
-    /// [`NoRoom`] when it would leave less than the room to reopen the store (and, for
-    /// [`Kind::Growth`], the margin above it); nothing is taken then.
+    /// [`NoRoom`] when it would leave less than the room to reopen the store and what
+    /// `kind` keeps above it ([`Kind::keeps`]); nothing is taken then.
     pub fn spend(&mut self, payload: u64, kind: Kind) -> Result<(), NoRoom> {
         let cost = payload.saturating_add(PER_WRITE);
-        let margin = if kind == Kind::Growth { GROWTH_MARGIN } else { 0 };
-        let needed = self.needed.saturating_add(margin).saturating_add(self.spent).saturating_add(cost);
+        let needed = self.needed.saturating_add(kind.keeps()).saturating_add(self.spent).saturating_add(cost);
         if self.free < needed {
             return Err(NoRoom { free: self.free, needed });
         }
@@ -241,11 +262,22 @@ mod tests {
         // A refused write takes nothing: a smaller one still fits.
         assert_eq!(budget.spend(100, Kind::Growth), Ok(()));
         // Upkeep goes on into the margin that growth keeps.
-        let mut near = Budget { free: 10 * GROWTH_MARGIN, needed: 9 * GROWTH_MARGIN, spent: 0, admitted: false };
+        let needed = 9 * GROWTH_MARGIN;
+        let mut near =
+            Budget { free: needed + AN_OPEN_TAKES_AT_MOST + GROWTH_MARGIN / 2, needed, spent: 0, admitted: false };
         assert!(near.spend(0, Kind::Growth).is_err());
         assert!(!near.admitted_any(), "a refused write needs no flush");
         assert_eq!(near.spend(0, Kind::Upkeep), Ok(()));
         assert!(near.admitted_any());
-        assert!(near.spend(GROWTH_MARGIN, Kind::Upkeep).is_err(), "but not below the room to reopen");
+        assert!(near.spend(GROWTH_MARGIN, Kind::Upkeep).is_err(), "but not into the room an open takes");
+        assert_eq!(near.spend(GROWTH_MARGIN, Kind::Floor), Ok(()), "which the replay floor may spend");
+        assert!(near.spend(AN_OPEN_TAKES_AT_MOST, Kind::Floor).is_err(), "but never the room to open");
+    }
+
+    #[test]
+    fn each_kind_of_write_stops_short_of_the_next() {
+        assert!(Kind::Growth.keeps() > Kind::Upkeep.keeps());
+        assert!(Kind::Upkeep.keeps() > Kind::Floor.keeps());
+        assert_eq!(Kind::Floor.keeps(), 0, "the floor may go down to the room to open, not below");
     }
 }
