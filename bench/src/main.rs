@@ -283,7 +283,7 @@ fn write_config(dir: &Path, extra: &str, storage: &str) -> Result<PathBuf, Failu
 /// them, straight through the library; returns (session token, init token) pairs.
 async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> Result<Vec<(Secret, Secret)>, Failure> {
     let config = keyservice::Config::load(config_path)?;
-    let store = keyservice::store::open(&config).await?;
+    let store = keyservice::store::open(&config.storage, &config.data_dir, &config.node_id).await?;
     let master = MasterKey::load_or_create(&config.master_key_file)?;
     let ledger = ErasureLedger::open(&config.erasure_ledger_file)?;
     let policy = Policy { max_key_versions: 1_000_000, session_idle_secs: 30 * 86_400, ..Policy::from(&config) };

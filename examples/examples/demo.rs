@@ -66,7 +66,7 @@ async fn run() -> Result<(), Failure> {
         },
     );
     let master = MasterKey::load_or_create(&config.master_key_file)?;
-    let store = keyservice::store::open(&config).await?;
+    let store = keyservice::store::open(&config.storage, &config.data_dir, &config.node_id).await?;
     let app = App::new(&config, store, &master).await?;
     let limits = Limits::from(&config);
     let server = tokio::spawn(keyservice::server::run_tls(keys, app, limits, None, async {

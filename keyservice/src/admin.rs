@@ -92,7 +92,8 @@ pub fn describe_erasure(receipt: &keyservice_client::protocol::wire::ErasureRece
 /// When the store, the master key or the ledger cannot be opened, or the erasure fails.
 pub async fn erase_offline(config: &Config, master: &MasterKey, namespace: &str, user_id: &str) -> Outcome {
     check_user_id(user_id)?;
-    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
+    let store =
+        crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
     let ledger = crate::ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| e.to_string())?;
     let escrow = crate::escrow::Escrow::open(store.clone(), master, ledger, crate::escrow::Policy::from(config))
         .await
@@ -277,7 +278,8 @@ pub fn describe_rotation(rotation: &Rotation, new_key_file: &Path) -> String {
 ///
 /// When the store cannot be opened (a running server holds it) or the file written.
 pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
-    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
+    let store =
+        crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
     let entries = store.snapshot().await.map_err(|e| e.to_string())?;
     let written = backup::write(out, &entries).map_err(|e| e.to_string())?;
     Ok(format!("wrote {written} records to {}", out.display()))
@@ -289,7 +291,8 @@ pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
 ///
 /// When the store cannot be opened or was sealed under neither key.
 pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKey, new_key_file: &Path) -> Outcome {
-    let store = crate::store::open(config).await.map_err(|e| e.to_string())?;
+    let store =
+        crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
     if Vault::open(new, store.as_ref()).await.is_ok() {
         let rotation = Rotation {
             rewrapped: 0,

@@ -32,6 +32,7 @@ use serde::Deserialize;
 use self::oidc::FileOidc;
 use crate::limits::{ClientPrefix, ConnectBudget};
 use crate::proxy::{ForwardedHeader, ProxyTrust};
+pub use crate::store::{PostgresConfig, Storage};
 use crate::tls::TlsFiles;
 
 /// The shortest credential secret accepted, in bytes. `keyservice gen-secret` makes 43.
@@ -329,35 +330,6 @@ fn valid_node_id(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// Where a server keeps its records.
-#[derive(Debug, Clone)]
-pub enum Storage {
-    /// sled, in `data_dir`: one node.
-    Sled,
-    /// A PostgreSQL (or compatible) database that several nodes share.
-    Postgres(PostgresConfig),
-}
-
-/// How to reach the shared database (`[storage] backend = "postgres"`).
-#[derive(Debug, Clone)]
-pub struct PostgresConfig {
-    /// `postgres://user@host:port/database`, without a password.
-    pub url: String,
-    /// The password, from `password_env` or `password_file`; `None` for none.
-    pub password: Option<Secret>,
-    /// Connections this node keeps open at most (`pool_size`, default 16).
-    pub pool_size: usize,
-    /// Longest any statement may run before the database cancels it
-    /// (`statement_timeout_ms`, default 5,000).
-    pub statement_timeout: Duration,
-    /// Longest to wait for a connection to the database (`connect_timeout_secs`,
-    /// default 5).
-    pub connect_timeout: Duration,
-    /// Verify the database over TLS against this CA file (`ca_file`); `None`: plain TCP,
-    /// for a database on loopback or a private link only.
-    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {

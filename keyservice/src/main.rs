@@ -462,8 +462,9 @@ async fn run(
         tracing::info!(fingerprint = %master.fingerprint(), %source, "master key loaded");
     }
     // With a shared database, the claim on this node's id is held until the process ends.
-    let (store, _node_claim) =
-        keyservice::store::open_serving(&config).await.map_err(|error| -> Box<dyn std::error::Error> {
+    let (store, _node_claim) = keyservice::store::open_serving(&config.storage, &config.data_dir, &config.node_id)
+        .await
+        .map_err(|error| -> Box<dyn std::error::Error> {
             if error.is_configuration() {
                 Box::new(Misconfigured(error.to_string()))
             } else if error.is_no_room() {

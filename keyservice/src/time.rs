@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::store::UnixTime;
+/// Seconds since the Unix epoch.
+pub type UnixTime = u64;
 
 /// Now, in seconds since the Unix epoch (0 if the clock is set before 1970).
 pub fn now() -> UnixTime {

@@ -14,6 +14,17 @@ use zeroize::Zeroizing;
 /// The environment variable a master key may come from instead of a file.
 pub const MASTER_KEY_ENV: &str = "KEYSERVICE_MASTER_KEY";
 
+/// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
+/// Envelopes carry the id of the key that sealed them; a master key's id is the same.
+pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 8] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"keyservice key id v1");
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+    id
+}
+
 /// A 256-bit master key. Wiped on drop; `Debug` shows only its id.
 pub struct MasterKey {
     bytes: Zeroizing<[u8; 32]>,
@@ -50,7 +61,7 @@ pub enum MasterKeyError {
 impl MasterKey {
     /// A master key with these bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let id = super::vault::key_id(&bytes);
+        let id = key_id(&bytes);
         Self { bytes: Zeroizing::new(bytes), id }
     }
 

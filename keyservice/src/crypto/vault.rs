@@ -29,7 +29,7 @@ use keyservice_client::protocol::{RandomError, Secret, random_bytes};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::master::MasterKey;
+use super::master::{MasterKey, key_id};
 use crate::store::{AccessId, Pseudonym, Store, StoreError, UserKey};
 
 const ENVELOPE_V1: u8 = 1;
@@ -105,14 +105,6 @@ impl SealingKey {
         let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::Tampered(kind))?;
         Ok(SealingKey::new(bytes))
     }
-}
-
-/// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
-/// Envelopes carry the id of the key that sealed them; a master key's id is the same.
-pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 8] {
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&hmac(key, &[b"keyservice key id v1"])[..8]);
-    id
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {

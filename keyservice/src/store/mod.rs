@@ -24,10 +24,12 @@ pub mod postgres;
 pub(crate) mod record;
 mod sled;
 
+use std::path::Path;
+
 use async_trait::async_trait;
 
 pub use self::memory::MemoryStore;
-pub use self::postgres::PostgresStore;
+pub use self::postgres::{PostgresConfig, PostgresStore};
 pub use self::sled::{NoRoom, SledStore};
 
 /// Why the configured store could not be opened.
@@ -67,24 +69,34 @@ impl OpenError {
     }
 }
 
-/// Opens the store `config` names: sled in its data directory, or the shared database.
+/// Where a server keeps its records.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// sled, in `data_dir`: one node.
+    Sled,
+    /// A PostgreSQL (or compatible) database that several nodes share.
+    Postgres(PostgresConfig),
+}
+
+/// Opens the store `storage` names: sled in `data_dir`, or the shared database, where
+/// this node is `node_id`.
 ///
 /// # Errors
 ///
 /// [`OpenError`] when it cannot be opened.
-pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, OpenError> {
-    match &config.storage {
-        crate::config::Storage::Sled => {
-            let store = SledStore::open(&config.data_dir).map_err(|e| {
+pub async fn open(storage: &Storage, data_dir: &Path, node_id: &str) -> Result<std::sync::Arc<dyn Store>, OpenError> {
+    match storage {
+        Storage::Sled => {
+            let store = SledStore::open(data_dir).map_err(|e| {
                 if let StoreError::Full(source) = &e
                     && let Some(no_room) = source.downcast_ref::<NoRoom>()
                 {
-                    return OpenError::NoRoom { dir: config.data_dir.clone(), no_room: *no_room };
+                    return OpenError::NoRoom { dir: data_dir.to_path_buf(), no_room: *no_room };
                 }
                 let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
                 let held = cause.contains("lock");
                 OpenError::Sled {
-                    dir: config.data_dir.clone(),
+                    dir: data_dir.to_path_buf(),
                     message: format!(
                         "{e}{cause}{}",
                         if held { " (another keyservice process is using this data directory)" } else { "" }
@@ -93,9 +105,7 @@ pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, O
             })?;
             Ok(std::sync::Arc::new(store))
         }
-        crate::config::Storage::Postgres(database) => {
-            Ok(std::sync::Arc::new(PostgresStore::open(database, &config.node_id).await?))
-        }
+        Storage::Postgres(database) => Ok(std::sync::Arc::new(PostgresStore::open(database, node_id).await?)),
     }
 }
 
@@ -107,23 +117,24 @@ pub async fn open(config: &crate::Config) -> Result<std::sync::Arc<dyn Store>, O
 ///
 /// As [`open`]; [`postgres::OpenError::NodeIdTaken`] when another live node has the id.
 pub async fn open_serving(
-    config: &crate::Config,
+    storage: &Storage,
+    data_dir: &Path,
+    node_id: &str,
 ) -> Result<(std::sync::Arc<dyn Store>, Option<postgres::NodeClaim>), OpenError> {
-    match &config.storage {
-        crate::config::Storage::Postgres(database) => {
-            let store = PostgresStore::open(database, &config.node_id).await?;
+    match storage {
+        Storage::Postgres(database) => {
+            let store = PostgresStore::open(database, node_id).await?;
             let claim = store.claim_node_id().await?;
             Ok((std::sync::Arc::new(store), Some(claim)))
         }
-        crate::config::Storage::Sled => Ok((open(config).await?, None)),
+        Storage::Sled => Ok((open(storage, data_dir, node_id).await?, None)),
     }
 }
 
 /// A keyed hash (HMAC-SHA-256 under the store's index key) standing in for an
 /// identifier: a namespace, a user, an init token or a session token.
 pub type Pseudonym = [u8; 32];
-/// Seconds since the Unix epoch.
-pub type UnixTime = u64;
+pub use crate::time::UnixTime;
 
 /// Whose key: the pseudonyms of a namespace and of a user within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

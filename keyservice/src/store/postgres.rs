@@ -36,11 +36,13 @@
 //! with `fsync = off`. A call whose commit cannot be confirmed (the connection dropped,
 //! the statement timed out) fails as [`StoreError::Unavailable`]: not acknowledged.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use keyservice_client::protocol::Secret;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
@@ -50,7 +52,26 @@ use super::{
     Precondition, Pseudonym, PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, Store,
     StoreError, Swept, UnixTime, UserKey,
 };
-use crate::config::PostgresConfig;
+
+/// How to reach the shared database (`[storage] backend = "postgres"`).
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database`, without a password.
+    pub url: String,
+    /// The password, from `password_env` or `password_file`; `None` for none.
+    pub password: Option<Secret>,
+    /// Connections this node keeps open at most (`pool_size`, default 16).
+    pub pool_size: usize,
+    /// Longest any statement may run before the database cancels it
+    /// (`statement_timeout_ms`, default 5,000).
+    pub statement_timeout: Duration,
+    /// Longest to wait for a connection to the database (`connect_timeout_secs`,
+    /// default 5).
+    pub connect_timeout: Duration,
+    /// Verify the database over TLS against this CA file (`ca_file`); `None`: plain TCP,
+    /// for a database on loopback or a private link only.
+    pub ca_file: Option<PathBuf>,
+}
 
 /// The schema version this binary creates and understands.
 pub const SCHEMA_VERSION: i32 = 2;
