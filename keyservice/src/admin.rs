@@ -94,7 +94,7 @@ pub async fn erase_offline(config: &Config, master: &MasterKey, namespace: &str,
     check_user_id(user_id)?;
     let store =
         crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
-    let ledger = crate::ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| e.to_string())?;
+    let ledger = crate::ledger::ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| e.to_string())?;
     let escrow = crate::escrow::Escrow::open(store.clone(), master, ledger, crate::escrow::Policy::from(config))
         .await
         .map_err(|e| e.to_string())?;

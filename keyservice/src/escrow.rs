@@ -60,8 +60,8 @@ pub struct Policy {
     pub cache_bytes: usize,
 }
 
-impl From<&crate::Config> for Policy {
-    fn from(config: &crate::Config) -> Self {
+impl From<&crate::config::Config> for Policy {
+    fn from(config: &crate::config::Config) -> Self {
         Self {
             max_key_versions: config.max_key_versions,
             session_idle_secs: config.session_idle.as_secs(),

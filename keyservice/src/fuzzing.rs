@@ -66,7 +66,7 @@ pub fn request_headers(data: &[u8]) {
 /// The TOML config file.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = crate::Config::from_toml(text, |name| (name == "FUZZ_SECRET").then(|| "f".repeat(40)));
+    let _ = crate::config::Config::from_toml(text, |name| (name == "FUZZ_SECRET").then(|| "f".repeat(40)));
 }
 
 /// The admin socket's request and answer lines.

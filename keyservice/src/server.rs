@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::http::App;
+use crate::http::{App, HSTS};
 use crate::store::StoreError;
 use crate::tls::Tls;
 
@@ -356,6 +356,3 @@ async fn serve_connection<S>(
         tracing::debug!(%error, "connection ended with an error");
     }
 }
-
-/// The `Strict-Transport-Security` value of every answer over TLS.
-pub(crate) const HSTS: &str = "max-age=31536000";

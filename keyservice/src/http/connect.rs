@@ -5,7 +5,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{ConnectRequest, ConnectResponse};
 
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, identity, response, signed};
+use super::app::{App, RequestInfo};
+use super::audit::{AuditSubject, audit_failure};
+use super::body::RequestBody;
+use super::{identity, response, signed};
 use crate::crypto;
 use crate::error::{Error, RequestError};
 use crate::oidc::Purpose;

@@ -17,7 +17,8 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{ROUTES, response};
+use super::response;
+use super::routes::ROUTES;
 use crate::error::{Error, RequestError};
 
 /// Routes a browser may call.

@@ -6,7 +6,8 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{App, response};
+use super::app::App;
+use super::response;
 use crate::error::{Error, RequestError};
 
 pub fn healthz() -> Response<Full<Bytes>> {

@@ -2,8 +2,9 @@
 //! Service must send on `/connect` and `/erase`, checked in one place, and its refusals
 //! budgeted and audited like every other refusal flood.
 
+use super::app::{App, RequestInfo};
+use super::audit::AuditSubject;
 use super::signed::FromRealService;
-use super::{App, AuditSubject, RequestInfo};
 use crate::error::{Error, RequestError};
 use crate::oidc::{IdTokenError, Purpose};
 use crate::store::UserKey;

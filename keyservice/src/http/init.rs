@@ -5,7 +5,9 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::InitResponse;
 
-use super::{App, AuditSubject, RequestInfo, response};
+use super::app::{App, RequestInfo};
+use super::audit::AuditSubject;
+use super::response;
 use crate::crypto;
 use crate::error::Error;
 

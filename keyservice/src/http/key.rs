@@ -11,8 +11,11 @@ use http_body_util::Full;
 use keyservice_client::protocol::wire::{DEFAULT_KEY_CONTENT_TYPE, PutKeyResponse};
 use zeroize::Zeroizing;
 
+use super::app::{App, RequestInfo};
+use super::audit::{AuditSubject, audit_failure};
+use super::body::RequestBody;
+use super::response;
 use super::signed::{self, FromDevice};
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response};
 use crate::access::Operation;
 use crate::error::{Error, RequestError};
 use crate::store::{EntityTags, Precondition, PutOutcome};

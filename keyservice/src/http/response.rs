@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::error::{Error, RequestError};
 
+/// The `Strict-Transport-Security` value of every answer over TLS: a year.
+pub const HSTS: &str = "max-age=31536000";
+
 /// Media type of every JSON body.
 pub const JSON: &str = "application/json";
 
@@ -92,7 +95,7 @@ pub fn early_answer_headers(tls: bool) -> &'static [u8] {
 
 fn header_lines(tls: bool) -> Vec<u8> {
     let mut lines = Vec::new();
-    let hsts = tls.then_some((http::header::STRICT_TRANSPORT_SECURITY, crate::server::HSTS));
+    let hsts = tls.then_some((http::header::STRICT_TRANSPORT_SECURITY, HSTS));
     for (name, value) in SECURITY_HEADERS.into_iter().chain(hsts) {
         lines.extend_from_slice(name.as_str().as_bytes());
         lines.extend_from_slice(b": ");

@@ -4,7 +4,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, response, signed};
+use super::app::{App, RequestInfo};
+use super::audit::{AuditSubject, audit_failure};
+use super::body::RequestBody;
+use super::{response, signed};
 use crate::error::{Error, RequestError};
 
 pub async fn delete<B: RequestBody>(

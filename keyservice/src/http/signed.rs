@@ -9,7 +9,13 @@ use http::{HeaderMap, Request};
 use keyservice_client::protocol::wire::MAX_USER_ID_LEN;
 use serde::de::DeserializeOwned;
 
-use super::{App, MAX_CONNECT_BODY, RequestBody, body, response};
+use super::app::App;
+use super::body::RequestBody;
+use super::{body, response};
+
+/// Largest `/connect` body accepted, in bytes.
+const MAX_CONNECT_BODY: usize = 4096;
+
 use crate::auth::{AuthError, Verified};
 use crate::error::{Error, RequestError};
 use crate::escrow::Session;

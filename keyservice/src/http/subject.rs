@@ -6,7 +6,10 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{EraseRequest, UserRequest};
 
-use super::{App, AuditSubject, RequestBody, RequestInfo, audit_failure, identity, response, signed};
+use super::app::{App, RequestInfo};
+use super::audit::{AuditSubject, audit_failure};
+use super::body::RequestBody;
+use super::{identity, response, signed};
 use crate::access::Operation;
 use crate::error::Error;
 use crate::oidc::Purpose;
