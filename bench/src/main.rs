@@ -300,7 +300,7 @@ async fn seed(dir: &Path, config_path: &Path, users: u64, key_bytes: usize) -> R
             while i < users {
                 let user = escrow.user(NAMESPACE, &format!("user-{i}"));
                 let key = zeroize::Zeroizing::new(vec![(i % 251) as u8; key_bytes]);
-                escrow.put_key(&user, "application/octet-stream".into(), key, &Precondition::None, now).await?;
+                escrow.store_key(&user, "application/octet-stream".into(), key, &Precondition::None, now).await?;
                 if i < MAX_SESSIONS {
                     let init = keyservice::new_token()?;
                     let token = keyservice::new_token()?;

@@ -151,7 +151,7 @@ impl Error {
             _ if self.store_error().is_some_and(StoreError::is_transient) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
             }
-            Self::Auth(AuthError::Store(_)) | Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
+            Self::Store(_) | Self::Random(_) | Self::Vault(_) | Self::Ledger(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
             Self::Auth(auth) => (StatusCode::UNAUTHORIZED, auth.code()),
@@ -187,9 +187,7 @@ impl Error {
     /// The storage failure behind this error, wherever it surfaced.
     pub fn store_error(&self) -> Option<&StoreError> {
         match self {
-            Self::Store(store) | Self::Auth(AuthError::Store(store)) | Self::Vault(VaultError::Store(store)) => {
-                Some(store)
-            }
+            Self::Store(store) | Self::Vault(VaultError::Store(store)) => Some(store),
             _ => None,
         }
     }

@@ -10,6 +10,8 @@ use zeroize::Zeroizing;
 
 use self::cache::Cache;
 use crate::access::{self, Entry};
+pub use crate::auth::Session;
+use crate::auth::{Device, Sessions};
 use crate::crypto::master::MasterKey;
 use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
@@ -20,32 +22,6 @@ use crate::store::{
 };
 
 mod cache;
-
-/// A device's session, opened.
-#[derive(Clone)]
-pub struct Session {
-    /// Its pseudonym.
-    pub id: Pseudonym,
-    /// Whose key it reaches.
-    pub user: UserKey,
-    /// The namespace credential (key id) that connected it; `None` for sessions made
-    /// before credentials were recorded.
-    pub credential: Option<String>,
-    /// The init token the device signs with.
-    pub secret: Secret,
-    /// When it ends.
-    pub expires_at: UnixTime,
-    /// When it was last used (to the touch granularity).
-    pub last_used: UnixTime,
-}
-
-impl Session {
-    /// Whether it may still be used at `now`: before its expiry, and not idle for longer
-    /// than `idle_limit` seconds.
-    pub fn is_live(&self, now: UnixTime, idle_limit: u64) -> bool {
-        is_live(self.expires_at, self.last_used, now, idle_limit)
-    }
-}
 
 /// How the escrow treats what it holds.
 #[derive(Debug, Clone, Copy)]
@@ -275,37 +251,18 @@ impl Escrow {
         session.is_live(now, self.policy.session_idle_secs)
     }
 
-    /// Records a use of the session at `now`, when the last recorded one is older than
-    /// a fraction of the idle limit (so a busy session is written about once a minute,
-    /// not on every request).
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn touch(&self, session_token: &str, session: &Session, now: UnixTime) -> Result<(), Error> {
-        let granularity = (self.policy.session_idle_secs / 4).clamp(1, 60);
-        if now.saturating_sub(session.last_used) >= granularity {
-            let id = self.vault.session_id(session_token);
-            self.store.touch_session(&id, now).await?;
-            if let Some(cache) = &self.cache {
-                cache.sessions.update(&id, |cached| cached.last_used = cached.last_used.max(now));
-            }
-        }
-        Ok(())
-    }
-
     /// Sessions last used before this are idle beyond the limit.
     pub fn idle_before(&self, now: UnixTime) -> UnixTime {
         now.saturating_sub(self.policy.session_idle_secs)
     }
 
-    /// Ends the session with this token at once.
+    /// Ends the device's session at once.
     ///
     /// # Errors
     ///
     /// Storage failures.
-    pub async fn revoke_session(&self, session_token: &str) -> Result<bool, Error> {
-        let id = self.vault.session_id(session_token);
+    pub async fn revoke_session(&self, device: &Device) -> Result<bool, Error> {
+        let id = device.session().id;
         let revoked = self.store.delete_session(&id).await;
         // Also when the store failed: the deletion may have happened.
         if let Some(cache) = &self.cache {
@@ -314,12 +271,30 @@ impl Escrow {
         Ok(revoked?)
     }
 
-    /// Stores a new version of the user's key, pruning beyond the retention limit.
+    /// Stores a new version of the device's user's key, pruning beyond the retention
+    /// limit.
     ///
     /// # Errors
     ///
     /// Storage failures.
     pub async fn put_key(
+        &self,
+        device: &Device,
+        content_type: String,
+        bytes: Zeroizing<Vec<u8>>,
+        precondition: &Precondition,
+        now: UnixTime,
+    ) -> Result<PutOutcome, Error> {
+        self.store_key(device.user(), content_type, bytes, precondition, now).await
+    }
+
+    /// [`Escrow::put_key`] for `user` without a request: the operator's way to load
+    /// keys (the benchmark seeds its users with it). Requests go through `put_key`.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn store_key(
         &self,
         user: &UserKey,
         content_type: String,
@@ -346,7 +321,8 @@ impl Escrow {
     ///
     /// Storage failures, or a record that fails to open (damaged, or moved under another
     /// user: never returned).
-    pub async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<Arc<Key>>, Error> {
+    pub async fn get_key(&self, device: &Device, version: Option<u64>) -> Result<Option<Arc<Key>>, Error> {
+        let user = device.user();
         let epoch = match (&self.cache, version) {
             (Some(cache), None) => match cache.latest.get(user) {
                 (Some(key), _) => return Ok(Some(key)),
@@ -366,12 +342,13 @@ impl Escrow {
         Ok(Some(key))
     }
 
-    /// Deletes every version of the user's key, and their DEK.
+    /// Deletes every version of the device's user's key, and their DEK.
     ///
     /// # Errors
     ///
     /// Storage failures.
-    pub async fn delete_keys(&self, user: &UserKey) -> Result<u64, Error> {
+    pub async fn delete_keys(&self, device: &Device) -> Result<u64, Error> {
+        let user = device.user();
         let deleted = self.store.delete_keys(user).await;
         self.forget(user, false);
         Ok(deleted?)
@@ -454,7 +431,7 @@ impl Escrow {
             .user_sessions(user)
             .await?
             .into_iter()
-            .filter(|s| is_live(s.expires_at, s.last_used, now, self.policy.session_idle_secs))
+            .filter(|s| crate::auth::is_live(s.expires_at, s.last_used, now, self.policy.session_idle_secs))
             .map(|s| s.expires_at)
             .collect();
         expiries.sort_unstable();
@@ -527,19 +504,19 @@ impl Escrow {
             .collect()
     }
 
-    /// A page of `user`'s access history, newest first, after writing what is queued;
-    /// `current` is the asking session.
+    /// A page of the device's user's access history, newest first, after writing what
+    /// is queued; entries of the device's own session are marked as such.
     ///
     /// # Errors
     ///
     /// Storage failures, or an entry that fails to open.
     pub async fn access_history(
         &self,
-        user: &UserKey,
-        current: &Pseudonym,
+        device: &Device,
         before: Option<AccessId>,
         limit: usize,
     ) -> Result<AccessHistory, Error> {
+        let (user, current) = (device.user(), &device.session().id);
         self.flush_accesses().await?;
         // One more than asked, to know whether there is a next page.
         let mut records = self.store.accesses(user, before, limit + 1).await?;
@@ -580,8 +557,30 @@ impl Escrow {
 }
 
 /// Before its expiry, and not idle for longer than `idle_limit` seconds.
-fn is_live(expires_at: UnixTime, last_used: UnixTime, now: UnixTime, idle_limit: u64) -> bool {
-    expires_at > now && now.saturating_sub(last_used) <= idle_limit
+/// Authentication finds a device's session here.
+impl Sessions for Escrow {
+    type Error = Error;
+
+    async fn find(&self, token: &str) -> Result<Option<Session>, Error> {
+        self.session(token).await
+    }
+
+    fn is_live(&self, session: &Session, now: UnixTime) -> bool {
+        Escrow::is_live(self, session, now)
+    }
+
+    /// Records the use when the last recorded one is older than a fraction of the idle
+    /// limit (so a busy session is written about once a minute, not on every request).
+    async fn touch(&self, session: &Session, now: UnixTime) -> Result<(), Error> {
+        let granularity = (self.policy.session_idle_secs / 4).clamp(1, 60);
+        if now.saturating_sub(session.last_used) >= granularity {
+            self.store.touch_session(&session.id, now).await?;
+            if let Some(cache) = &self.cache {
+                cache.sessions.update(&session.id, |cached| cached.last_used = cached.last_used.max(now));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn seal_error(error: VaultError) -> StoreError {
@@ -630,8 +629,16 @@ mod tests {
         memory.refuse_appends_after(None);
         escrow.flush_accesses().await.unwrap();
         assert_eq!(stored().await, total, "the rest was queued again, and nothing twice");
+        let device = Device::for_tests(Session {
+            id: [0; 32],
+            user,
+            credential: None,
+            secret: Secret::new("unused"),
+            expires_at: UnixTime::MAX,
+            last_used: 0,
+        });
         let versions: std::collections::BTreeSet<_> = escrow
-            .access_history(&user, &[0; 32], None, access::MAX_PAGE)
+            .access_history(&device, None, access::MAX_PAGE)
             .await
             .unwrap()
             .entries

@@ -1,12 +1,16 @@
 //! Request authentication: the ss1 header checked against a clock, a secret and the
 //! replay memory.
 //!
-//! Verification is split in two because the secret depends on who claims to sign:
-//! [`Authenticator::claim`] parses the header and checks the date (cheap, no lookups);
-//! the handler finds the claimed key id's secret; [`Authenticator::verify`] checks the
-//! MAC in constant time and then the replay memory. Only `verify` makes a [`Verified`],
-//! and handlers that act for a signer take one as an argument.
+//! Authentication owns claim → lookup → verify and returns a principal only it can
+//! build ([`principal`]): a [`Device`] from [`Authenticator::device`], which looks the
+//! session up itself, or a [`RealService`] from [`Authenticator::real_service`], after
+//! [`Authenticator::claim`] (cheap: the header and date, no lookups) and the caller's
+//! own checks of the credential, its address and the body. Both check the MAC in
+//! constant time and then the replay memory. A failure to reach the store is never an
+//! authentication error: each returns `Result<Result<principal, AuthError>, E>`, the
+//! outer error being the store's.
 
+mod principal;
 mod replay;
 
 use std::sync::Arc;
@@ -17,12 +21,13 @@ use http::header::{AUTHORIZATION, DATE};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{self, Authorization, SignedRequest};
 
+pub use self::principal::{Device, RealService, Session, Sessions, is_live};
 pub use self::replay::{Replay, ReplayGuard};
 
 /// Seconds added to the replay retention beyond the window and the request timeouts,
 /// for the store lookups between a request's last date check and its acceptance.
 const ACCEPTANCE_MARGIN: u64 = 30;
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Pseudonym, Store, StoreError, UnixTime};
 
 /// Why a request's signature was refused. Each maps to a 401 with its own code; none
 /// carries the header's content.
@@ -67,9 +72,6 @@ pub enum AuthError {
     /// The (key id, nonce) pair was already accepted.
     #[error("this nonce was already used; sign every request with a fresh nonce")]
     Replayed,
-    /// The replay memory could not be made durable.
-    #[error("the replay memory could not be stored")]
-    Store(#[from] StoreError),
 }
 
 impl AuthError {
@@ -88,7 +90,6 @@ impl AuthError {
             Self::ClockSkew => "clock_skew",
             Self::StaleDate { .. } => "stale_date",
             Self::Replayed => "replayed_request",
-            Self::Store(_) => "internal_error",
         }
     }
 }
@@ -109,17 +110,15 @@ impl Claim {
     }
 }
 
-/// Proof that a request was signed with the secret of `key_id`, and is no replay.
-#[derive(Debug)]
-pub struct Verified {
-    key_id: String,
-}
-
-impl Verified {
-    /// The key id that signed.
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
+/// The parts of a request its signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The method, e.g. `GET`.
+    pub method: &'a str,
+    /// The path with its query string, as sent.
+    pub path_and_query: &'a str,
+    /// The body.
+    pub body: &'a [u8],
 }
 
 /// Checks ss1 headers for one server.
@@ -176,33 +175,103 @@ impl Authenticator {
         Ok(claim)
     }
 
-    /// Checks the claim's MAC over the request with `secret`, then records its nonce.
+    /// Authenticates a device: the header and date, the session it claims (through
+    /// `sessions`: live, and of a namespace `configured` still knows), the date again,
+    /// then the MAC with the session's secret and the replay memory; records the use.
     ///
     /// # Errors
     ///
-    /// [`AuthError::BadSignature`], [`AuthError::StaleDate`], [`AuthError::Replayed`], or
-    /// [`AuthError::Store`] when the nonce could not be recorded durably.
-    pub async fn verify(
+    /// Inside: the [`AuthError`]s (`unknown_session`, `session_expired`, …). Outside:
+    /// the session or the replay memory could not be reached.
+    pub async fn device<S: Sessions + Sync>(
+        &self,
+        sessions: &S,
+        headers: &HeaderMap,
+        request: Signed<'_>,
+        configured: impl Fn(&Pseudonym) -> bool,
+    ) -> Result<Result<Device, AuthError>, S::Error> {
+        let claim = match self.claim(headers, crate::time::now()) {
+            Ok(claim) => claim,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let Some(session) = sessions.find(claim.key_id()).await? else {
+            return Ok(Err(AuthError::UnknownSession));
+        };
+        // The session lookup awaited the store: judge freshness at acceptance.
+        let now = crate::time::now();
+        if !sessions.is_live(&session, now) {
+            return Ok(Err(AuthError::SessionExpired));
+        }
+        if !configured(&session.user.namespace) {
+            return Ok(Err(AuthError::NamespaceRemoved));
+        }
+        let verified = match self.recheck(claim, now) {
+            Ok(claim) => self.verify(claim, &session.secret, request, now).await?,
+            Err(refused) => Err(refused),
+        };
+        if let Err(refused) = verified {
+            return Ok(Err(refused));
+        }
+        // Best effort: a use that cannot be recorded (a full disk, say) must not stop the
+        // device reading its key; the session may then look idle a little early.
+        if let Err(error) = sessions.touch(&session, now).await {
+            tracing::warn!(%error, "recording a session's use failed");
+        }
+        Ok(Ok(Device::new(session)))
+    }
+
+    /// Authenticates a Real Service whose `claim` named a credential of `namespace`
+    /// with `secret` (the caller looked it up, and checked its address and body): the
+    /// date again, then the MAC and the replay memory.
+    ///
+    /// # Errors
+    ///
+    /// Inside: [`AuthError::ClockSkew`], [`AuthError::BadSignature`],
+    /// [`AuthError::StaleDate`], [`AuthError::Replayed`]. Outside: the replay memory
+    /// could not be made durable.
+    pub async fn real_service(
+        &self,
+        claim: Claim,
+        namespace: &str,
+        secret: &Secret,
+        request: Signed<'_>,
+    ) -> Result<Result<RealService, AuthError>, StoreError> {
+        // Freshness is judged when the request is accepted, not when it began to arrive: a
+        // body held back until the date's replay entry is gone must find the date stale.
+        let now = crate::time::now();
+        let claim = match self.recheck(claim, now) {
+            Ok(claim) => claim,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let credential = claim.key_id().to_owned();
+        Ok(self.verify(claim, secret, request, now).await?.map(|()| RealService::new(namespace.to_owned(), credential)))
+    }
+
+    /// Checks the claim's MAC over the request with `secret`, then records its nonce.
+    async fn verify(
         &self,
         claim: Claim,
         secret: &Secret,
-        method: &str,
-        path_and_query: &str,
-        body: &[u8],
+        request: Signed<'_>,
         now: UnixTime,
-    ) -> Result<Verified, AuthError> {
-        let request = SignedRequest { method, path_and_query, body, date: &claim.date_text };
-        if !claim.authorization.verify(secret.as_bytes(), &request) {
-            return Err(AuthError::BadSignature);
+    ) -> Result<Result<(), AuthError>, StoreError> {
+        let signed = SignedRequest {
+            method: request.method,
+            path_and_query: request.path_and_query,
+            body: request.body,
+            date: &claim.date_text,
+        };
+        if !claim.authorization.verify(secret.as_bytes(), &signed) {
+            return Ok(Err(AuthError::BadSignature));
         }
         let fingerprint = crate::crypto::replay_fingerprint(claim.key_id(), claim.authorization.nonce());
-        match self.replay.accept(fingerprint, claim.date, now).await? {
-            Ok(()) => Ok(Verified { key_id: claim.authorization.key_id().to_owned() }),
+        Ok(match self.replay.accept(fingerprint, claim.date, now).await? {
+            Ok(()) => Ok(()),
             Err(Replay::Stale) => {
                 Err(AuthError::StaleDate { retry_after: self.replay.startup_floor().saturating_sub(now) + 1 })
             }
             Err(Replay::Seen) => Err(AuthError::Replayed),
-        }
+        })
     }
 
     /// Records the replay floor for the next run; call once no request will be accepted.

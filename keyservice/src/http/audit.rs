@@ -44,7 +44,7 @@ impl App {
     /// Puts an operation done with `session` on its user's access history.
     pub(crate) async fn record_session_access(
         &self,
-        session: &crate::escrow::Session,
+        session: &crate::auth::Session,
         op: crate::access::Operation,
         client: IpAddr,
         version: Option<u64>,

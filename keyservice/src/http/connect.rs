@@ -1,25 +1,20 @@
 //! `POST /connect`: a Real Service redeems a device's init token for a session.
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{ConnectRequest, ConnectResponse};
 
 use super::app::{App, RequestInfo};
 use super::audit::{AuditSubject, audit_failure};
-use super::body::RequestBody;
-use super::{identity, response, signed};
+use super::signed::FromRealService;
+use super::{identity, response};
 use crate::crypto;
 use crate::error::{Error, RequestError};
 use crate::oidc::Purpose;
 use crate::store::Redeemed;
 
-pub async fn handle<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::real_service(app, request, info.client).await?;
+pub async fn handle(app: &App, from: FromRealService, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let request: ConnectRequest = from.json()?;
     let digest = crypto::decode_init_token_hash(&request.init_token_hash).ok_or(RequestError::InvalidInitTokenHash)?;
     let user = app.inner.escrow.user(&request.namespace, &request.user_id);
@@ -48,7 +43,7 @@ pub async fn handle<B: RequestBody>(
         return Err(refusal.into());
     }
     app.audit(info, "connect", "allowed", subject)?;
-    let credential = from.signed.key_id();
+    let credential = from.principal.credential();
     let redeemed = escrow.connect(&digest, user, credential, &session_token, now, expires_at).await;
     let refused = |reason| {
         let _ = app.audit(info, "connect", "denied", AuditSubject { reason: Some(reason), ..subject });
@@ -59,7 +54,7 @@ pub async fn handle<B: RequestBody>(
     }
     match redeemed {
         Redeemed::Session => {
-            tracing::info!(request_id = %info.id, credential, namespace = %from.namespace, "session created");
+            tracing::info!(request_id = %info.id, credential, namespace = %from.principal.namespace(), "session created");
             let session = escrow.session_id(session_token.expose());
             app.record_access(
                 user,

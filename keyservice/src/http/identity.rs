@@ -33,7 +33,7 @@ pub async fn check(
     token: Option<&str>,
     purpose: Purpose<'_>,
 ) -> Result<Option<SingleUse>, Error> {
-    let Some(oidc) = app.tenants().namespaces.get(&from.namespace).and_then(|ns| ns.oidc.clone()) else {
+    let Some(oidc) = app.tenants().namespaces.get(from.principal.namespace()).and_then(|ns| ns.oidc.clone()) else {
         return Ok(None);
     };
     match crate::oidc::verify(&oidc, token, user_id, purpose).await {
@@ -88,14 +88,16 @@ fn refuse(
     let code = refused.code();
     app.inner.metrics.auth_failure(code);
     let client = app.client_key(info.client);
-    let answer = match app.inner.limiter.id_token_refused(&from.namespace, from.signed.key_id(), client) {
-        Ok(()) => RequestError::IdToken(refused).into(),
-        // Counted in the rate-limited metric where every limit's refusal is.
-        Err(over) => Error::Limit(over),
-    };
+    let answer =
+        match app.inner.limiter.id_token_refused(from.principal.namespace(), from.principal.credential(), client) {
+            Ok(()) => RequestError::IdToken(refused).into(),
+            // Counted in the rate-limited metric where every limit's refusal is.
+            Err(over) => Error::Limit(over),
+        };
     if app.inner.denials.admit((app.inner.limiter.network_of(info.client), event, code)) {
-        tracing::warn!(request_id = %info.id, namespace = %from.namespace, reason = code, "{event} refused: ID token");
-        let subject = AuditSubject { namespace: Some(&from.namespace), user: Some(user), reason: Some(code) };
+        tracing::warn!(request_id = %info.id, namespace = %from.principal.namespace(), reason = code, "{event} refused: ID token");
+        let subject =
+            AuditSubject { namespace: Some(from.principal.namespace()), user: Some(user), reason: Some(code) };
         // Best effort: the request is refused whether or not this is written.
         let _ = app.audit(info, event, "denied", subject);
     }

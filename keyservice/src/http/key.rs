@@ -6,16 +6,15 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{DEFAULT_KEY_CONTENT_TYPE, PutKeyResponse};
 use zeroize::Zeroizing;
 
 use super::app::{App, RequestInfo};
 use super::audit::{AuditSubject, audit_failure};
-use super::body::RequestBody;
 use super::response;
-use super::signed::{self, FromDevice};
+use super::signed::FromDevice;
 use crate::access::Operation;
 use crate::error::{Error, RequestError};
 use crate::store::{EntityTags, Precondition, PutOutcome};
@@ -23,21 +22,9 @@ use crate::store::{EntityTags, Precondition, PutOutcome};
 /// Longest Content-Type stored with a key version.
 const MAX_CONTENT_TYPE_LEN: usize = 255;
 
-pub async fn handle<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::device(app, request, info.client).await?;
-    match from.parts.method {
-        Method::PUT => put(app, from, info).await,
-        Method::DELETE => delete(app, from, info).await,
-        _ => get(app, from, info).await,
-    }
-}
-
-async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
-    let FromDevice { session, parts, body, .. } = from;
+pub async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
+    let FromDevice { device, parts, body } = from;
+    let session = device.session();
     if parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery { takes: "PUT /key takes no query string" }.into());
     }
@@ -54,10 +41,10 @@ async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     let now = crate::time::now();
     let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };
     app.audit_batched(info, "key_write", "allowed", subject).await?;
-    let outcome = app.inner.escrow.put_key(&session.user, content_type, bytes, &precondition, now).await;
+    let outcome = app.inner.escrow.put_key(&device, content_type, bytes, &precondition, now).await;
     match audit_failure(app, info, "key_write", subject, outcome)? {
         PutOutcome::Stored { version } => {
-            app.record_session_access(&session, Operation::KeyWrite, info.client, Some(version)).await;
+            app.record_session_access(session, Operation::KeyWrite, info.client, Some(version)).await;
             let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = response::json(status, &PutKeyResponse { version });
             response.headers_mut().insert(ETAG, response::etag(version));
@@ -67,17 +54,17 @@ async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
     }
 }
 
-async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
+pub async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let version = requested_version(from.parts.uri.query())?;
-    let Some(key) = app.inner.escrow.get_key(&from.session.user, version).await? else {
+    let Some(key) = app.inner.escrow.get_key(&from.device, version).await? else {
         return Err(if version.is_some() { RequestError::NoSuchVersion } else { RequestError::NoKey }.into());
     };
     let content_type = HeaderValue::from_str(&key.content_type)
         .map_err(|_| crate::store::StoreError::Corrupt { kind: "key version" })?;
     // The key leaves only once its reading is on record.
-    let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
+    let subject = AuditSubject { user: Some(&from.device.session().user), ..AuditSubject::default() };
     app.audit_batched(info, "key_read", "ok", subject).await?;
-    app.record_session_access(&from.session, Operation::KeyRead, info.client, Some(key.version)).await;
+    app.record_session_access(from.device.session(), Operation::KeyRead, info.client, Some(key.version)).await;
     let mut response = response::with_body(Bytes::copy_from_slice(&key.bytes));
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response.headers_mut().insert(ETAG, response::etag(key.version));
@@ -85,30 +72,25 @@ async fn get(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response
 }
 
 /// `DELETE /key`: every version of the user's key, and the key that sealed them, gone.
-async fn delete(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
+pub async fn delete(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     if from.parts.uri.query().is_some_and(|q| !q.is_empty()) {
         return Err(RequestError::BadQuery { takes: "DELETE /key takes no query string" }.into());
     }
-    let subject = AuditSubject { user: Some(&from.session.user), ..AuditSubject::default() };
+    let subject = AuditSubject { user: Some(&from.device.session().user), ..AuditSubject::default() };
     app.audit(info, "key_delete", "allowed", subject)?;
-    let deleted = app.inner.escrow.delete_keys(&from.session.user).await;
+    let deleted = app.inner.escrow.delete_keys(&from.device).await;
     audit_failure(app, info, "key_delete", subject, deleted)?;
-    app.record_session_access(&from.session, Operation::KeyDelete, info.client, None).await;
+    app.record_session_access(from.device.session(), Operation::KeyDelete, info.client, None).await;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
 /// `GET /key/history`: a page of the access history of the session's user, newest
 /// first (`limit`, `before`).
-pub async fn history<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::device(app, request, info.client).await?;
+pub async fn history(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let (limit, before) =
         crate::access::parse_query(from.parts.uri.query()).ok_or(RequestError::BadQuery { takes: HISTORY_TAKES })?;
-    let session = &from.session;
-    let page = app.inner.escrow.access_history(&session.user, &session.id, before, limit).await?;
+    let session = from.device.session();
+    let page = app.inner.escrow.access_history(&from.device, before, limit).await?;
     app.audit(
         info,
         "access_history_read",

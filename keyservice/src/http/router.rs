@@ -12,7 +12,7 @@ use super::app::{App, RequestInfo};
 use super::audit::AuditSubject;
 use super::body::RequestBody;
 use super::routes::{ROUTES, route_name};
-use super::{connect, health, init, key, response, session, subject};
+use super::{connect, health, init, key, response, session, signed, subject};
 use crate::error::{Error, RequestError};
 
 impl App {
@@ -69,8 +69,6 @@ impl App {
                         self.inner.metrics.insufficient_storage(disk);
                         None
                     }
-                    // The store failing is not the caller's fault: no auth failure counted.
-                    Error::Auth(crate::auth::AuthError::Store(_)) => None,
                     Error::Auth(auth) => {
                         self.inner.metrics.auth_failure(auth.code());
                         self.inner.limiter.auth_failed(self.client_key(info.client));
@@ -138,14 +136,29 @@ impl App {
         if !route.allow.split(", ").any(|m| m == request.method().as_str()) {
             return Err(RequestError::MethodNotAllowed { allow: route.allow }.into());
         }
-        match (request.method(), route.path) {
+        // Each handler gets its principal from here: one authentication per kind of route.
+        let method = request.method().clone();
+        match (&method, route.path) {
             (&Method::POST, "/init") => init::handle(self, info).await,
-            (&Method::POST, "/connect") => connect::handle(self, request, info).await,
-            (&Method::GET | &Method::PUT | &Method::DELETE, "/key") => key::handle(self, request, info).await,
-            (&Method::GET, "/key/history") => key::history(self, request, info).await,
-            (&Method::DELETE, "/session") => session::delete(self, request, info).await,
-            (&Method::POST, "/erase") => subject::erase(self, request, info).await,
-            (&Method::POST, "/export") => subject::export(self, request, info).await,
+            (&Method::POST, "/connect" | "/erase" | "/export") => {
+                let from = signed::real_service(self, request, info.client).await?;
+                match route.path {
+                    "/connect" => connect::handle(self, from, info).await,
+                    "/erase" => subject::erase(self, from, info).await,
+                    _ => subject::export(self, from, info).await,
+                }
+            }
+            (&Method::GET | &Method::PUT | &Method::DELETE, "/key" | "/key/history" | "/session") => {
+                let from = signed::device(self, request, info.client).await?;
+                match (&method, route.path) {
+                    (&Method::PUT, "/key") => key::put(self, from, info).await,
+                    (&Method::DELETE, "/key") => key::delete(self, from, info).await,
+                    (&Method::GET, "/key") => key::get(self, from, info).await,
+                    (&Method::GET, "/key/history") => key::history(self, from, info).await,
+                    (&Method::DELETE, "/session") => session::delete(self, from, info).await,
+                    _ => Err(RequestError::NotFound.into()),
+                }
+            }
             (&Method::GET, "/healthz") => Ok(health::healthz()),
             (&Method::GET, "/readyz") => Ok(health::readyz(self).await),
             (&Method::GET, "/metrics") => health::metrics(self, false),

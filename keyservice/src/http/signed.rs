@@ -1,5 +1,6 @@
-//! The two kinds of signed request, authenticated in one place each:
-//! a Real Service's (credential, allowlisted address) and a device's (session).
+//! The two kinds of signed request, authenticated in one place each: a Real Service's
+//! (credential, allowlisted address) and a device's (session). The principal comes
+//! from authentication; this adds what HTTP decides: addresses, media type, bodies.
 
 use std::net::IpAddr;
 
@@ -16,19 +17,16 @@ use super::{body, response};
 /// Largest `/connect` body accepted, in bytes.
 const MAX_CONNECT_BODY: usize = 4096;
 
-use crate::auth::{AuthError, Verified};
+use crate::auth::{AuthError, Device, RealService, Signed};
 use crate::error::{Error, RequestError};
-use crate::escrow::Session;
 
-/// A request a Real Service signed with a credential of `namespace`, from an address the
-/// namespace allows.
+/// A request a Real Service signed with a credential, from an address its namespace
+/// allows.
 pub struct FromRealService {
-    /// The credential's namespace.
-    pub namespace: String,
+    /// Who signed.
+    pub principal: RealService,
     /// The body the signature covers.
     pub body: Bytes,
-    /// Proof of the signature.
-    pub signed: Verified,
 }
 
 impl FromRealService {
@@ -40,7 +38,7 @@ impl FromRealService {
     pub fn json<T: DeserializeOwned + NamesUser>(&self) -> Result<T, Error> {
         let request: T =
             serde_json::from_slice(&self.body).map_err(|e| RequestError::BadJson(describe_json_error(&e)))?;
-        if request.namespace() != self.namespace {
+        if request.namespace() != self.principal.namespace() {
             return Err(RequestError::WrongNamespace.into());
         }
         let user_id = request.user_id();
@@ -120,25 +118,19 @@ pub async fn real_service<B: RequestBody>(
         return Err(RequestError::UnsupportedMediaType.into());
     }
     let body = body::read(body, &parts.headers, MAX_CONNECT_BODY, inner.body_read_timeout).await?;
-    // Freshness is judged when the request is accepted, not when it began to arrive: a
-    // body held back until the date's replay entry is gone must find the date stale.
-    let now = crate::time::now();
-    let claim = inner.auth.recheck(claim, now)?;
-    let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
-    let signed = inner.auth.verify(claim, secret, parts.method.as_str(), path, &body, now).await?;
-    Ok(FromRealService { namespace: namespace.clone(), body, signed })
+    let signed = signed_parts(&parts, &body);
+    let principal = inner.auth.real_service(claim, namespace, secret, signed).await??;
+    Ok(FromRealService { principal, body })
 }
 
 /// A request a device signed with its session.
 pub struct FromDevice {
-    /// The session, opened.
-    pub session: Session,
+    /// Who signed.
+    pub device: Device,
     /// The request line and headers.
     pub parts: http::request::Parts,
     /// The body the signature covers.
     pub body: Bytes,
-    /// Proof of the signature.
-    pub signed: Verified,
 }
 
 /// Authenticates a device's request: reads the body within the key size limit (it is
@@ -152,26 +144,17 @@ pub async fn device<B: RequestBody>(app: &App, request: Request<B>, client: IpAd
     inner.limiter.admit_signed(app.client_key(client))?;
     let (parts, body) = request.into_parts();
     let body = body::read(body, &parts.headers, inner.max_key_bytes, inner.body_read_timeout).await?;
-    let now = crate::time::now();
-    let claim = inner.auth.claim(&parts.headers, now)?;
-    let session = inner.escrow.session(claim.key_id()).await?.ok_or(AuthError::UnknownSession)?;
-    if !inner.escrow.is_live(&session, now) {
-        return Err(AuthError::SessionExpired.into());
-    }
-    if !app.tenants().pseudonyms.contains(&session.user.namespace) {
-        return Err(AuthError::NamespaceRemoved.into());
-    }
-    // The session lookup awaited the store: judge freshness at acceptance.
-    let now = crate::time::now();
-    let claim = inner.auth.recheck(claim, now)?;
-    let path = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
-    let signed = inner.auth.verify(claim, &session.secret, parts.method.as_str(), path, &body, now).await?;
-    // Best effort: a use that cannot be recorded (a full disk, say) must not stop the
-    // device reading its key; the session may then look idle a little early.
-    if let Err(error) = inner.escrow.touch(signed.key_id(), &session, now).await {
-        tracing::warn!(%error, "recording a session's use failed");
-    }
-    Ok(FromDevice { session, parts, body, signed })
+    let tenants = app.tenants();
+    let configured = |namespace: &crate::store::Pseudonym| tenants.pseudonyms.contains(namespace);
+    let signed = signed_parts(&parts, &body);
+    let device = inner.auth.device(&inner.escrow, &parts.headers, signed, configured).await??;
+    Ok(FromDevice { device, parts, body })
+}
+
+/// What the signature of a request with these `parts` and `body` covers.
+fn signed_parts<'a>(parts: &'a http::request::Parts, body: &'a [u8]) -> Signed<'a> {
+    let path_and_query = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
+    Signed { method: parts.method.as_str(), path_and_query, body }
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.

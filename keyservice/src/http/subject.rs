@@ -2,14 +2,14 @@
 //! deleted their account) and `POST /export` (a subject-access request).
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use keyservice_client::protocol::wire::{EraseRequest, UserRequest};
 
 use super::app::{App, RequestInfo};
 use super::audit::{AuditSubject, audit_failure};
-use super::body::RequestBody;
-use super::{identity, response, signed};
+use super::signed::FromRealService;
+use super::{identity, response};
 use crate::access::Operation;
 use crate::error::Error;
 use crate::oidc::Purpose;
@@ -17,14 +17,9 @@ use crate::store::UserKey;
 
 /// `POST /erase`: every key version, the user's key and every session, destroyed; the
 /// receipt also when nothing was held.
-pub async fn erase<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let from = signed::real_service(app, request, info.client).await?;
+pub async fn erase(app: &App, from: FromRealService, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let request: EraseRequest = from.json()?;
-    let (namespace, user) = (&from.namespace, app.inner.escrow.user(&request.namespace, &request.user_id));
+    let (namespace, user) = (from.principal.namespace(), app.inner.escrow.user(&request.namespace, &request.user_id));
     // On a namespace with `oidc`, the user confirmed this erasure at the identity
     // provider: checked before anything is spent, spent last.
     let purpose = Purpose::Erase { namespace, now: crate::time::now() };
@@ -88,27 +83,12 @@ impl App {
 }
 
 /// `POST /export`: what is held for the user, never key bytes.
-pub async fn export<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<Response<Full<Bytes>>, Error> {
-    let (namespace, user, credential) = subject(app, request, info).await?;
-    let export = app.inner.escrow.export(&user, crate::time::now()).await?;
-    app.audit(info, "export", "ok", AuditSubject { namespace: Some(&namespace), user: Some(&user), reason: None })?;
-    app.record_access(user, Operation::Export, None, Some(&credential), info.client, None).await;
-    Ok(response::json(StatusCode::OK, &export))
-}
-
-/// The namespace and the (pseudonymised) user a Real Service's `{namespace, userId}`
-/// request names, and the credential (key id) that signed it.
-async fn subject<B: RequestBody>(
-    app: &App,
-    request: Request<B>,
-    info: &RequestInfo,
-) -> Result<(String, UserKey, String), Error> {
-    let from = signed::real_service(app, request, info.client).await?;
+pub async fn export(app: &App, from: FromRealService, info: &RequestInfo) -> Result<Response<Full<Bytes>>, Error> {
     let request: UserRequest = from.json()?;
-    let user = app.inner.escrow.user(&request.namespace, &request.user_id);
-    Ok((request.namespace, user, from.signed.key_id().to_owned()))
+    let (namespace, user) = (&request.namespace, app.inner.escrow.user(&request.namespace, &request.user_id));
+    let credential = from.principal.credential();
+    let export = app.inner.escrow.export(&user, crate::time::now()).await?;
+    app.audit(info, "export", "ok", AuditSubject { namespace: Some(namespace), user: Some(&user), reason: None })?;
+    app.record_access(user, Operation::Export, None, Some(credential), info.client, None).await;
+    Ok(response::json(StatusCode::OK, &export))
 }
