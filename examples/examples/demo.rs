@@ -12,8 +12,9 @@
 
 use std::process::ExitCode;
 
+use keyservice::Config;
 use keyservice::config::{Credential as ServerCredential, Namespace};
-use keyservice::{App, Config, Limits, MasterKey};
+use keyservice::server::Server;
 use keyservice_client::protocol::Secret;
 use keyservice_client::{Client, Credential};
 use keyservice_examples::RealService;
@@ -46,15 +47,14 @@ fn port_argument() -> Result<u16, Failure> {
 async fn run() -> Result<(), Failure> {
     let port = port_argument()?;
     let site = TcpListener::bind(("127.0.0.1", port)).await?;
-    let keys = TcpListener::bind(("127.0.0.1", if port == 0 { 0 } else { port + 1 })).await?;
     // The page is opened as localhost: passkeys (WebAuthn) need a domain, not an address.
     let site_url = format!("http://localhost:{}", site.local_addr()?.port());
-    let keyservice_url = format!("http://{}", keys.local_addr()?);
 
     // keyservice: the Real Service's namespace, and CORS for the page's origin only.
     let data = tempfile::tempdir()?;
     let secret = keyservice::new_token()?;
     let mut config = Config::for_data_dir(data.path().join("data"));
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], if port == 0 { 0 } else { port + 1 }));
     config.cors_origins = vec![site_url.clone(), format!("http://{}", site.local_addr()?)];
     config.namespaces.insert(
         NAMESPACE.into(),
@@ -65,13 +65,9 @@ async fn run() -> Result<(), Failure> {
             oidc: None,
         },
     );
-    let master = MasterKey::load_or_create(&config.master_key_file)?;
-    let store = keyservice::store::open(&config.storage, &config.data_dir, &config.node_id).await?;
-    let app = App::new(&config, store, &master).await?;
-    let limits = Limits::from(&config);
-    let server = tokio::spawn(keyservice::server::run_tls(keys, app, limits, None, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    // Started as the binary starts it; Ctrl-C stops it gracefully.
+    let server = Server::new(config).with_signals(None).start().await?;
+    let keyservice_url = format!("http://{}", server.addr());
 
     // The Real Service, serving the page.
     let connector =
@@ -81,6 +77,6 @@ async fn run() -> Result<(), Failure> {
     println!("demo: open {site_url}/ in a browser (Ctrl-C stops)");
     use std::io::Write;
     std::io::stdout().flush()?;
-    server.await??;
+    server.finished().await?;
     Ok(())
 }

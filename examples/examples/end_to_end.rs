@@ -14,12 +14,12 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use keyservice::config::{Credential as ServerCredential, Namespace};
-use keyservice::{App, Config, Limits, MasterKey, SledStore, Store};
+use keyservice::server::Server;
+use keyservice::{Config, MasterKey};
 use keyservice_client::protocol::{Secret, random_bytes};
 use keyservice_client::{Client, Condition, Credential, Session};
 use keyservice_examples::RealService;
@@ -99,6 +99,7 @@ async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<Sock
         data_dir: dir.join("data"),
         erasure_ledger_file: dir.join("erasures.jsonl"),
         audit_log_file: dir.join("audit.jsonl"),
+        admin_socket: dir.join("admin.sock"),
         ..Config::default()
     };
     config.namespaces.insert(
@@ -110,14 +111,14 @@ async fn start_keyservice(dir: &std::path::Path, secret: &Secret) -> Result<Sock
             oidc: None,
         },
     );
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.data_dir)?);
     // A real deployment keeps the master key in a file off the data disk (see
-    // docs/operations.md); this demo holds one in memory.
+    // docs/operations.md); this one holds one in memory.
     let master = MasterKey::generate()?;
-    let app = App::new(&config, store, &master).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(keyservice::run(listener, app, Limits::from(&config), std::future::pending()));
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let running = Server::new(config).with_master_key(master).start().await?;
+    let addr = running.addr();
+    // Serves until the process ends.
+    tokio::spawn(running.finished());
     Ok(addr)
 }
 

@@ -3,13 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use keyservice::config::Storage;
 use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
 use keyservice::crypto::master::MASTER_KEY_ENV;
-use keyservice::{App, Config, Limits, MasterKey, SledStore, admin};
+use keyservice::server::{Server, StartError, load_master_key, master_key_source};
+use keyservice::{Config, MasterKey, SledStore, admin};
 
 /// Key-escrow service: devices keep their data keys here, signed with Sessionist ss1.
 #[derive(Parser)]
@@ -394,177 +394,39 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // TLS files are part of the configuration: a missing or unusable one is a config
-    // error (exit 2), found before anything is opened.
-    let tls = match &config.tls {
-        Some(files) => match keyservice::tls::Tls::load(files.clone()) {
-            Ok(tls) => Some(Arc::new(tls)),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
     let config_path = if args.dev { None } else { args.config.clone() };
-    let result = runtime.block_on(run(config, config_path, tls, dev_secret));
+    let result = runtime.block_on(serve_until_stopped(config, config_path, dev_secret));
     drop(dev_dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            if error.is::<Misconfigured>() {
-                ExitCode::from(2)
-            } else if error.is::<NoRoomToStart>() {
-                ExitCode::from(NO_ROOM_EXIT)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(error.exit_code())
         }
     }
 }
 
-/// The exit status of a start refused for want of room on the data disk: the shipped
-/// systemd unit does not restart on it (`RestartPreventExitStatus`), since every
-/// restart would be refused the same way until an operator frees space.
-const NO_ROOM_EXIT: u8 = 3;
-
-/// The data disk lacks the room to open the store (exit 3); nothing was changed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NoRoomToStart(String);
-
-/// A start that cannot work until the operator changes something (exit 2, not 1).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Misconfigured(String);
-
-async fn run(
+/// Serves until a signal stops it; in dev mode, prints what a second shell needs.
+async fn serve_until_stopped(
     config: Config,
     config_path: Option<PathBuf>,
-    tls: Option<Arc<keyservice::tls::Tls>>,
     dev_secret: Option<keyservice_client::protocol::Secret>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    // Signal handlers first: SIGTERM, SIGINT or SIGHUP sent as soon as the server says
-    // it listens must find them in place, not the default action (exit).
-    let shutdown = keyservice::server::signals::shutdown_signal();
-    #[cfg(unix)]
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    let (master, created) = load_master_key(&config, true)?;
-    let source = master_key_source(&config);
-    if created {
-        tracing::warn!(
-            fingerprint = %master.fingerprint(),
-            %source,
-            "created a new master key: back this file up offline, apart from the data and its backups; without it nothing in the store can be read"
-        );
-    } else {
-        tracing::info!(fingerprint = %master.fingerprint(), %source, "master key loaded");
-    }
-    // With a shared database, the claim on this node's id is held until the process ends.
-    let (store, _node_claim) = keyservice::store::open_serving(&config.storage, &config.data_dir, &config.node_id)
-        .await
-        .map_err(|error| -> Box<dyn std::error::Error> {
-            if error.is_configuration() {
-                Box::new(Misconfigured(error.to_string()))
-            } else if error.is_no_room() {
-                Box::new(NoRoomToStart(error.to_string()))
-            } else {
-                Box::new(error)
-            }
-        })?;
-    let app = App::new(&config, store, &master).await.map_err(|error| -> Box<dyn std::error::Error> {
-        match &error {
-            keyservice::Error::Vault(keyservice::crypto::vault::VaultError::WrongMasterKey { stored, .. }) => {
-                Box::new(Misconfigured(format!(
-                    "{error}. Point {} at the key with fingerprint {stored}: after a rotation, that is the new key file it was given; `keyservice master-key fingerprint FILE` prints a file's fingerprint",
-                    master_key_source(&config)
-                )))
-            }
-            _ => Box::new(error),
-        }
-    })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-                "; another process listens there: stop it, or choose another address with --listen ADDR (or KEYSERVICE_LISTEN)"
-            } else {
-                ""
-            };
-            format!("cannot listen on {}: {e}{hint}", config.listen)
-        })?;
-    let admin_socket = config.admin_socket.clone();
-    let admin_task = {
-        // Bound before serving, so a failure stops the start rather than a later backup.
-        let app = app.clone();
-        let (ready, bound) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let result = admin::serve(&admin_socket, app, ready).await;
-            if let Err(error) = result {
-                tracing::error!(%error, "the admin socket failed");
-            }
-        });
-        bound
-            .await
-            .map_err(|_| "the admin socket task ended")?
-            .map_err(|e| format!("cannot listen on the admin socket {}: {e}", config.admin_socket.display()))?;
-        task
-    };
-    let metrics_task = match config.metrics_listen {
-        Some(address) => {
-            let metrics = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
-            tracing::info!(address = %metrics.local_addr()?, "metrics listening");
-            Some(tokio::spawn(keyservice::server::serve_metrics(metrics, app.clone(), Limits::from(&config))))
-        }
-        None => None,
-    };
-    #[cfg(unix)]
-    tokio::spawn(keyservice::server::signals::reload_on_sighup(hangups, tls.clone(), config_path, app.clone()));
-    #[cfg(not(unix))]
-    let _ = config_path;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(address = %listener.local_addr()?, scheme, "keyservice listening");
+) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    let running = Server::new(config).with_signals(config_path).start().await?;
     if let Some(secret) = dev_secret {
         println!("dev mode: namespace={DEV_NAMESPACE} key_id={DEV_KEY_ID} secret={}", secret.expose());
-        println!("dev mode: data in {}", config.data_dir.display());
+        println!("dev mode: data in {}", data_dir.display());
         // What a second shell needs to drive this server with keyservice-cli.
         println!("dev mode: paste this into another shell to use it with keyservice-cli:");
-        println!("export KEYSERVICE_URL={scheme}://{} KEYSERVICE_SECRET={}", listener.local_addr()?, secret.expose());
+        println!(
+            "export KEYSERVICE_URL={}://{} KEYSERVICE_SECRET={}",
+            running.scheme(),
+            running.addr(),
+            secret.expose()
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
-    let result = keyservice::server::run_tls(listener, app, Limits::from(&config), tls, shutdown).await;
-    admin_task.abort();
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
-    let _ = std::fs::remove_file(&config.admin_socket);
-    result?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Where the configured master key comes from, for messages.
-fn master_key_source(config: &Config) -> String {
-    if std::env::var_os(MASTER_KEY_ENV).is_some() {
-        MASTER_KEY_ENV.to_owned()
-    } else {
-        format!("master_key_file ({})", config.master_key_file.display())
-    }
-}
-
-/// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
-/// when absent only if `create`), and whether it was created now.
-fn load_master_key(
-    config: &Config,
-    create: bool,
-) -> Result<(MasterKey, bool), keyservice::crypto::master::MasterKeyError> {
-    match std::env::var(MASTER_KEY_ENV) {
-        Ok(hex) => Ok((MasterKey::from_hex(&hex, MASTER_KEY_ENV)?, false)),
-        Err(_) if create => MasterKey::load_or_create_telling(&config.master_key_file),
-        Err(_) => Ok((MasterKey::load(&config.master_key_file)?, false)),
-    }
+    running.finished().await.map_err(|error| StartError::Failed(error.to_string()))
 }

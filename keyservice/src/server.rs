@@ -24,6 +24,9 @@ use crate::tls::Tls;
 
 mod guard;
 pub mod signals;
+mod start;
+
+pub use self::start::{Running, Server, StartError, load_master_key, master_key_source};
 
 /// How the server treats connections; taken from [`Config`].
 #[derive(Debug, Clone)]

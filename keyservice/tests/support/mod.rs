@@ -16,14 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyservice::config::{Credential, Namespace};
 use keyservice::escrow::{Escrow, Policy};
-use keyservice::{App, Config, ErasureLedger, Limits, MasterKey, SledStore, Store, StoreError};
+use keyservice::{Config, ErasureLedger, MasterKey, SledStore, Store};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
 use keyservice_client::protocol::wire::{ConnectResponse, ErrorBody, InitResponse, init_token_hash};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const NAMESPACE: &str = "shop";
 pub const KEY_ID: &str = "rs-1";
@@ -80,28 +78,23 @@ pub fn loopback_proxy() -> keyservice::proxy::ProxyTrust {
     }
 }
 
-/// A running server; stopped (gracefully) by [`TestServer::stop`] or on drop.
+/// A running server, started as the binary starts one; stopped (gracefully) by
+/// [`TestServer::stop`] or on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub config: Config,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), StoreError>>>,
+    running: Option<keyservice::server::Running>,
 }
 
 impl TestServer {
-    pub async fn start(config: Config, store: Arc<dyn Store>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let master = MasterKey::load_or_create(&config.master_key_file).unwrap();
-        let app = App::new(&config, store.clone(), &master).await.unwrap();
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let limits = Limits::from(&config);
-        let tls = config.tls.clone().map(|files| Arc::new(keyservice::tls::Tls::load(files).unwrap()));
-        let task = tokio::spawn(keyservice::server::run_tls(listener, app, limits, tls, async move {
-            let _ = stopped.await;
-        }));
-        Self { addr, store, config, shutdown: Some(shutdown), task: Some(task) }
+    /// Starts `config` over `store`, on an ephemeral loopback port, with its admin
+    /// socket beside the data directory.
+    pub async fn start(mut config: Config, store: Arc<dyn Store>) -> Self {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_socket = config.data_dir.with_extension("admin.sock");
+        let running = keyservice::server::Server::new(config.clone()).with_store(store.clone()).start().await.unwrap();
+        Self { addr: running.addr(), store, config, running: Some(running) }
     }
 
     /// An escrow over the server's store and master key, to set up states the API
@@ -120,21 +113,12 @@ impl TestServer {
 
     /// Stops the server, waits for it to flush, and releases the store.
     pub async fn stop(mut self) {
-        self.shutdown.take().unwrap().send(()).unwrap();
-        self.task.take().unwrap().await.unwrap().unwrap();
+        self.running.take().unwrap().stop().await.unwrap();
         // The store (and with it sled's file lock) goes when the last handle does.
         assert_eq!(Arc::strong_count(&self.store), 1, "the server still holds the store");
         // After a graceful stop the replay floor is the last second served: requests
         // signed in that second are refused after a restart. Let it pass.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
     }
 }
 
