@@ -345,7 +345,7 @@ impl App {
     pub async fn admin(&self, request: AdminRequest) -> Result<Answer, String> {
         match request {
             AdminRequest::Backup => {
-                let entries = self.inner.escrow.store().snapshot().await.map_err(|e| e.to_string())?;
+                let entries = self.inner.escrow.snapshot().await.map_err(|e| e.to_string())?;
                 let message = format!("{} records", entries.len());
                 Ok(Answer { message, payload: Some(backup::encode(&entries)) })
             }

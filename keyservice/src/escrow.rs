@@ -22,6 +22,7 @@ use crate::store::{
 };
 
 mod cache;
+mod upkeep;
 
 /// How the escrow treats what it holds.
 #[derive(Debug, Clone, Copy)]
@@ -114,11 +115,6 @@ impl Escrow {
         Ok(escrow)
     }
 
-    /// The store beneath.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// A namespace, pseudonymised.
     pub fn namespace(&self, namespace: &str) -> crate::store::Pseudonym {
         self.vault.namespace(namespace)
@@ -139,6 +135,16 @@ impl Escrow {
         let sealed = self.vault.seal_init(&id, token)?;
         self.store.add_pending_init(id, InitRecord { sealed, expires_at }).await?;
         Ok(id)
+    }
+
+    /// Deletes the pending init `id` (one evicted to make room for another); whether
+    /// it was there.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn forget_init(&self, id: &Pseudonym) -> Result<bool, Error> {
+        Ok(self.store.delete_pending_init(id).await?)
     }
 
     /// The store's id of the pending init with this SHA-512 digest.

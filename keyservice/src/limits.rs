@@ -220,6 +220,9 @@ pub struct Limiter {
     pending_inits: AtomicU64,
     pending_by_client: Mutex<PendingByClient>,
     namespaces: RwLock<HashMap<String, Arc<NamespaceBudget>>>,
+    /// Where connect budgets are counted when several nodes share them (a shared
+    /// store); `None`, or a store that does not share them: counted here.
+    shared_counts: Option<Arc<dyn crate::store::Store>>,
 }
 
 fn retry_seconds(wait: Duration) -> u64 {
@@ -242,9 +245,17 @@ impl Limiter {
             pending_inits: AtomicU64::new(0),
             pending_by_client: Mutex::default(),
             namespaces: RwLock::default(),
+            shared_counts: None,
         };
         limiter.set_namespaces(namespaces);
         limiter
+    }
+
+    /// Counts connect budgets in `store` when it shares them between nodes.
+    #[must_use]
+    pub fn counting_connects_in(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+        self.shared_counts = Some(store);
+        self
     }
 
     /// Replaces the namespaces' budgets (after a reload): a namespace whose budget did
@@ -390,9 +401,8 @@ impl Limiter {
     ///
     /// The outer `Err` when a shared store could not count; the inner one as
     /// [`Limiter::admit_connect`].
-    pub async fn admit_connect_with(
+    pub async fn admit_connect_counted(
         &self,
-        store: &dyn crate::store::Store,
         namespace: &str,
         user: &crate::store::UserKey,
         now: UnixTime,
@@ -405,6 +415,9 @@ impl Limiter {
             calls_per_minute: budget.budget.calls_per_minute.get(),
             users_per_window: budget.budget.users_per_window,
             window_secs: budget.budget.window.as_secs(),
+        };
+        let Some(store) = &self.shared_counts else {
+            return Ok(self.admit_connect(namespace, &user.user));
         };
         Ok(match store.count_connect(&user.namespace, &user.user, now, shared).await? {
             None => self.admit_connect(namespace, &user.user),

@@ -99,9 +99,12 @@ impl App {
     pub async fn new(config: &Config, store: Arc<dyn Store>, master: &MasterKey) -> Result<Self, Error> {
         let ledger = ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| Error::Ledger(e.to_string()))?;
         let escrow = Escrow::open(store.clone(), master, ledger, Policy::from(config)).await?;
-        let auth =
-            Authenticator::open(store, config.max_clock_skew, config.header_read_timeout + config.body_read_timeout)
-                .await?;
+        let auth = Authenticator::open(
+            store.clone(),
+            config.max_clock_skew,
+            config.header_read_timeout + config.body_read_timeout,
+        )
+        .await?;
         let audit = AuditLog::open_rotating(&config.audit_log_file, config.audit_fail_closed, config.audit_max_bytes)
             .map_err(Error::Audit)?;
         let limiter = Limiter::new(
@@ -112,8 +115,9 @@ impl App {
                 client_prefix: config.client_prefix,
             },
             config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)),
-        );
-        limiter.set_pending_inits(escrow.store().counts().await?.pending_inits, crate::time::now());
+        )
+        .counting_connects_in(store);
+        limiter.set_pending_inits(escrow.counts().await?.pending_inits, crate::time::now());
         let tenants = RwLock::new(Arc::new(Tenants::new(&config.namespaces, &escrow)));
         Ok(Self {
             inner: Arc::new(Inner {

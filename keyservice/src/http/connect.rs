@@ -28,7 +28,7 @@ pub async fn handle(app: &App, from: FromRealService, info: &RequestInfo) -> Res
     let session_token = crypto::new_token()?;
     let expires_at = now + app.inner.session_ttl.as_secs();
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };
-    let admitted = app.inner.limiter.admit_connect_with(escrow.store().as_ref(), &request.namespace, &user, now).await;
+    let admitted = app.inner.limiter.admit_connect_counted(&request.namespace, &user, now).await;
     if let Err(refusal) = admitted? {
         // Either ceiling (calls per minute, distinct users per window) may mean a
         // compromised Real Service harvesting keys: warn, count and record it.

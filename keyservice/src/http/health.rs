@@ -15,10 +15,7 @@ pub fn healthz() -> Response<Full<Bytes>> {
 }
 
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let health = match app.inner.escrow.store().health().await {
-        Ok(()) => app.inner.escrow.store().replay_floor().await.map(|_| ()),
-        Err(error) => Err(error),
-    };
+    let health = app.inner.escrow.health().await;
     let store = health.is_ok();
     let audit = app.inner.audit.is_writable();
     let mut disks = app.inner.disks.states();

@@ -18,7 +18,7 @@ pub async fn handle(app: &App, info: &RequestInfo) -> Result<Response<Full<Bytes
     let issued = async {
         if let Some(evicted) = admission.evict {
             // The cap is full: the network holding the most gives up its oldest.
-            app.inner.escrow.store().delete_pending_init(&evicted).await?;
+            app.inner.escrow.forget_init(&evicted).await?;
             app.inner.metrics.rate_limited("pending_inits_evicted");
         }
         let token = crypto::new_token()?;

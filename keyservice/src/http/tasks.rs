@@ -20,7 +20,7 @@ impl App {
         self.inner.auth.close().await?;
         self.audit_denial_summaries(true);
         self.sync_audit();
-        self.inner.escrow.store().flush().await
+        self.inner.escrow.flush().await
     }
 
     /// Writes queued access history entries every [`crate::access::FLUSH_INTERVAL`]
@@ -57,16 +57,15 @@ impl App {
                 }
             }
             let forget = self.inner.auth.forget_nonces_before(now);
-            let idle_before = self.inner.escrow.idle_before(now);
             self.inner.limiter.forget_quiet_clients();
-            match self.inner.escrow.store().counts().await {
+            match self.inner.escrow.counts().await {
                 Ok(counts) => {
                     self.inner.metrics.set_counts(counts.pending_inits, counts.sessions, counts.key_versions);
                     self.inner.limiter.set_pending_inits(counts.pending_inits, now);
                 }
                 Err(error) => tracing::warn!(%error, "counting stored records failed"),
             }
-            match self.inner.escrow.store().sweep(now, idle_before, forget).await {
+            match self.inner.escrow.sweep(now, forget).await {
                 Ok(swept) => tracing::debug!(
                     inits = swept.inits,
                     sessions = swept.sessions,
