@@ -28,7 +28,7 @@ use crate::crypto::master::MasterKey;
 use crate::crypto::vault::{Rotation, Vault, envelope_key_id};
 use crate::error::Error;
 use crate::http::App;
-use crate::store::{SledStore, Store, backup};
+use crate::store::{Coordination, Maintenance, SledStore, backup};
 
 /// A request on the admin socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -601,6 +601,7 @@ fn missing_dek() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Records;
 
     #[tokio::test]
     async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest() {

@@ -222,7 +222,7 @@ pub struct Limiter {
     namespaces: RwLock<HashMap<String, Arc<NamespaceBudget>>>,
     /// Where connect budgets are counted when several nodes share them (a shared
     /// store); `None`, or a store that does not share them: counted here.
-    shared_counts: Option<Arc<dyn crate::store::Store>>,
+    shared_counts: Option<Arc<dyn crate::store::Coordination>>,
 }
 
 fn retry_seconds(wait: Duration) -> u64 {
@@ -253,7 +253,7 @@ impl Limiter {
 
     /// Counts connect budgets in `store` when it shares them between nodes.
     #[must_use]
-    pub fn counting_connects_in(mut self, store: Arc<dyn crate::store::Store>) -> Self {
+    pub fn counting_connects_in(mut self, store: Arc<dyn crate::store::Coordination>) -> Self {
         self.shared_counts = Some(store);
         self
     }

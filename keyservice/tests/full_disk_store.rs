@@ -283,7 +283,7 @@ async fn a_half_written_snapshot_left_by_a_start_on_a_full_disk_is_removed_and_t
 /// snapshot, as after a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_a_store_takes_less_room_than_it_requires() {
-    use keyservice::Store;
+    use keyservice::store::Records;
     use keyservice::store::{Precondition, UserKey};
 
     let disk = Tmpfs::mount("1g");

@@ -7,8 +7,8 @@ mod pg;
 use std::sync::Arc;
 
 use keyservice::store::{
-    AccessId, AccessRecord, EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed,
-    SessionRecord, Store, UserKey,
+    AccessId, AccessRecord, Coordination, EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Records,
+    Redeemed, SessionRecord, Store, UserKey,
 };
 use keyservice::{MemoryStore, PostgresStore, SledStore};
 

@@ -27,7 +27,7 @@ pub use self::replay::{Replay, ReplayGuard};
 /// Seconds added to the replay retention beyond the window and the request timeouts,
 /// for the store lookups between a request's last date check and its acceptance.
 const ACCEPTANCE_MARGIN: u64 = 30;
-use crate::store::{Pseudonym, Store, StoreError, UnixTime};
+use crate::store::{Coordination, Pseudonym, StoreError, UnixTime};
 
 /// Why a request's signature was refused. Each maps to a 401 with its own code; none
 /// carries the header's content.
@@ -137,7 +137,7 @@ impl Authenticator {
     /// # Errors
     ///
     /// Fails when the replay memory cannot be loaded from the store.
-    pub async fn open(store: Arc<dyn Store>, max_skew: Duration, delay: Duration) -> Result<Self, StoreError> {
+    pub async fn open(store: Arc<dyn Coordination>, max_skew: Duration, delay: Duration) -> Result<Self, StoreError> {
         let max_skew = max_skew.as_secs();
         let retention = max_skew + delay.as_secs() + ACCEPTANCE_MARGIN;
         let replay = ReplayGuard::open(store, max_skew, retention, crate::time::now()).await?;

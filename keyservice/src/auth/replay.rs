@@ -27,9 +27,9 @@
 //!   next run loads them. A fast clock thus cannot push the floor into the future and
 //!   lock everyone out after a restart.
 //!
-//! **On a store several nodes share** ([`Store::shared`]), the store is the memory: every
+//! **On a store several nodes share** ([`Coordination::shared`](crate::store::Coordination::shared)), the store is the memory: every
 //! request that passes this node's own memory is then claimed in the store
-//! ([`Store::remember_nonce`], one insert-if-absent), and refused if another node
+//! ([`Coordination::remember_nonce`](crate::store::Coordination::remember_nonce), one insert-if-absent), and refused if another node
 //! claimed it first. No floor is needed: nothing lives only in a node. The cost is one
 //! committed insert per signed request, and rows for the retention (370 s by default)
 //! of every accepted request, swept with the rest.
@@ -39,7 +39,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{Coordination, StoreError, UnixTime};
 
 /// Requests dated at most this many seconds ahead of the server clock are covered by the
 /// replay floor; later-dated ones are remembered one by one.
@@ -60,7 +60,7 @@ pub enum Replay {
 
 /// The replay memory of one server process.
 pub struct ReplayGuard {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Coordination>,
     /// How long after its date a request's entry is kept, in seconds: the skew window
     /// plus the longest a request can take to be accepted.
     retention: u64,
@@ -90,7 +90,12 @@ impl ReplayGuard {
     /// # Errors
     ///
     /// Fails when the store cannot be read or written.
-    pub async fn open(store: Arc<dyn Store>, window: u64, retention: u64, now: UnixTime) -> Result<Self, StoreError> {
+    pub async fn open(
+        store: Arc<dyn Coordination>,
+        window: u64,
+        retention: u64,
+        now: UnixTime,
+    ) -> Result<Self, StoreError> {
         let shared = store.shared();
         let startup_floor = if shared { 0 } else { store.replay_floor().await? };
         let retention = retention.max(window);
@@ -280,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_restart_refuses_what_the_last_run_could_have_accepted() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Coordination> = Arc::new(MemoryStore::new());
         let guard = ReplayGuard::open(store.clone(), WINDOW, WINDOW, NOW).await.unwrap();
         guard.accept(1, NOW, NOW).await.unwrap().unwrap();
         guard.accept(2, NOW + 1, NOW).await.unwrap().unwrap();
@@ -299,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_graceful_stop_leaves_the_floor_at_the_latest_accepted_date() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Coordination> = Arc::new(MemoryStore::new());
         let guard = ReplayGuard::open(store.clone(), WINDOW, WINDOW, NOW).await.unwrap();
         guard.accept(1, NOW - 3, NOW).await.unwrap().unwrap();
         guard.accept(2, NOW - 1, NOW).await.unwrap().unwrap();

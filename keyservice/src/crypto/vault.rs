@@ -30,7 +30,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::master::{MasterKey, key_id};
-use crate::store::{AccessId, Pseudonym, Store, StoreError, UserKey};
+use crate::store::{AccessId, Pseudonym, Records, StoreError, UserKey};
 
 const ENVELOPE_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 24;
@@ -161,7 +161,7 @@ impl Vault {
     /// # Errors
     ///
     /// [`VaultError::WrongMasterKey`] when the store was sealed under another master key.
-    pub async fn open(master: &MasterKey, store: &dyn Store) -> Result<Self, VaultError> {
+    pub async fn open(master: &MasterKey, store: &dyn Records) -> Result<Self, VaultError> {
         let master = SealingKey::new(master.bytes());
         let index = load_or_create(&master, store, INDEX_KEY).await?;
         let system = load_or_create(&master, store, SYSTEM_KEY).await?;
@@ -282,7 +282,7 @@ impl Vault {
     /// Storage failures, or [`VaultError::Tampered`] for a damaged wrapped key.
     pub async fn user_dek(
         &self,
-        store: &dyn Store,
+        store: &dyn Records,
         user: &UserKey,
         create: bool,
     ) -> Result<Option<UserDek>, VaultError> {
@@ -300,7 +300,7 @@ impl Vault {
         Ok(Some(UserDek(kek.unwrap_key(&aad, &wrapped, "user key")?)))
     }
 
-    async fn kek(&self, store: &dyn Store, namespace: &Pseudonym) -> Result<Arc<SealingKey>, VaultError> {
+    async fn kek(&self, store: &dyn Records, namespace: &Pseudonym) -> Result<Arc<SealingKey>, VaultError> {
         if let Some(kek) = self.keks.lock().unwrap_or_else(PoisonError::into_inner).get(namespace) {
             return Ok(kek.clone());
         }
@@ -363,7 +363,7 @@ impl Vault {
     /// # Errors
     ///
     /// [`VaultError::Tampered`] for an entry under neither key; storage failures.
-    pub async fn rotate(&self, store: &dyn Store, new: &MasterKey) -> Result<Rotation, VaultError> {
+    pub async fn rotate(&self, store: &dyn Records, new: &MasterKey) -> Result<Rotation, VaultError> {
         let new = Arc::new(SealingKey::new(new.bytes()));
         let current = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
         let mut rewrapped = Vec::new();
@@ -390,7 +390,7 @@ impl Vault {
 
 async fn load_or_create(
     master: &SealingKey,
-    store: &dyn Store,
+    store: &dyn Records,
     name: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
     let aad = keyring_aad(name);

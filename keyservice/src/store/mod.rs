@@ -1,9 +1,14 @@
-//! Persistence behind one trait, so the HTTP layer never sees a storage engine.
+//! Persistence behind one contract, so the HTTP layer never sees a storage engine.
 //!
-//! [`Store`] is the contract every backend keeps; [`MemoryStore`] serves unit tests and
-//! [`SledStore`] is the embedded default. A PostgreSQL backend fits the same trait (its
-//! methods are async for that reason), and `tests/store_conformance.rs` runs one suite
-//! against every backend.
+//! [`Store`] is the contract every backend keeps, in three parts by what they hold
+//! (`contract.rs`): [`Records`] (the keyring, users' keys, pending inits, sessions, key
+//! versions, access histories), [`Coordination`] (the erasure ledger's mark, replay
+//! floor and nonces, shared connect budgets) and [`Maintenance`] (sweeps, counts,
+//! snapshots, health, flush). Each backend implements the parts in its own files
+//! (`records.rs`, `coordination.rs`, `maintenance.rs`): [`MemoryStore`] serves unit
+//! tests, [`SledStore`] is the embedded default and [`PostgresStore`] the shared
+//! database of several nodes; `tests/store_conformance.rs` runs one suite against every
+//! backend.
 //!
 //! A store holds only what the vault (`crate::crypto::vault`) gives it: identifiers are
 //! keyed-hash [`Pseudonym`]s and secrets are sealed envelopes, so nothing a store writes
@@ -19,6 +24,7 @@
 //!   from the store, not flagged.
 
 pub mod backup;
+mod contract;
 mod memory;
 pub mod postgres;
 pub(crate) mod record;
@@ -26,8 +32,7 @@ mod sled;
 
 use std::path::Path;
 
-use async_trait::async_trait;
-
+pub use self::contract::{Coordination, Maintenance, Records, Store};
 pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresConfig, PostgresStore};
 pub use self::sled::{NoRoom, SledStore};
@@ -386,171 +391,5 @@ impl StoreError {
         let Self::Full(source) = self else { return None };
         let embedded = source.is::<NoRoom>() || source.is::<::sled::Error>() || source.is::<std::io::Error>();
         Some(if embedded { "data" } else { "database" })
-    }
-}
-
-/// Persistence of sealed records under pseudonymous keys, and of replay protection.
-///
-/// Every method may be called concurrently. See the module docs for the contract.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// A keyring entry (a wrapped system or namespace key).
-    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Stores a keyring entry unless one exists; returns the entry that is stored.
-    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError>;
-
-    /// Every keyring entry, as (name, value).
-    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError>;
-
-    /// Replaces keyring entries (master-key rotation), all in one atomic step.
-    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError>;
-
-    /// The user's wrapped data-encryption key.
-    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Stores the user's wrapped DEK unless one exists; returns the one that is stored.
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError>;
-
-    /// Stores a pending init.
-    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError>;
-
-    /// Atomically consumes the pending init `id` and, if it had not expired at `now`,
-    /// stores the session `make_session` builds from it under `session_id`. A token is
-    /// redeemed at most once, however many calls race for it.
-    async fn redeem_init(
-        &self,
-        id: &Pseudonym,
-        now: UnixTime,
-        session_id: Pseudonym,
-        make_session: MakeSession,
-    ) -> Result<Redeemed, StoreError>;
-
-    /// The session stored under `id`, expired or not (the caller decides).
-    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError>;
-
-    /// Deletes one session; whether it existed.
-    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError>;
-
-    /// Records that the session was used at `now` (nothing when it no longer exists).
-    /// Losing a touch in a crash only makes a session look idle sooner.
-    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError>;
-
-    /// The user's sessions.
-    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError>;
-
-    /// Stores a new version of `user`'s key if `precondition` admits the current latest
-    /// version, sealed by `seal` once its number is known, and deletes the oldest versions
-    /// beyond `keep` (at least 1); check, write and pruning are one atomic step.
-    async fn put_key(
-        &self,
-        user: &UserKey,
-        precondition: &Precondition,
-        keep: u64,
-        created_at: UnixTime,
-        seal: SealVersion,
-    ) -> Result<PutOutcome, StoreError>;
-
-    /// The given version of `user`'s key, or the latest when `version` is `None`.
-    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError>;
-
-    /// Every stored version of `user`'s key, oldest first.
-    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError>;
-
-    /// Deletes every version of the user's key and their DEK, in one atomic step; how many
-    /// versions there were. Sessions stay.
-    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError>;
-
-    /// Deletes every version of the user's key, their DEK and every session of theirs, in
-    /// one atomic step.
-    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError>;
-
-    /// Deletes pending inits and sessions expired at `now`, sessions last used before
-    /// `idle_before`, and remembered nonces dated before `forget_nonces_before`.
-    async fn sweep(
-        &self,
-        now: UnixTime,
-        idle_before: UnixTime,
-        forget_nonces_before: UnixTime,
-    ) -> Result<Swept, StoreError>;
-
-    /// Deletes one pending init (to make room under a full cap); whether it existed.
-    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError>;
-
-    /// How much of the erasure ledger this store has had applied, as last recorded by
-    /// [`Store::set_ledger_mark`]; `None` when never. It travels with the data (and with
-    /// its backups), so a restored older copy re-applies only the erasures after it.
-    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Durably records how much of the erasure ledger has been applied.
-    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError>;
-
-    /// The replay floor: no request dated at or before it may be accepted, because one
-    /// accepted before a restart could be dated so. 0 when never set.
-    async fn replay_floor(&self) -> Result<UnixTime, StoreError>;
-
-    /// Durably sets the replay floor. Lowering it is the caller's decision: it does so
-    /// only at a graceful stop, to the latest date it actually accepted.
-    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError>;
-
-    /// Durably remembers a nonce (by its 64-bit replay fingerprint) of a request dated
-    /// `date`, so a restart (or, on a shared store, another node) cannot accept it again;
-    /// `false` when it was already remembered.
-    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError>;
-
-    /// Every remembered nonce dated at or after `since`, as `(fingerprint, date)`.
-    async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError>;
-
-    /// Durably appends entries to users' access histories (ids are unique; an id already
-    /// stored is kept as it is).
-    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError>;
-
-    /// Up to `limit` entries of the user's access history with ids below `before` (all,
-    /// for `None`), newest first.
-    async fn accesses(
-        &self,
-        user: &UserKey,
-        before: Option<AccessId>,
-        limit: usize,
-    ) -> Result<Vec<AccessRecord>, StoreError>;
-
-    /// Deletes every user's access entries with ids below `before`; returns how many.
-    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError>;
-
-    /// How many records of each kind are stored (may walk the store: call it rarely).
-    async fn counts(&self) -> Result<Counts, StoreError>;
-
-    /// Every stored entry, as one consistent snapshot (no write lands halfway through
-    /// it). Sealed values stay sealed.
-    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError>;
-
-    /// Whether the store can take writes: `Err` once it refuses them for good (a failed
-    /// flush), until it is reopened. `/readyz` turns red on it.
-    async fn health(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Makes everything written so far durable; for shutdown.
-    async fn flush(&self) -> Result<(), StoreError>;
-
-    /// Whether several nodes share this store. A shared store is the replay memory
-    /// itself (every accepted nonce goes through [`Store::remember_nonce`]) and counts
-    /// connect budgets for all nodes ([`Store::count_connect`]).
-    fn shared(&self) -> bool {
-        false
-    }
-
-    /// Counts one `/connect` of `user` against `namespace`'s budget for every node that
-    /// shares this store; `None` from a store that one node owns, whose budgets the node
-    /// keeps in memory.
-    async fn count_connect(
-        &self,
-        namespace: &Pseudonym,
-        user: &Pseudonym,
-        now: UnixTime,
-        budget: SharedBudget,
-    ) -> Result<Option<ConnectCount>, StoreError> {
-        let _ = (namespace, user, now, budget);
-        Ok(None)
     }
 }

@@ -1,4 +1,4 @@
-//! The embedded default [`Store`]: sled 0.34 in the data directory.
+//! The embedded default [`Store`](super::Store): sled 0.34 in the data directory.
 //!
 //! Layout (one sled tree per kind of record; see `docs/storage.md`). Every identifier
 //! is a pseudonym and every secret a sealed envelope (see `crate::crypto::vault`):
@@ -49,21 +49,23 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use self::apply::{Flags, commit_loop, expired_records, full};
+use self::apply::{Flags, commit_loop};
 use self::durability::{Durability, SyncFailure, create_private_dir};
 pub use self::room::NoRoom;
-use self::room::{Kind, Room};
-use super::record::{self, decode_u64};
+use self::room::Room;
+use super::record::{self};
 use super::{
-    AccessId, AccessRecord, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
-    PutOutcome, Redeemed, SealVersion, SessionRecord, SnapshotEntry, Store, StoreError, Swept, UnixTime, UserKey,
+    AccessRecord, Erased, InitRecord, KeyringEntry, MakeSession, Precondition, Pseudonym, PutOutcome, Redeemed,
+    SealVersion, SnapshotEntry, StoreError, Swept, UnixTime, UserKey,
 };
 
 mod apply;
+mod coordination;
 mod durability;
+mod maintenance;
+mod records;
 mod room;
 
 /// Most writes one flush covers; more wait for the next.
@@ -71,7 +73,7 @@ const MAX_BATCH: usize = 1024;
 const REPLAY_FLOOR_KEY: &[u8] = b"replay_floor";
 const LEDGER_MARK_KEY: &[u8] = b"ledger_mark";
 
-/// A [`Store`] in a sled database on local disk.
+/// A [`Store`](super::Store) in a sled database on local disk.
 pub struct SledStore {
     trees: Trees,
     /// Set by the committer when a flush failed for good.
@@ -328,293 +330,6 @@ const FULL_DISK_LOOK_EVERY: Duration = Duration::from_millis(250);
 /// in this file, reported as a backend error rather than a panic.
 fn mismatch() -> StoreError {
     StoreError::Backend("the committer answered with the wrong kind of reply".into())
-}
-
-#[async_trait]
-impl Store for SledStore {
-    async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trees.keyring.get(name).map_err(backend)?.map(|v| v.to_vec()))
-    }
-
-    async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        match self.submit(Op::KeyringCreate(name.to_vec(), value)).await? {
-            Reply::Bytes(stored) => Ok(stored),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
-        self.trees.keyring.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)).collect()
-    }
-
-    async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError> {
-        self.submit(Op::KeyringReplace(entries)).await.map(|_| ())
-    }
-
-    async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trees.deks.get(record::user_prefix(user)).map_err(backend)?.map(|v| v.to_vec()))
-    }
-
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        match self.submit(Op::CreateDek(*user, wrapped)).await? {
-            Reply::Bytes(stored) => Ok(stored),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
-        self.submit(Op::AddInit(id, init)).await.map(|_| ())
-    }
-
-    async fn redeem_init(
-        &self,
-        id: &Pseudonym,
-        now: UnixTime,
-        session_id: Pseudonym,
-        make_session: MakeSession,
-    ) -> Result<Redeemed, StoreError> {
-        match self.submit(Op::Redeem { id: *id, now, session_id, make: make_session }).await? {
-            Reply::Redeemed(redeemed) => Ok(redeemed),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
-        self.trees.sessions.get(id).map_err(backend)?.map(|bytes| record::decode_session(&bytes)).transpose()
-    }
-
-    async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
-        match self.submit(Op::DeleteSession(*id)).await? {
-            Reply::Flag(existed) => Ok(existed),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
-        self.submit(Op::TouchSession(*id, now)).await.map(|_| ())
-    }
-
-    async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.trees.user_sessions.scan_prefix(record::user_prefix(user)) {
-            let (key, _) = entry.map_err(backend)?;
-            let id = record::session_of_index_key(&key)?;
-            // An index entry can outlive its session by a crash between the two deletes.
-            if let Some(session) = self.session(&id).await? {
-                out.push(session);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn put_key(
-        &self,
-        user: &UserKey,
-        precondition: &Precondition,
-        keep: u64,
-        created_at: UnixTime,
-        seal: SealVersion,
-    ) -> Result<PutOutcome, StoreError> {
-        let op = Op::PutKey { user: *user, precondition: precondition.clone(), keep, created_at, seal };
-        match self.submit(op).await? {
-            Reply::Put(outcome) => Ok(outcome),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
-        let found = match version {
-            Some(v) => self.trees.keys.get(record::key_version_key(user, v)).map_err(backend)?.map(|bytes| (v, bytes)),
-            None => {
-                match self.trees.keys.scan_prefix(record::user_prefix(user)).next_back().transpose().map_err(backend)? {
-                    Some((key, bytes)) => Some((record::version_of_key(&key)?, bytes)),
-                    None => None,
-                }
-            }
-        };
-        found.map(|(v, bytes)| record::decode_key(v, &bytes)).transpose()
-    }
-
-    async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.trees.keys.scan_prefix(record::user_prefix(user)) {
-            let (key, bytes) = entry.map_err(backend)?;
-            out.push(record::decode_key(record::version_of_key(&key)?, &bytes)?);
-        }
-        Ok(out)
-    }
-
-    async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
-        match self.submit(Op::DeleteKeys(*user)).await? {
-            Reply::Count(n) => Ok(n),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn erase_user(&self, user: &UserKey) -> Result<Erased, StoreError> {
-        match self.submit(Op::Erase(*user)).await? {
-            Reply::Erased(erased) => Ok(erased),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn sweep(
-        &self,
-        now: UnixTime,
-        idle_before: UnixTime,
-        forget_nonces_before: UnixTime,
-    ) -> Result<Swept, StoreError> {
-        // Finding what expired reads whole trees, so it runs on a blocking thread and
-        // outside the committer: writes keep flowing while it scans.
-        let trees = self.trees.clone();
-        let doomed =
-            tokio::task::spawn_blocking(move || expired_records(&trees, now, idle_before, forget_nonces_before))
-                .await
-                .map_err(backend)??;
-        if doomed.is_empty() {
-            return Ok(Swept::default());
-        }
-        match self.submit(Op::Remove(doomed)).await? {
-            Reply::Removed(swept) => Ok(swept),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
-        match self.submit(Op::Remove(vec![(Which::Init, sled::IVec::from(&id[..]))])).await? {
-            Reply::Removed(swept) => Ok(swept.inits > 0),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.submit(Op::AppendAccesses(entries)).await.map(|_| ())
-    }
-
-    async fn accesses(
-        &self,
-        user: &UserKey,
-        before: Option<AccessId>,
-        limit: usize,
-    ) -> Result<Vec<AccessRecord>, StoreError> {
-        let start = record::access_key(user, &[0; 16]);
-        let range = match before {
-            Some(id) => self.trees.accesses.range(start..record::access_key(user, &id)),
-            None => self.trees.accesses.range(start..=record::access_key(user, &[0xff; 16])),
-        };
-        range
-            .rev()
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry.map_err(backend)?;
-                record::decode_access(record::access_id_of_key(&key)?, &value)
-            })
-            .collect()
-    }
-
-    async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError> {
-        // Entries are keyed by user first, so finding the old ones reads the whole tree:
-        // on a blocking thread, outside the committer.
-        let tree = self.trees.accesses.clone();
-        let doomed = tokio::task::spawn_blocking(move || -> Result<Vec<sled::IVec>, StoreError> {
-            let mut doomed = Vec::new();
-            for key in tree.iter().keys() {
-                let key = key.map_err(backend)?;
-                if record::access_id_of_key(&key)? < before {
-                    doomed.push(key);
-                }
-            }
-            Ok(doomed)
-        })
-        .await
-        .map_err(backend)??;
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        match self.submit(Op::PurgeAccesses(doomed)).await? {
-            Reply::Count(count) => Ok(count),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn ledger_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trees.meta.get(LEDGER_MARK_KEY).map_err(backend)?.map(|v| v.to_vec()))
-    }
-
-    async fn set_ledger_mark(&self, mark: Vec<u8>) -> Result<(), StoreError> {
-        self.submit(Op::SetLedgerMark(mark)).await.map(|_| ())
-    }
-
-    async fn replay_floor(&self) -> Result<UnixTime, StoreError> {
-        match self.trees.meta.get(REPLAY_FLOOR_KEY).map_err(backend)? {
-            Some(bytes) => decode_u64(&bytes, "replay floor"),
-            None => Ok(0),
-        }
-    }
-
-    async fn set_replay_floor(&self, floor: UnixTime) -> Result<(), StoreError> {
-        self.submit(Op::SetFloor(floor)).await.map(|_| ())
-    }
-
-    async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
-        match self.submit(Op::RememberNonce(fingerprint, date)).await? {
-            Reply::Flag(fresh) => Ok(fresh),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.trees.nonces.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let date = decode_u64(&value, "nonce")?;
-            if date >= since {
-                out.push((decode_u64(&key, "nonce")?, date));
-            }
-        }
-        Ok(out)
-    }
-
-    async fn counts(&self) -> Result<Counts, StoreError> {
-        // sled counts by walking each tree; on a blocking thread, like the sweep.
-        let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || Counts {
-            pending_inits: trees.inits.len() as u64,
-            sessions: trees.sessions.len() as u64,
-            key_versions: trees.keys.len() as u64,
-        })
-        .await
-        .map_err(backend)
-    }
-
-    async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
-        // The committer is the only writer, so a snapshot taken on its thread sees every
-        // write whole or not at all.
-        match self.submit(Op::Snapshot).await? {
-            Reply::Snapshot(entries) => Ok(entries),
-            _ => Err(mismatch()),
-        }
-    }
-
-    async fn health(&self) -> Result<(), StoreError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(StoreError::Poisoned);
-        }
-        if self.stalled.load(Ordering::Acquire) {
-            return Err(StoreError::Unavailable("the store is not finishing writes".into()));
-        }
-        match self.room.budget().spend(0, Kind::Growth) {
-            Ok(()) => Ok(()),
-            Err(no_room) => Err(full(no_room)),
-        }
-    }
-
-    async fn flush(&self) -> Result<(), StoreError> {
-        self.submit(Op::Flush).await.map(|_| ())
-    }
 }
 
 /// A failure of sled or the file system; one that says the disk is full is
