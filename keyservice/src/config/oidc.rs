@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, seconds};
+use super::file::seconds;
+use super::{ConfigError, invalid};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
