@@ -170,7 +170,7 @@ pub async fn run_tls(
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
             loop {
                 ticker.tick().await;
-                app.tick_audit();
+                app.tick_audit().await;
             }
         }
     });

@@ -142,15 +142,19 @@ impl App {
 
     /// Writes the summaries of ended refusal windows, then flushes the audit log to
     /// disk; the server calls it every second.
-    pub fn tick_audit(&self) {
+    pub async fn tick_audit(&self) {
         self.audit_denial_summaries(false);
-        self.sync_audit();
+        self.sync_audit().await;
     }
 
-    /// Flushes the audit log to disk.
-    pub fn sync_audit(&self) {
-        if let Err(error) = self.inner.audit.sync() {
-            tracing::error!(%error, "syncing the audit log failed");
+    /// Flushes the audit log to disk, on a blocking thread: requests go on writing lines
+    /// meanwhile.
+    pub async fn sync_audit(&self) {
+        let app = self.clone();
+        match tokio::task::spawn_blocking(move || app.inner.audit.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "syncing the audit log failed"),
+            Err(error) => tracing::error!(%error, "the audit log's sync did not finish"),
         }
     }
 }

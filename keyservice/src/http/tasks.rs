@@ -19,7 +19,7 @@ impl App {
         }
         self.inner.auth.close().await?;
         self.audit_denial_summaries(true);
-        self.sync_audit();
+        self.sync_audit().await;
         self.inner.escrow.flush().await
     }
 
