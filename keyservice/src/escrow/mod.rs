@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use keyservice_client::protocol::Secret;
-use keyservice_client::protocol::wire::{AccessHistory, ErasureReceipt, ExportResponse, KeyVersionInfo, SessionInfo};
+use keyservice_client::protocol::wire::{ErasureReceipt, ExportResponse, KeyVersionInfo, SessionInfo};
 use zeroize::Zeroizing;
 
 use self::cache::Cache;
-use crate::access::{self, Entry};
+use crate::access;
 pub use crate::auth::Session;
 use crate::auth::{Device, Sessions};
 use crate::crypto::master::MasterKey;
@@ -17,11 +17,11 @@ use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
-    AccessId, AccessRecord, InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store,
-    StoreError, UnixTime, UserKey,
+    InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey,
 };
 
 mod cache;
+mod history;
 mod upkeep;
 
 /// How the escrow treats what it holds.
@@ -74,9 +74,6 @@ pub struct Escrow {
     /// where another node's logout or erasure could not reach them.
     cache: Option<Cache>,
 }
-
-/// Access history entries sealed and written together.
-const ACCESS_CHUNK: usize = 128;
 
 impl Escrow {
     /// Opens the escrow over `store` with `master`, then re-applies every erasure in the
@@ -446,111 +443,6 @@ impl Escrow {
     }
 }
 
-/// Access history.
-impl Escrow {
-    /// Puts an entry on `user`'s access history; it is written within
-    /// [`access::FLUSH_INTERVAL`] (by the caller, when the queue is over its bound).
-    ///
-    /// # Errors
-    ///
-    /// Only a write the caller had to make because the queue was full; the entries stay
-    /// queued then.
-    pub async fn record_access(&self, user: UserKey, entry: Entry) -> Result<(), Error> {
-        if self.accesses.push(user, entry) {
-            self.flush_accesses().await?;
-        }
-        Ok(())
-    }
-
-    /// Seals and writes every queued access entry in one batch. On failure the entries
-    /// are queued again, to be written with the next batch.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn flush_accesses(&self) -> Result<(), Error> {
-        let _writing = self.writing_accesses.lock().await;
-        self.write_queued_accesses().await
-    }
-
-    /// [`Escrow::flush_accesses`], with `writing_accesses` held by the caller.
-    async fn write_queued_accesses(&self) -> Result<(), Error> {
-        let mut queued = self.accesses.take();
-        // In chunks, each sealed just before it is written: a second's worth of entries
-        // sealed and written at once held a worker thread and the store's writer for
-        // tens of milliseconds, which every request queued behind them waited out.
-        let mut written = 0;
-        while written < queued.len() {
-            let end = queued.len().min(written + ACCESS_CHUNK);
-            let stored = match self.seal_accesses(&queued[written..end]) {
-                Ok(sealed) => self.store.append_accesses(sealed).await.map_err(Error::from),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = stored {
-                // What was written stays; the rest is queued again.
-                let dropped = self.accesses.restore(queued.split_off(written));
-                if dropped > 0 {
-                    tracing::error!(dropped, "access history entries dropped: the store has refused them for too long");
-                }
-                return Err(error);
-            }
-            written = end;
-        }
-        Ok(())
-    }
-
-    fn seal_accesses(&self, queued: &[(UserKey, AccessId, Entry)]) -> Result<Vec<(UserKey, AccessRecord)>, Error> {
-        queued
-            .iter()
-            .map(|(user, id, entry)| {
-                let plain =
-                    zeroize::Zeroizing::new(serde_json::to_vec(entry).map_err(|e| StoreError::Seal(Box::new(e)))?);
-                Ok((*user, AccessRecord { id: *id, sealed: self.vault.seal_access(user, id, &plain)? }))
-            })
-            .collect()
-    }
-
-    /// A page of the device's user's access history, newest first, after writing what
-    /// is queued; entries of the device's own session are marked as such.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures, or an entry that fails to open.
-    pub async fn access_history(
-        &self,
-        device: &Device,
-        before: Option<AccessId>,
-        limit: usize,
-    ) -> Result<AccessHistory, Error> {
-        let (user, current) = (device.user(), &device.session().id);
-        self.flush_accesses().await?;
-        // One more than asked, to know whether there is a next page.
-        let mut records = self.store.accesses(user, before, limit + 1).await?;
-        let more = records.len() > limit;
-        records.truncate(limit);
-        let current = Entry::session_tag(current);
-        let mut entries = Vec::with_capacity(records.len());
-        for record in &records {
-            let plain = self.vault.open_access(user, &record.id, &record.sealed)?;
-            let entry: Entry =
-                serde_json::from_slice(&plain).map_err(|_| Error::Vault(VaultError::Tampered("access entry")))?;
-            entries.push(entry.to_wire(&record.id, &current));
-        }
-        let next = if more { records.last().map(|r| hex::encode(r.id)) } else { None };
-        Ok(AccessHistory { entries, next })
-    }
-
-    /// Deletes access entries older than the retention; returns how many.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn purge_accesses(&self, now: UnixTime) -> Result<u64, Error> {
-        let cutoff = now.saturating_sub(self.policy.access_history_days.saturating_mul(86_400));
-        Ok(self.store.purge_accesses(crate::store::access_id_floor(cutoff.saturating_mul(1_000_000))).await?)
-    }
-}
-
 impl Escrow {
     /// Re-wraps the keyring under `new` and seals with it from now on.
     ///
@@ -599,59 +491,4 @@ fn missing_dek() -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Records;
-
-    #[tokio::test]
-    async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
-        let ledger = ErasureLedger::open(&dir.path().join("ledger")).unwrap();
-        let memory = Arc::new(crate::store::MemoryStore::new());
-        let policy =
-            Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30, cache_bytes: 1 << 20 };
-        let escrow = Escrow::open(memory.clone(), &master, ledger, policy).await.unwrap();
-        let user = UserKey { namespace: [1; 32], user: [2; 32] };
-        let total = 2 * ACCESS_CHUNK + 7;
-        for version in 0..total as u64 {
-            // Each from another session, so that no two are one run of writes.
-            let entry = Entry {
-                op: access::Operation::KeyWrite,
-                session: Some(version.to_be_bytes()),
-                address: std::net::IpAddr::from([127, 0, 0, 1]),
-                credential: None,
-                version: Some(version),
-                first_version: None,
-                count: 1,
-                last: None,
-            };
-            escrow.record_access(user, entry).await.unwrap();
-        }
-        let stored = || async { memory.accesses(&user, None, usize::MAX).await.unwrap().len() };
-
-        memory.refuse_appends_after(Some(1));
-        assert!(escrow.flush_accesses().await.is_err());
-        assert_eq!(stored().await, ACCESS_CHUNK, "the first chunk stays written");
-        memory.refuse_appends_after(None);
-        escrow.flush_accesses().await.unwrap();
-        assert_eq!(stored().await, total, "the rest was queued again, and nothing twice");
-        let device = Device::for_tests(Session {
-            id: [0; 32],
-            user,
-            credential: None,
-            secret: Secret::new("unused"),
-            expires_at: UnixTime::MAX,
-            last_used: 0,
-        });
-        let versions: std::collections::BTreeSet<_> = escrow
-            .access_history(&device, None, access::MAX_PAGE)
-            .await
-            .unwrap()
-            .entries
-            .iter()
-            .map(|e| e.version)
-            .collect();
-        assert_eq!(versions.len(), total);
-    }
-}
+mod tests;
