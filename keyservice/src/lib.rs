@@ -49,3 +49,4 @@ pub use crate::http::{App, ROUTES, Route};
 pub use crate::ledger::ErasureLedger;
 pub use crate::server::{Limits, run};
 pub use crate::store::{MemoryStore, PostgresStore, SledStore, Store, StoreError};
+pub use crate::time::{Clock, ShiftedClock, SystemClock};

@@ -205,7 +205,7 @@ async fn an_idle_session_expires() {
     let (server, _dir) = server_with(|config| config.session_idle = std::time::Duration::from_secs(1)).await;
     let device = device(server.addr, "u1").await;
     device.get("/key").await.expect(404, "no_key");
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server.clock.advance(std::time::Duration::from_secs(3));
     device.get("/key").await.expect(401, "session_expired");
 }
 

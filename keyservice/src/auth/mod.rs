@@ -28,6 +28,7 @@ pub use self::replay::{Replay, ReplayGuard};
 /// for the store lookups between a request's last date check and its acceptance.
 const ACCEPTANCE_MARGIN: u64 = 30;
 use crate::store::{Coordination, Pseudonym, StoreError, UnixTime};
+use crate::time::Clock;
 
 /// Why a request's signature was refused. Each maps to a 401 with its own code; none
 /// carries the header's content.
@@ -125,6 +126,7 @@ pub struct Signed<'a> {
 pub struct Authenticator {
     max_skew: u64,
     replay: ReplayGuard,
+    clock: Arc<dyn Clock>,
 }
 
 impl Authenticator {
@@ -137,11 +139,16 @@ impl Authenticator {
     /// # Errors
     ///
     /// Fails when the replay memory cannot be loaded from the store.
-    pub async fn open(store: Arc<dyn Coordination>, max_skew: Duration, delay: Duration) -> Result<Self, StoreError> {
+    pub async fn open(
+        store: Arc<dyn Coordination>,
+        max_skew: Duration,
+        delay: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
         let max_skew = max_skew.as_secs();
         let retention = max_skew + delay.as_secs() + ACCEPTANCE_MARGIN;
-        let replay = ReplayGuard::open(store, max_skew, retention, crate::time::now()).await?;
-        Ok(Self { max_skew, replay })
+        let replay = ReplayGuard::open(store, max_skew, retention, clock.now()).await?;
+        Ok(Self { max_skew, replay, clock })
     }
 
     /// Parses the `Authorization` header and checks the request's date against the clock.
@@ -190,7 +197,7 @@ impl Authenticator {
         request: Signed<'_>,
         configured: impl Fn(&Pseudonym) -> bool,
     ) -> Result<Result<Device, AuthError>, S::Error> {
-        let claim = match self.claim(headers, crate::time::now()) {
+        let claim = match self.claim(headers, self.clock.now()) {
             Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -198,7 +205,7 @@ impl Authenticator {
             return Ok(Err(AuthError::UnknownSession));
         };
         // The session lookup awaited the store: judge freshness at acceptance.
-        let now = crate::time::now();
+        let now = self.clock.now();
         if !sessions.is_live(&session, now) {
             return Ok(Err(AuthError::SessionExpired));
         }
@@ -238,7 +245,7 @@ impl Authenticator {
     ) -> Result<Result<RealService, AuthError>, StoreError> {
         // Freshness is judged when the request is accepted, not when it began to arrive: a
         // body held back until the date's replay entry is gone must find the date stale.
-        let now = crate::time::now();
+        let now = self.clock.now();
         let claim = match self.recheck(claim, now) {
             Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),

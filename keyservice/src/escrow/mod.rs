@@ -19,6 +19,7 @@ use crate::ledger::ErasureLedger;
 use crate::store::{
     InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey,
 };
+use crate::time::{Clock, SystemClock};
 
 mod cache;
 mod history;
@@ -73,6 +74,8 @@ pub struct Escrow {
     /// Opened sessions and unwrapped user keys; `None` on a store several nodes share,
     /// where another node's logout or erasure could not reach them.
     cache: Option<Cache>,
+    /// The time of day, for a session's liveness when it is looked up.
+    clock: Arc<dyn Clock>,
 }
 
 impl Escrow {
@@ -94,7 +97,8 @@ impl Escrow {
         let cache = (!store.shared() && policy.cache_bytes > 0).then(|| Cache::new(policy.cache_bytes));
         let writing_accesses = tokio::sync::Mutex::new(());
         let ledger = Arc::new(ledger);
-        let escrow = Self { store, vault, ledger, policy, accesses, writing_accesses, cache };
+        let escrow =
+            Self { store, vault, ledger, policy, accesses, writing_accesses, cache, clock: Arc::new(SystemClock) };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
@@ -110,6 +114,13 @@ impl Escrow {
         }
         tracing::debug!(lines = erasures.len(), "erasure ledger applied since the store's mark");
         Ok(escrow)
+    }
+
+    /// The escrow reading the time of day from `clock` (the system's by default).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A namespace, pseudonymised.
@@ -214,7 +225,7 @@ impl Escrow {
         };
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             // Only live sessions: one past its time is refused (and forgotten) anyway.
-            if self.is_live(&session, crate::time::now()) {
+            if self.is_live(&session, self.clock.now()) {
                 cache.sessions.insert(epoch, id, session.clone());
             }
         }

@@ -19,6 +19,7 @@ use crate::ledger::ErasureLedger;
 use crate::limits::{Budgets, Limiter};
 use crate::metrics::Metrics;
 use crate::store::{Pseudonym, Store};
+use crate::time::{Clock, SystemClock};
 
 /// The request handler, shared by every connection: cheap to clone.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct App {
 }
 
 pub(crate) struct Inner {
+    /// The time of day every handler and background task reads.
+    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) escrow: Escrow,
     pub(super) auth: Authenticator,
     pub(crate) metrics: Metrics,
@@ -97,12 +100,27 @@ impl App {
     /// Fails when the master key does not match the store, or the store, ledger or replay
     /// memory cannot be read.
     pub async fn new(config: &Config, store: Arc<dyn Store>, master: &MasterKey) -> Result<Self, Error> {
+        Self::with_clock(config, store, master, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::new`] reading the time of day from `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`App::new`].
+    pub async fn with_clock(
+        config: &Config,
+        store: Arc<dyn Store>,
+        master: &MasterKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
         let ledger = ErasureLedger::open(&config.erasure_ledger_file).map_err(|e| Error::Ledger(e.to_string()))?;
-        let escrow = Escrow::open(store.clone(), master, ledger, Policy::from(config)).await?;
+        let escrow = Escrow::open(store.clone(), master, ledger, Policy::from(config)).await?.with_clock(clock.clone());
         let auth = Authenticator::open(
             store.clone(),
             config.max_clock_skew,
             config.header_read_timeout + config.body_read_timeout,
+            clock.clone(),
         )
         .await?;
         let audit = AuditLog::open_rotating(&config.audit_log_file, config.audit_fail_closed, config.audit_max_bytes)
@@ -117,10 +135,11 @@ impl App {
             config.namespaces.iter().map(|(name, ns)| (name.clone(), ns.connect_budget)),
         )
         .counting_connects_in(store);
-        limiter.set_pending_inits(escrow.counts().await?.pending_inits, crate::time::now());
+        limiter.set_pending_inits(escrow.counts().await?.pending_inits, clock.now());
         let tenants = RwLock::new(Arc::new(Tenants::new(&config.namespaces, &escrow)));
         Ok(Self {
             inner: Arc::new(Inner {
+                clock,
                 escrow,
                 auth,
                 metrics: Metrics::new(),

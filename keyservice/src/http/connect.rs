@@ -24,7 +24,7 @@ pub async fn handle(app: &App, from: FromRealService, info: &RequestInfo) -> Res
     app.inner.disks.admit_growth()?;
 
     let escrow = &app.inner.escrow;
-    let now = crate::time::now();
+    let now = app.inner.clock.now();
     let session_token = crypto::new_token()?;
     let expires_at = now + app.inner.session_ttl.as_secs();
     let subject = AuditSubject { namespace: Some(&request.namespace), user: Some(&user), reason: None };

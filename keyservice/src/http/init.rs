@@ -22,7 +22,7 @@ pub async fn handle(app: &App, info: &RequestInfo) -> Result<Response<Full<Bytes
             app.inner.metrics.rate_limited("pending_inits_evicted");
         }
         let token = crypto::new_token()?;
-        let expires_at = crate::time::now() + app.inner.init_ttl.as_secs();
+        let expires_at = app.inner.clock.now() + app.inner.init_ttl.as_secs();
         let id = app.inner.escrow.add_init(&token, expires_at).await?;
         Ok::<_, Error>((token, id, expires_at))
     };

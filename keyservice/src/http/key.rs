@@ -38,7 +38,7 @@ pub async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Resp
     let precondition = precondition(&parts.headers)?;
     app.inner.disks.admit_growth()?;
     let bytes = Zeroizing::new(body.to_vec());
-    let now = crate::time::now();
+    let now = app.inner.clock.now();
     let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };
     app.audit_batched(info, "key_write", "allowed", subject).await?;
     let outcome = app.inner.escrow.put_key(&device, content_type, bytes, &precondition, now).await;

@@ -109,7 +109,7 @@ pub async fn real_service<B: RequestBody>(
     let (parts, body) = request.into_parts();
     // A cheap look at the header before the body is read; the date is checked again
     // once the request has fully arrived.
-    let claim = inner.auth.claim(&parts.headers, crate::time::now())?;
+    let claim = inner.auth.claim(&parts.headers, inner.clock.now())?;
     let (namespace, secret) = tenants.credentials.get(claim.key_id()).ok_or(AuthError::UnknownKeyId)?;
     if !tenants.namespaces.get(namespace).is_some_and(|ns| ns.allows(ip)) {
         return Err(RequestError::IpNotAllowed.into());

@@ -22,7 +22,7 @@ pub async fn erase(app: &App, from: FromRealService, info: &RequestInfo) -> Resu
     let (namespace, user) = (from.principal.namespace(), app.inner.escrow.user(&request.namespace, &request.user_id));
     // On a namespace with `oidc`, the user confirmed this erasure at the identity
     // provider: checked before anything is spent, spent last.
-    let purpose = Purpose::Erase { namespace, now: crate::time::now() };
+    let purpose = Purpose::Erase { namespace, now: app.inner.clock.now() };
     let token =
         identity::check(app, info, &from, (&request.user_id, &user), request.id_token.as_deref(), purpose).await?;
     let subject = AuditSubject { namespace: Some(namespace), user: Some(&user), reason: None };
@@ -55,7 +55,7 @@ impl App {
     /// but the store's ledger mark not moved.
     async fn erase_whole(&self, user: UserKey) -> Result<keyservice_client::protocol::wire::ErasureReceipt, Error> {
         let app = self.clone();
-        tokio::spawn(async move { app.inner.escrow.erase(&user, crate::time::now()).await })
+        tokio::spawn(async move { app.inner.escrow.erase(&user, app.inner.clock.now()).await })
             .await
             .map_err(|e| Error::Ledger(format!("the erasure did not finish: {e}")))?
     }
@@ -87,7 +87,7 @@ pub async fn export(app: &App, from: FromRealService, info: &RequestInfo) -> Res
     let request: UserRequest = from.json()?;
     let (namespace, user) = (&request.namespace, app.inner.escrow.user(&request.namespace, &request.user_id));
     let credential = from.principal.credential();
-    let export = app.inner.escrow.export(&user, crate::time::now()).await?;
+    let export = app.inner.escrow.export(&user, app.inner.clock.now()).await?;
     app.audit(info, "export", "ok", AuditSubject { namespace: Some(namespace), user: Some(&user), reason: None })?;
     app.record_access(user, Operation::Export, None, Some(credential), info.client, None).await;
     Ok(response::json(StatusCode::OK, &export))

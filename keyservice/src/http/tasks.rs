@@ -48,7 +48,7 @@ impl App {
         let mut last_purge: Option<tokio::time::Instant> = None;
         loop {
             ticker.tick().await;
-            let now = crate::time::now();
+            let now = self.inner.clock.now();
             if last_purge.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
                 last_purge = Some(tokio::time::Instant::now());
                 match self.inner.escrow.purge_accesses(now).await {

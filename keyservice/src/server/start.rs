@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::crypto::master::{MASTER_KEY_ENV, MasterKey, MasterKeyError};
 use crate::http::App;
 use crate::store::{Store, StoreError};
+use crate::time::{Clock, SystemClock};
 use crate::tls::Tls;
 
 /// Why a server did not start. Nothing was served; what was opened is closed again.
@@ -51,12 +52,13 @@ pub struct Server {
     store: Option<Arc<dyn Store>>,
     master: Option<MasterKey>,
     signals: Option<Option<PathBuf>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Server {
     /// A server as `config` says: its store, master key, listeners and files.
     pub fn new(config: Config) -> Self {
-        Self { config, store: None, master: None, signals: None }
+        Self { config, store: None, master: None, signals: None, clock: Arc::new(SystemClock) }
     }
 
     /// Serves `store` instead of opening the configured one.
@@ -70,6 +72,14 @@ impl Server {
     #[must_use]
     pub fn with_master_key(mut self, master: MasterKey) -> Self {
         self.master = Some(master);
+        self
+    }
+
+    /// Reads the time of day from `clock` instead of the system's (a test moves it
+    /// forward rather than waiting).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -88,7 +98,7 @@ impl Server {
     ///
     /// [`StartError`], with the exit status the binary gives it.
     pub async fn start(self) -> Result<Running, StartError> {
-        let Self { config, store, master, signals } = self;
+        let Self { config, store, master, signals, clock } = self;
         // Signal handlers first: a SIGTERM, SIGINT or SIGHUP sent as soon as the server
         // says it listens must find them in place, not the default action (exit).
         let shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match &signals {
@@ -123,7 +133,7 @@ impl Server {
                 },
             )?,
         };
-        let app = App::new(&config, store, &master).await.map_err(|error| match &error {
+        let app = App::with_clock(&config, store, &master, clock).await.map_err(|error| match &error {
             crate::error::Error::Vault(crate::crypto::vault::VaultError::WrongMasterKey { stored, .. }) => {
                 StartError::Misconfigured(format!(
                     "{error}. Point {} at the key with fingerprint {stored}: after a rotation, that is the new key file it was given; `keyservice master-key fingerprint FILE` prints a file's fingerprint",

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyservice::config::{Credential, Namespace};
 use keyservice::escrow::{Escrow, Policy};
-use keyservice::{Config, ErasureLedger, MasterKey, SledStore, Store};
+use keyservice::{Clock, Config, ErasureLedger, MasterKey, ShiftedClock, SledStore, Store, SystemClock};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{Authorization, Nonce, SignedRequest};
 use keyservice_client::protocol::wire::{ConnectResponse, ErrorBody, InitResponse, init_token_hash};
@@ -84,6 +84,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub config: Config,
+    /// The server's clock: [`ShiftedClock::advance`] moves it instead of waiting.
+    pub clock: Arc<ShiftedClock>,
     running: Option<keyservice::server::Running>,
 }
 
@@ -93,8 +95,21 @@ impl TestServer {
     pub async fn start(mut config: Config, store: Arc<dyn Store>) -> Self {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_socket = config.data_dir.with_extension("admin.sock");
-        let running = keyservice::server::Server::new(config.clone()).with_store(store.clone()).start().await.unwrap();
-        Self { addr: running.addr(), store, config, running: Some(running) }
+        // After a graceful stop the replay floor is the last second served: requests
+        // signed in that second are refused after a restart. The clients sign with the
+        // system's clock, so a restart waits for that second to end.
+        let floor = store.replay_floor().await.unwrap();
+        while SystemClock.now() <= floor {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let clock = Arc::new(ShiftedClock::default());
+        let running = keyservice::server::Server::new(config.clone())
+            .with_store(store.clone())
+            .with_clock(clock.clone())
+            .start()
+            .await
+            .unwrap();
+        Self { addr: running.addr(), store, config, clock, running: Some(running) }
     }
 
     /// An escrow over the server's store and master key, to set up states the API
@@ -116,9 +131,6 @@ impl TestServer {
         self.running.take().unwrap().stop().await.unwrap();
         // The store (and with it sled's file lock) goes when the last handle does.
         assert_eq!(Arc::strong_count(&self.store), 1, "the server still holds the store");
-        // After a graceful stop the replay floor is the last second served: requests
-        // signed in that second are refused after a restart. Let it pass.
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
 }
 
