@@ -4,7 +4,7 @@
 //! Service (nor both together) can read it without the user.
 //!
 //! The format, version 1 (every integer big-endian; the JavaScript client reads and
-//! writes the same bytes, checked by `tests/data/wrap_vectors.json`):
+//! writes the same bytes, checked by `spec/wrap/vectors.json` at the repository root):
 //!
 //! ```text
 //! 0      version          1 byte   1

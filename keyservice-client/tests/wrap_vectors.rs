@@ -5,7 +5,7 @@ use keyservice_client::wrap::{self, Argon2Params, WrapError, Wrapping};
 use serde_json::Value;
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!("data/wrap_vectors.json")).unwrap()
+    serde_json::from_str(include_str!("../../spec/wrap/vectors.json")).unwrap()
 }
 
 fn bytes(value: &Value) -> Vec<u8> {

@@ -459,3 +459,40 @@ fn upper_case_hex(authorization: &str) -> String {
 async fn init_after(addr: std::net::SocketAddr) -> u16 {
     send(addr, "POST", "/init", &[], b"").await.status.as_u16()
 }
+
+/// Every rejecting ss1 vector of `spec/ss1/reject.json` (one per class of malformed
+/// header, the same file the clients' tests read), sent as a device's `GET /key` with a
+/// fresh date: 401 `malformed_authorization`, and the answer never repeats the header.
+#[tokio::test]
+async fn every_rejecting_ss1_vector_is_a_malformed_authorization() {
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("../../spec/ss1/reject.json")).unwrap();
+    let headers = vectors["headers"].as_array().unwrap();
+    assert!(headers.len() >= 20, "the vector file lost cases");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.auth_failures_per_minute = std::num::NonZeroU32::new(1000).unwrap();
+    let server = TestServer::start_sled(config).await;
+    for vector in headers {
+        let name = vector["name"].as_str().unwrap();
+        let value = match (vector["header"].as_str(), vector["header_hex"].as_str()) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(hex_text)) => hex::decode(hex_text).unwrap(),
+            _ => panic!("{name}: neither header nor header_hex"),
+        };
+        let date = http_date(0).into_bytes();
+        let raw = request("GET", "/key", &[("date", date), ("authorization", value.clone())], b"");
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(&raw).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 401"), "{name}: {text}");
+        let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"], "malformed_authorization", "{name}");
+        if value.len() > 8 {
+            assert!(!answer.windows(value.len()).any(|w| w == value.as_slice()), "{name}: the header came back");
+        }
+    }
+    assert_eq!(init_after(server.addr).await, 200, "the server still serves");
+    server.stop().await;
+}

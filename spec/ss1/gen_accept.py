@@ -4,7 +4,7 @@
 Computed with Python's standard hmac/hashlib only, independently of the Rust
 code that the vectors test. Re-run to regenerate ss1_vectors.json:
 
-    python3 gen_ss1_vectors.py > ss1_vectors.json
+    python3 gen_accept.py > accept.json
 """
 import hashlib
 import hmac

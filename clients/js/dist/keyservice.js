@@ -1200,7 +1200,9 @@ async function ss1Hash({ secret, nonce, method, path, body, date }) {
   return toHex(new Uint8Array(await subtle().sign("HMAC", key, message)));
 }
 async function ss1Authorization({ keyId, secret, method, path, body, date, nonce }) {
-  if (!keyId || keyId.includes(",")) throw new TypeError("a key id is non-empty and holds no comma");
+  if (!keyId || keyId.includes(",") || new TextEncoder().encode(keyId).length > 256) {
+    throw new TypeError("a key id is 1 to 256 bytes and holds no comma");
+  }
   const n = nonce === void 0 ? newNonce() : typeof nonce === "string" ? fromHex(nonce) : asBytes(nonce);
   if (n.length !== 64) throw new TypeError("an ss1 nonce is 64 bytes");
   const hash = await ss1Hash({ secret, nonce: n, method, path, body, date });

@@ -9,7 +9,7 @@ import * as bundle from '../dist/keyservice.js';
 import * as source from '../src/index.js';
 
 const text = readFileSync(new URL('../dist/keyservice.js', import.meta.url), 'utf8');
-const vectors = JSON.parse(readFileSync(new URL('../../../keyservice-client/tests/data/wrap_vectors.json', import.meta.url)));
+const vectors = JSON.parse(readFileSync(new URL('../../../spec/wrap/vectors.json', import.meta.url)));
 const hex = (value) => Uint8Array.from(Buffer.from(value, 'hex'));
 
 test('the bundle imports nothing by package name', () => {

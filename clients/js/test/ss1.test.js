@@ -8,8 +8,10 @@ import { createHash } from 'node:crypto';
 import { initTokenHash, ss1Authorization, ss1Hash, newNonce } from '../src/index.js';
 
 const vectors = JSON.parse(
-  readFileSync(new URL('../../../keyservice-client/tests/data/ss1_vectors.json', import.meta.url), 'utf8'),
+  readFileSync(new URL('../../../spec/ss1/accept.json', import.meta.url), 'utf8'),
 );
+
+const rejections = JSON.parse(readFileSync(new URL('../../../spec/ss1/reject.json', import.meta.url), 'utf8'));
 
 const fromHex = (hex) => Uint8Array.from(hex.match(/../g) ?? [], (b) => parseInt(b, 16));
 
@@ -52,4 +54,22 @@ test('initTokenHash is standard base64 of SHA-512', async () => {
   for (const token of ['abc', 'A-token_with-url-safe_chars', '']) {
     assert.equal(await initTokenHash(token), createHash('sha512').update(token, 'utf8').digest('base64'));
   }
+});
+
+test('the signer refuses every input of the rejecting vectors', async () => {
+  assert.ok(rejections.signing.length >= 4, 'the vector file lost cases');
+  const request = { secret: 's', method: 'GET', path: '/key', date: 'Sun, 22 Nov 2026 06:00:00 GMT' };
+  for (const v of rejections.signing) {
+    await assert.rejects(ss1Authorization({ ...request, keyId: v.key_id, nonce: v.nonce }), TypeError, v.name);
+  }
+});
+
+test('no header the signer makes has the shape of a rejecting vector', async () => {
+  // Every rejecting header breaks the one shape a signer writes: scheme, keyid, then
+  // 128 lower-case hex digits of hash and of nonce.
+  const shape = /^ss1 keyid=[^,]{1,256}, hash=[0-9a-f]{128}, nonce=[0-9a-f]{128}$/;
+  for (const v of rejections.headers.filter((h) => h.header !== undefined)) {
+    assert.ok(!shape.test(v.header), v.name);
+  }
+  for (const v of vectors) assert.match(v.header, shape, v.name);
 });

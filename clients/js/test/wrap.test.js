@@ -17,7 +17,7 @@ import {
   wrapWithPrf,
 } from '../src/index.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../../../keyservice-client/tests/data/wrap_vectors.json', import.meta.url)));
+const vectors = JSON.parse(readFileSync(new URL('../../../spec/wrap/vectors.json', import.meta.url)));
 const hex = (text) => Uint8Array.from(Buffer.from(text, 'hex'));
 const toHex = (bytes) => Buffer.from(bytes).toString('hex');
 
