@@ -1,17 +1,30 @@
 //! keyservice: a key-escrow server. Devices keep their data keys here, signed with
 //! Sessionist ss1; the Real Service that stores their data never holds a key.
 //!
-//! - `config`: the validated settings, from TOML or `--dev`.
-//! - `access`: each user's access history, queued and written in batches.
+//! A request flows one way: `http` routes it and picks its principal,
+//! `auth` (claim, session lookup, verify) returns a `Device` or `RealService` only it
+//! can build, [`escrow`] takes that principal, and [`store`] keeps the sealed records.
+//!
+//! - `server`: [`server::Server::new`]`(config).start()` (store, master key, listeners,
+//!   admin socket, metrics, signals), the accept loop, connection limit, graceful stop.
+//! - `http`: the handler's state (`app`), routing (`router`, `routes`), one handler per
+//!   endpoint, audit helpers (`audit`) and background work (`tasks`).
+//! - `auth`: ss1 claims, the session lookup, MAC, date and replay checks; the principals.
+//! - `escrow`: every operation on inits, sessions and keys, sealed and pseudonymised; its
+//!   cache, the access history's batches (`history`) and upkeep.
+//! - `store`: the contract in three parts ([`store::Records`], [`store::Coordination`],
+//!   [`store::Maintenance`]; [`Store`] is all three) and the memory, sled and PostgreSQL
+//!   backends, each part in its own file.
+//! - `config`: the validated settings (`mod`), the file and its validation (`file`),
+//!   secrets (`secret`), from TOML or `--dev`.
+//! - `access`: each user's access history, queued and merged.
 //! - `admin`: backup, restore and master-key rotation, online or offline.
-//! - `server`: the accept loop, connection limit and graceful shutdown.
-//! - `http`: routing and one handler per endpoint.
-//! - `auth`: ss1 verification against the clock, a secret and the replay memory.
-//! - `escrow`: every operation on inits, sessions and keys, sealed and pseudonymised.
+//! - `audit`: the chained audit log, its rotation, verification and refusal digests.
 //! - `ledger`: the erasure ledger that survives restores.
+//! - `limits`: rate limits, caps and connect budgets.
 //! - `proxy`: which client address to believe behind trusted proxies.
-//! - `store`: the [`Store`] trait and its backends (memory, sled).
 //! - `crypto`: tokens, digests, the master key and the vault that seals data at rest.
+//! - `time`: the [`Clock`] every handler reads, and date formats.
 //! - `disk`: the free-space reserve on the disks the server writes to.
 //! - `error`: the crate's errors and their HTTP statuses.
 //! - `logwriter`: the request log's batching writer.
