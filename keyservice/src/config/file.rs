@@ -16,7 +16,7 @@ use super::oidc::FileOidc;
 use super::secret::read_secret;
 use super::{
     Config, ConfigError, Credential, DEFAULT_DATA_DIR, LogFormat, MIN_SECRET_LEN, Namespace, PostgresConfig, Storage,
-    default_connect_budget, invalid, per_minute, valid_node_id,
+    default_connect_budget, invalid, per_minute, seconds, valid_node_id,
 };
 use crate::limits::{ClientPrefix, ConnectBudget};
 use crate::proxy::{ForwardedHeader, ProxyTrust};
@@ -117,19 +117,6 @@ struct FileCredential {
     secret: Option<Secret>,
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
-}
-
-pub(super) fn seconds(
-    value: Option<u64>,
-    field: &str,
-    default: Duration,
-    max: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(secs) = value else { return Ok(default) };
-    if secs == 0 || secs > max.as_secs() {
-        return Err(invalid(field, format!("must be between 1 and {} seconds", max.as_secs())));
-    }
-    Ok(Duration::from_secs(secs))
 }
 
 fn count(value: Option<usize>, field: &str, default: usize, min: usize, max: usize) -> Result<usize, ConfigError> {

@@ -404,6 +404,15 @@ fn invalid(field: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.to_string(), reason: reason.into() }
 }
 
+/// A duration setting in whole seconds, 1 to `max`; `default` when not given.
+fn seconds(value: Option<u64>, field: &str, default: Duration, max: Duration) -> Result<Duration, ConfigError> {
+    let Some(secs) = value else { return Ok(default) };
+    if secs == 0 || secs > max.as_secs() {
+        return Err(invalid(field, format!("must be between 1 and {} seconds", max.as_secs())));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 fn loopback_v4() -> IpNet {
     IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8))
 }

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::file::seconds;
-use super::{ConfigError, invalid};
+use super::{ConfigError, invalid, seconds};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
