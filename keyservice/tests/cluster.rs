@@ -323,10 +323,12 @@ async fn a_node_killed_mid_load_loses_nothing_acknowledged() {
     let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = spawn_writers(&sessions, nodes.iter().map(url).collect(), &acked, &stop);
+    // Real time: writers load every node before one is killed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = nodes.remove(0);
     let before_kill: usize = acked.lock().unwrap().iter().map(BTreeMap::len).sum();
     std::process::Command::new("kill").args(["-KILL", &victim.child.id().to_string()]).status().unwrap();
+    // Real time: the survivors take writes after the kill.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut failed = 0;
@@ -365,10 +367,12 @@ async fn the_database_going_away_is_a_503_and_its_return_needs_no_restart() {
     let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = spawn_writers(&sessions, vec![url(&a), url(&b)], &acked, &stop);
+    // Real time: load before the database restarts.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Restarted mid-load: writes in flight fail (not acknowledged), later ones work.
     server.restart();
+    // Real time: load across the restart.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Down for a while: every node says so, and refuses writes with 503.
@@ -386,6 +390,7 @@ async fn the_database_going_away_is_a_503_and_its_return_needs_no_restart() {
         assert!(started.elapsed() < Duration::from_secs(20), "the nodes did not recover");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Real time: load after the recovery.
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);

@@ -78,6 +78,7 @@ async fn run_cycles(cycles: usize) {
             }));
         }
         let delay = 50 + pseudo_random(&mut seed) % 400;
+        // Real time: the kill lands at a random point of the load.
         tokio::time::sleep(Duration::from_millis(delay)).await;
         Command::new("kill").args(["-KILL", &server.child.id().to_string()]).status().unwrap();
         let _ = server.child.wait();

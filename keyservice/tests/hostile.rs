@@ -101,6 +101,7 @@ async fn one_client_network_holds_only_its_share_of_connections() {
     })
     .await;
     let _held = [connect_from("127.0.3.1", server.addr).await, connect_from("127.0.3.2", server.addr).await];
+    // Real time: the server accepts the held connections before the third comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut third = connect_from("127.0.3.3", server.addr).await;
     let closed = closed_within(&mut third, Duration::from_secs(2)).await.expect("closed at once");
@@ -124,6 +125,7 @@ async fn a_neighbour_holding_its_networks_connections_does_not_lock_out_the_real
     })
     .await;
     let _held = [connect_from("127.0.0.66", server.addr).await, connect_from("127.0.0.67", server.addr).await];
+    // Real time: the server accepts the held connections before the third comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut third = connect_from("127.0.0.68", server.addr).await;
     assert!(closed_within(&mut third, Duration::from_secs(2)).await.is_some(), "the neighbours' share is full");
@@ -303,6 +305,7 @@ async fn running_out_of_file_descriptors_passes() {
     for _ in 0..100 {
         idle.push(TcpStream::connect(server.addr).await.unwrap());
     }
+    // Real time: the server accepts the idle connections before the kept one asks.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = exchange(&mut kept, &signed_request(&device, "PUT", b"second key")).await;
     let status: u16 = during[9..12].parse().unwrap();

@@ -213,6 +213,7 @@ async fn the_logs_of_a_full_flow_hold_no_secret() {
         &[("content-type", "application/json".into())],
     )
     .await;
+    // Real time: the request log's writer is a thread of its own.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let logs = server.logs.lock().unwrap().join("\n");

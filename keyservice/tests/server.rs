@@ -86,6 +86,7 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
     let second = tokio::spawn(init(server.addr));
+    // Real time: how long the second connection is seen to wait (it must not be served).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!second.is_finished(), "a second connection was served beyond the limit");
     drop(first);
@@ -136,9 +137,11 @@ async fn a_request_in_flight_at_shutdown_completes() {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..5]).await.unwrap();
+    // Real time: the server reads the first bytes before the stop begins.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let stopping = tokio::spawn(server.stop());
+    // Real time: how long the stop is seen to wait for the request in flight.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!stopping.is_finished(), "the server stopped with a request in flight");
     stream.write_all(&body[5..]).await.unwrap();
