@@ -53,6 +53,10 @@ pub enum Operation {
     KeyRead,
     /// A version of the key was written.
     KeyWrite,
+    /// A write was sent to the store, which did not confirm it in time (the request was
+    /// answered 503): the version may or may not have been stored. A version nobody was
+    /// told of is explained by one of these.
+    KeyWriteUnconfirmed,
     /// Every version of the key was deleted.
     KeyDelete,
     /// The session was ended by its device.
@@ -68,6 +72,7 @@ impl Operation {
             Self::Connect => "connect",
             Self::KeyRead => "key_read",
             Self::KeyWrite => "key_write",
+            Self::KeyWriteUnconfirmed => "key_write_unconfirmed",
             Self::KeyDelete => "key_delete",
             Self::Logout => "logout",
             Self::Export => "export",

@@ -439,7 +439,7 @@ export class Session {
  * @typedef {object} AccessEntry
  * @property {string} id
  * @property {string} time RFC 3339, UTC
- * @property {'connect'|'key_read'|'key_write'|'key_delete'|'logout'|'export'} operation
+ * @property {'connect'|'key_read'|'key_write'|'key_write_unconfirmed'|'key_delete'|'logout'|'export'} operation
  * @property {string|null} session short id of the session used; null for the Real Service's own calls
  * @property {boolean} currentSession whether that is the session asking
  * @property {string} address the client address keyservice saw

@@ -125,7 +125,8 @@ pub struct AccessEntry {
     pub id: String,
     /// When (RFC 3339, UTC, milliseconds).
     pub time: String,
-    /// `connect`, `key_read`, `key_write`, `key_delete`, `logout` or `export`.
+    /// `connect`, `key_read`, `key_write`, `key_write_unconfirmed` (a write answered 503
+    /// that the store may have made all the same), `key_delete`, `logout` or `export`.
     pub operation: String,
     /// The session it was done with (a short hex id), or `None` for the Real Service's
     /// own calls (`export`).

@@ -42,6 +42,13 @@ pub async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Resp
     let subject = AuditSubject { user: Some(&session.user), ..AuditSubject::default() };
     app.audit_batched(info, "key_write", "allowed", subject).await?;
     let outcome = app.inner.escrow.put_key(&device, content_type, bytes, &precondition, now).await;
+    if let Err(error) = &outcome
+        && error.store_error().is_some_and(crate::store::StoreError::is_transient)
+    {
+        // The store may have written it all the same (a commit it could not confirm):
+        // the history must not miss a version that exists.
+        app.record_session_access(session, Operation::KeyWriteUnconfirmed, info.client, None).await;
+    }
     match audit_failure(app, info, "key_write", subject, outcome)? {
         PutOutcome::Stored { version } => {
             app.record_session_access(session, Operation::KeyWrite, info.client, Some(version)).await;

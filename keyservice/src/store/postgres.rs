@@ -46,6 +46,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
 mod coordination;
+mod guard;
 mod maintenance;
 mod records;
 
@@ -169,6 +170,8 @@ pub struct PostgresStore {
     node_id: String,
     /// When the database last refused a write for lack of space (Unix seconds; 0: never).
     full_at: std::sync::atomic::AtomicU64,
+    /// Deadlines, stalls and reconnect backoff.
+    guard: guard::Guard,
 }
 
 /// One try of a transaction: lost a race (try again), or failed.
@@ -336,7 +339,12 @@ impl PostgresStore {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        let store = Self { pool, node_id: node_id.to_owned(), full_at: std::sync::atomic::AtomicU64::new(0) };
+        let store = Self {
+            pool,
+            node_id: node_id.to_owned(),
+            full_at: std::sync::atomic::AtomicU64::new(0),
+            guard: guard::Guard::new(config.statement_timeout),
+        };
         let client = store.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
         let fsync: String =
             client.query_one("SHOW fsync", &[]).await.map_err(|e| OpenError::Connect(describe(&e)))?.get(0);
@@ -347,8 +355,31 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// A pooled connection: never one a call past its deadline may have left mid-commit,
+    /// and none newly opened while reconnecting backs off.
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(pool_error)
+        loop {
+            self.guard.may_connect(self.pool.status().available)?;
+            let client = match self.pool.get().await {
+                Ok(client) => client,
+                Err(error) => {
+                    if matches!(
+                        error,
+                        deadpool_postgres::PoolError::Backend(_)
+                            | deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create)
+                    ) {
+                        self.guard.connect_failed();
+                    }
+                    return Err(pool_error(error));
+                }
+            };
+            self.guard.connected();
+            if self.guard.usable(Object::metrics(&client).created) {
+                return Ok(client);
+            }
+            // Closed, not returned: its answers may still queue behind an unconfirmed commit.
+            drop(Object::take(client));
+        }
     }
 
     /// What a failed call means, noting a full disk for `/readyz`.
@@ -363,16 +394,51 @@ impl PostgresStore {
         error
     }
 
-    /// Runs one step until it does not lose a race, at most [`MAX_ATTEMPTS`] times.
-    async fn retrying<T, F, Fut>(&self, mut step: F) -> Result<T, StoreError>
+    /// Runs one write until it does not lose a race, at most [`MAX_ATTEMPTS`] times, each
+    /// within the deadline.
+    async fn retrying<T, F, Fut>(&self, step: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        self.call(true, step).await
+    }
+
+    /// Runs one read within the deadline.
+    async fn reading<T, F, Fut>(&self, step: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        self.call(false, step).await
+    }
+
+    async fn call<T, F, Fut>(&self, write: bool, mut step: F) -> Result<T, StoreError>
     where
         F: FnMut(Object) -> Fut,
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
         for attempt in 1..=MAX_ATTEMPTS {
             let client = self.client().await?;
-            match step(client).await {
-                Ok(value) => return Ok(value),
+            // Bound first, so that the step (and the connection it holds) is dropped here.
+            let outcome = tokio::time::timeout(self.guard.deadline, step(client)).await;
+            let Ok(outcome) = outcome else {
+                let stalled_at = self.guard.stall();
+                self.pool.retain(|_, metrics| metrics.created > stalled_at);
+                tracing::warn!(
+                    deadline_ms = self.guard.deadline.as_millis(),
+                    write,
+                    "a database call ran out of time; its connections are replaced"
+                );
+                return Err(guard::timed_out(self.guard.deadline));
+            };
+            match outcome {
+                Ok(value) => {
+                    if write {
+                        self.guard.committed();
+                    }
+                    return Ok(value);
+                }
                 Err(Attempt::Fail(error)) => return Err(self.noted(error)),
                 Err(Attempt::Retry) if attempt < MAX_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
@@ -385,6 +451,11 @@ impl PostgresStore {
 
     fn ledger_mark_name(&self) -> String {
         format!("ledger_mark/{}", self.node_id)
+    }
+
+    /// The row `/readyz` rewrites to see that commits complete.
+    fn heartbeat_name(&self) -> String {
+        format!("heartbeat/{}", self.node_id)
     }
 }
 
@@ -548,22 +619,23 @@ async fn sql_execute<C: deadpool_postgres::GenericClient + Sync>(
 
 impl PostgresStore {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.client().await?;
-        let row = sql_query_opt(&client, "SELECT value FROM ks_meta WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| row.get(0)))
+        self.reading(|client| async move {
+            let row = sql_query_opt(&client, "SELECT value FROM ks_meta WHERE name = $1", &[&name]).await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
     }
 
     async fn meta_set(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        sql_execute(
-            &client,
-            "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            &[&name, &value],
-        )
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[&name, &value],
+            )
+            .await?;
+            Ok(())
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        Ok(())
     }
 }

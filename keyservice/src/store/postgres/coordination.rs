@@ -28,23 +28,25 @@ impl Coordination for PostgresStore {
     }
 
     async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let inserted = sql_execute(
-            &client,
-            "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
-            &[&int(fingerprint), &int(date)],
-        )
+        self.retrying(|client| async move {
+            let inserted = sql_execute(
+                &client,
+                "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
+                &[&int(fingerprint), &int(date)],
+            )
+            .await?;
+            Ok(inserted == 1)
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        Ok(inserted == 1)
     }
 
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
-        let client = self.client().await?;
-        let rows = sql_query(&client, "SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
+        self.reading(|client| async move {
+            let rows =
+                sql_query(&client, "SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)]).await?;
+            Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
+        })
+        .await
     }
 
     fn shared(&self) -> bool {

@@ -17,51 +17,45 @@ impl Maintenance for PostgresStore {
         idle_before: UnixTime,
         forget_nonces_before: UnixTime,
     ) -> Result<Swept, StoreError> {
-        let client = self.client().await?;
-        let inits = sql_execute(&client, "DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)])
-            .await
-            .map_err(|e| self.failed(e))?;
-        let sessions = sql_execute(
-            &client,
-            "DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2",
-            &[&int(now), &int(idle_before)],
-        )
-        .await
-        .map_err(|e| self.failed(e))?;
-        let nonces = sql_execute(&client, "DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)])
-            .await
-            .map_err(|e| self.failed(e))?;
         let old = int(now.saturating_sub(BUDGET_RETENTION_SECS));
-        sql_execute(&client, "DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)])
-            .await
-            .map_err(|e| self.failed(e))?;
-        sql_execute(&client, "DELETE FROM ks_connect_users WHERE window_start < $1", &[&old])
-            .await
-            .map_err(|e| self.failed(e))?;
-        sql_execute(&client, "DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(Swept { inits, sessions, nonces })
+        self.retrying(|client| async move {
+            let inits =
+                sql_execute(&client, "DELETE FROM ks_pending_init WHERE expires_at <= $1", &[&int(now)]).await?;
+            let sessions = sql_execute(
+                &client,
+                "DELETE FROM ks_session WHERE expires_at <= $1 OR last_used < $2",
+                &[&int(now), &int(idle_before)],
+            )
+            .await?;
+            let nonces =
+                sql_execute(&client, "DELETE FROM ks_nonce WHERE dated < $1", &[&int(forget_nonces_before)]).await?;
+            sql_execute(&client, "DELETE FROM ks_connect_calls WHERE minute < $1", &[&int(now / 60 - 2)]).await?;
+            sql_execute(&client, "DELETE FROM ks_connect_users WHERE window_start < $1", &[&old]).await?;
+            sql_execute(&client, "DELETE FROM ks_connect_windows WHERE window_start < $1", &[&old]).await?;
+            Ok(Swept { inits, sessions, nonces })
+        })
+        .await
     }
 
     async fn purge_accesses(&self, before: AccessId) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        sql_execute(&client, "DELETE FROM ks_access WHERE id < $1", &[&before.as_slice()])
-            .await
-            .map_err(|e| self.failed(e))
+        self.retrying(|client| async move {
+            Ok(sql_execute(&client, "DELETE FROM ks_access WHERE id < $1", &[&before.as_slice()]).await?)
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {
-        let client = self.client().await?;
-        let row = sql_query_one(
-            &client,
-            "SELECT (SELECT count(*) FROM ks_pending_init), (SELECT count(*) FROM ks_session), \
-                 (SELECT count(*) FROM ks_key_version)",
-            &[],
-        )
+        self.reading(|client| async move {
+            let row = sql_query_one(
+                &client,
+                "SELECT (SELECT count(*) FROM ks_pending_init), (SELECT count(*) FROM ks_session), \
+                     (SELECT count(*) FROM ks_key_version)",
+                &[],
+            )
+            .await?;
+            Ok(Counts { pending_inits: uint(row.get(0)), sessions: uint(row.get(1)), key_versions: uint(row.get(2)) })
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        Ok(Counts { pending_inits: uint(row.get(0)), sessions: uint(row.get(1)), key_versions: uint(row.get(2)) })
     }
 
     async fn snapshot(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
@@ -148,9 +142,24 @@ impl Maintenance for PostgresStore {
         if full_at != 0 && crate::time::now().saturating_sub(full_at) < FULL_FOR_SECS {
             return Err(StoreError::Full("the database refused a write for lack of space".into()));
         }
-        let client = self.client().await?;
-        sql_query_one(&client, "SELECT 1", &[]).await.map_err(|e| self.failed(e))?;
-        Ok(())
+        if self.guard.stalled() {
+            return Err(StoreError::Unavailable(
+                "a database call ran out of time and no write has committed since".into(),
+            ));
+        }
+        // A write, not a read: a server that answers but cannot commit (a synchronous
+        // standby that stopped) is not ready. One row per node, rewritten.
+        let name = &self.heartbeat_name();
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[name, &crate::time::now().to_be_bytes().as_slice()],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

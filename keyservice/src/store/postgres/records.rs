@@ -14,34 +14,34 @@ use crate::store::{
 #[async_trait]
 impl Records for PostgresStore {
     async fn keyring_get(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.client().await?;
-        let row = sql_query_opt(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| row.get(0)))
+        self.reading(|client| async move {
+            let row = sql_query_opt(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
     }
 
     async fn keyring_create(&self, name: &[u8], value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let client = self.client().await?;
-        sql_execute(
-            &client,
-            "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            &[&name, &value],
-        )
+        let value = &value;
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "INSERT INTO ks_keyring (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, value],
+            )
+            .await?;
+            let row = sql_query_one(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name]).await?;
+            Ok(row.get(0))
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        let row = sql_query_one(&client, "SELECT value FROM ks_keyring WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(row.get(0))
     }
 
     async fn keyring_list(&self) -> Result<Vec<KeyringEntry>, StoreError> {
-        let client = self.client().await?;
-        let rows = sql_query(&client, "SELECT name, value FROM ks_keyring ORDER BY name", &[])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        self.reading(|client| async move {
+            let rows = sql_query(&client, "SELECT name, value FROM ks_keyring ORDER BY name", &[]).await?;
+            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
     }
 
     async fn keyring_replace(&self, entries: Vec<KeyringEntry>) -> Result<(), StoreError> {
@@ -66,41 +66,44 @@ impl Records for PostgresStore {
     }
 
     async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.client().await?;
-        let key = record::user_prefix(user);
-        let row = sql_query_opt(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(row.map(|row| row.get(0)))
+        let key = &record::user_prefix(user);
+        self.reading(|client| async move {
+            let row =
+                sql_query_opt(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()]).await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
     }
 
     async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let client = self.client().await?;
-        let key = record::user_prefix(user);
-        sql_execute(
-            &client,
-            "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
-            &[&key.as_slice(), &wrapped],
-        )
+        let (key, wrapped) = (&record::user_prefix(user), &wrapped);
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
+                &[&key.as_slice(), wrapped],
+            )
+            .await?;
+            let row =
+                sql_query_one(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()]).await?;
+            Ok(row.get(0))
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        let row = sql_query_one(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(row.get(0))
     }
 
     async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        sql_execute(
-            &client,
-            "INSERT INTO ks_pending_init (id, expires_at, sealed) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, sealed = excluded.sealed",
-            &[&id.as_slice(), &int(init.expires_at), &init.sealed],
-        )
+        let init = &init;
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "INSERT INTO ks_pending_init (id, expires_at, sealed) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, sealed = excluded.sealed",
+                &[&id.as_slice(), &int(init.expires_at), &init.sealed],
+            )
+            .await?;
+            Ok(())
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        Ok(())
     }
 
     async fn redeem_init(
@@ -151,47 +154,50 @@ impl Records for PostgresStore {
     }
 
     async fn session(&self, id: &Pseudonym) -> Result<Option<SessionRecord>, StoreError> {
-        let client = self.client().await?;
-        let row = sql_query_opt(
-            &client,
-            "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE id = $1",
-            &[&id.as_slice()],
-        )
+        self.reading(|client| async move {
+            let row = sql_query_opt(
+                &client,
+                "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE id = $1",
+                &[&id.as_slice()],
+            )
+            .await?;
+            Ok(row.as_ref().map(session_of).transpose()?)
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        row.as_ref().map(session_of).transpose()
     }
 
     async fn delete_session(&self, id: &Pseudonym) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let deleted = sql_execute(&client, "DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(deleted > 0)
+        self.retrying(|client| async move {
+            Ok(sql_execute(&client, "DELETE FROM ks_session WHERE id = $1", &[&id.as_slice()]).await? > 0)
+        })
+        .await
     }
 
     async fn touch_session(&self, id: &Pseudonym, now: UnixTime) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        sql_execute(
-            &client,
-            "UPDATE ks_session SET last_used = $2 WHERE id = $1 AND last_used < $2",
-            &[&id.as_slice(), &int(now)],
-        )
+        self.retrying(|client| async move {
+            sql_execute(
+                &client,
+                "UPDATE ks_session SET last_used = $2 WHERE id = $1 AND last_used < $2",
+                &[&id.as_slice(), &int(now)],
+            )
+            .await?;
+            Ok(())
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        Ok(())
     }
 
     async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
-        let client = self.client().await?;
-        let rows = sql_query(
-            &client,
-            "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE user_key = $1 ORDER BY id",
-            &[&record::user_prefix(user).as_slice()],
-        )
+        let key = &record::user_prefix(user);
+        self.reading(|client| async move {
+            let rows = sql_query(
+                &client,
+                "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE user_key = $1 ORDER BY id",
+                &[&key.as_slice()],
+            )
+            .await?;
+            Ok(rows.iter().map(session_of).collect::<Result<_, _>>()?)
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        rows.iter().map(session_of).collect()
     }
 
     async fn put_key(
@@ -252,41 +258,43 @@ impl Records for PostgresStore {
     }
 
     async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
-        let client = self.client().await?;
-        let key = record::user_prefix(user);
-        let row = match version {
-            Some(version) => {
-                sql_query_opt(
-                    &client,
-                    "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 AND version = $2",
-                    &[&key.as_slice(), &int(version)],
-                )
-                .await
-            }
-            None => {
-                sql_query_opt(
-                    &client,
-                    "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 \
+        let key = &record::user_prefix(user);
+        self.reading(|client| async move {
+            let row =
+                match version {
+                    Some(version) => sql_query_opt(
+                        &client,
+                        "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 AND version = $2",
+                        &[&key.as_slice(), &int(version)],
+                    )
+                    .await,
+                    None => {
+                        sql_query_opt(
+                            &client,
+                            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 \
                          ORDER BY version DESC LIMIT 1",
-                    &[&key.as_slice()],
-                )
-                .await
-            }
-        }
-        .map_err(|e| self.failed(e))?;
-        row.as_ref().map(key_of).transpose()
+                            &[&key.as_slice()],
+                        )
+                        .await
+                    }
+                }?;
+            Ok(row.as_ref().map(key_of).transpose()?)
+        })
+        .await
     }
 
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
-        let client = self.client().await?;
-        let rows = sql_query(
-            &client,
-            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
-            &[&record::user_prefix(user).as_slice()],
-        )
+        let key = &record::user_prefix(user);
+        self.reading(|client| async move {
+            let rows = sql_query(
+                &client,
+                "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
+                &[&key.as_slice()],
+            )
+            .await?;
+            Ok(rows.iter().map(key_of).collect::<Result<_, _>>()?)
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        rows.iter().map(key_of).collect()
     }
 
     async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
@@ -321,11 +329,10 @@ impl Records for PostgresStore {
     }
 
     async fn delete_pending_init(&self, id: &Pseudonym) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let deleted = sql_execute(&client, "DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()])
-            .await
-            .map_err(|e| self.failed(e))?;
-        Ok(deleted > 0)
+        self.retrying(|client| async move {
+            Ok(sql_execute(&client, "DELETE FROM ks_pending_init WHERE id = $1", &[&id.as_slice()]).await? > 0)
+        })
+        .await
     }
 
     async fn append_accesses(&self, entries: Vec<(UserKey, AccessRecord)>) -> Result<(), StoreError> {
@@ -356,22 +363,25 @@ impl Records for PostgresStore {
         before: Option<AccessId>,
         limit: usize,
     ) -> Result<Vec<AccessRecord>, StoreError> {
-        let client = self.client().await?;
-        let before = before.unwrap_or([0xff; 16]);
+        let before = &before.unwrap_or([0xff; 16]);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sql_query(
-            &client,
-            "SELECT id, sealed FROM ks_access WHERE user_key = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-            &[&record::user_prefix(user).as_slice(), &before.as_slice(), &limit],
-        )
+        let key = &record::user_prefix(user);
+        self.reading(|client| async move {
+            let rows = sql_query(
+                &client,
+                "SELECT id, sealed FROM ks_access WHERE user_key = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                &[&key.as_slice(), &before.as_slice(), &limit],
+            )
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let id: &[u8] = row.get(0);
+                    let id = id.try_into().map_err(|_| StoreError::Corrupt { kind: "access entry" })?;
+                    Ok(AccessRecord { id, sealed: row.get(1) })
+                })
+                .collect::<Result<_, StoreError>>()?)
+        })
         .await
-        .map_err(|e| self.failed(e))?;
-        rows.iter()
-            .map(|row| {
-                let id: &[u8] = row.get(0);
-                let id = id.try_into().map_err(|_| StoreError::Corrupt { kind: "access entry" })?;
-                Ok(AccessRecord { id, sealed: row.get(1) })
-            })
-            .collect()
     }
 }
