@@ -5,6 +5,19 @@
 #   scripts/postgres.sh restart|pause|resume DIR
 #   scripts/postgres.sh stop DIR
 #
+# Replication, for the failover tests (a primary and its streaming standby on loopback):
+#   standby PRIMARY_DIR DIR [WATCH_PID]  a standby of the server in PRIMARY_DIR, made with
+#                                        pg_basebackup and streaming; prints its URL
+#   synchronous PRIMARY_DIR on|off       whether the primary's commits wait for it
+#                                        (synchronous_standby_names = 'ks_standby')
+#   promote DIR                          the standby becomes a primary
+#   kill DIR                             SIGKILL to the server and its processes
+#   freeze|thaw DIR                      SIGSTOP / SIGCONT to every process of it
+#   start-stopped DIR                    start a killed server as it is (an old primary
+#                                        comes back as a primary)
+#   rejoin DIR PRIMARY_DIR               make a stopped old primary a standby of the new
+#                                        one (pg_rewind) and start it
+#
 # `start` installs the server package when no initdb is found (scripts/install-package.sh, as
 # root), runs initdb in DIR/data as an unprivileged user (PostgreSQL refuses to run as
 # root), with a random superuser password and scram-sha-256 on loopback only, and
@@ -15,7 +28,7 @@
 # makes them), it accepts TLS connections only.
 set -euo pipefail
 
-usage="usage: postgres.sh start|restart|pause|resume|stop DIR [WATCH_PID]"
+usage="usage: postgres.sh start|restart|pause|resume|stop|standby|synchronous|promote|kill|freeze|thaw|start-stopped|rejoin DIR [...]"
 command=${1:?$usage}
 dir=${2:?$usage}
 watch_pid=${3:-}
@@ -78,6 +91,8 @@ fsync = on
 synchronous_commit = on
 shared_buffers = 64MB
 log_min_messages = warning
+# pg_rewind needs it, so that an old primary can rejoin as a standby.
+wal_log_hints = on
 EOF
     if [[ -n "${PG_TLS_DIR:-}" ]]; then
         run_as sh -c "umask 077; cat >'$home/server.crt'" <"$PG_TLS_DIR/server.crt"
@@ -122,6 +137,113 @@ stop)
         [[ "$home" == /tmp/keyservice-pg.* ]] && rm -rf "$home"
     fi
     rm -rf "$dir"
+    ;;
+standby)
+    primary_dir=$dir
+    dir=${3:?usage: postgres.sh standby PRIMARY_DIR DIR [WATCH_PID]}
+    watch_pid=${4:-}
+    bin=$(cat "$primary_dir/bin")
+    primary_home=$(cat "$primary_dir/home")
+    primary_port=$(cat "$primary_dir/port")
+    server_user=$(stat -c %U "$primary_home/data")
+    mkdir -p "$dir"
+    home=$(mktemp -d /tmp/keyservice-pg.XXXXXX)
+    chmod 0700 "$home"
+    [[ $(id -u) -eq 0 ]] && chown "$server_user" "$home"
+    echo "$home" >"$dir/home"
+    cp "$primary_dir/password" "$dir/password"
+    password=$(cat "$dir/password")
+    run_as env PGPASSWORD="$password" "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
+        -D "$home/data" --checkpoint=fast --wal-method=stream >"$dir/basebackup.log" 2>&1 ||
+        { cat "$dir/basebackup.log" >&2; rm -rf "$home"; exit 1; }
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # Later lines win: the copied configuration names the primary's port and socket.
+    printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\nprimary_conninfo = 'host=127.0.0.1 port=%s user=postgres password=%s application_name=ks_standby'\n" \
+        "$port" "$home" "$primary_port" "$password" | run_as sh -c "umask 077; cat >>'$home/data/postgresql.conf'"
+    run_as touch "$home/data/standby.signal"
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
+        { cat "$home/server.log" >&2; rm -rf "$home"; exit 1; }
+    echo "$port" >"$dir/port"
+    echo "$bin" >"$dir/bin"
+    if [[ -n "$watch_pid" ]]; then
+        script=$(readlink -f "$0")
+        (
+            while kill -0 "$watch_pid" 2>/dev/null; do sleep 1; done
+            "$script" stop "$dir"
+        ) </dev/null >/dev/null 2>&1 &
+        disown
+    fi
+    # Streaming before this returns: the tests count on the standby receiving what the
+    # primary commits from now on.
+    streaming=0
+    for _ in $(seq 1 200); do
+        streaming=$(PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres -Atc \
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ks_standby' AND state = 'streaming'" \
+            2>/dev/null || echo 0)
+        [[ "$streaming" == 1 ]] && break
+        sleep 0.1
+    done
+    [[ "$streaming" == 1 ]] || { echo "postgres.sh: the standby does not stream" >&2; exit 1; }
+    echo "postgres://postgres:$password@127.0.0.1:$port/postgres"
+    ;;
+synchronous)
+    mode=${3:?usage: postgres.sh synchronous PRIMARY_DIR on|off}
+    bin=$(cat "$dir/bin")
+    names="''"
+    [[ $mode == on ]] && names="'ks_standby'"
+    PGPASSWORD=$(cat "$dir/password") "$bin/psql" -h 127.0.0.1 -p "$(cat "$dir/port")" -U postgres -d postgres \
+        -qc "ALTER SYSTEM SET synchronous_standby_names = $names" -c "SELECT pg_reload_conf()" >/dev/null
+    ;;
+promote)
+    bin=$(cat "$dir/bin")
+    home=$(cat "$dir/home")
+    server_user=$(stat -c %U "$home/data")
+    run_as "$bin/pg_ctl" -D "$home/data" -w -t 60 promote >/dev/null
+    ;;
+kill | freeze | thaw)
+    home=$(cat "$dir/home")
+    postmaster=$(head -n 1 "$home/data/postmaster.pid")
+    signal=KILL
+    [[ $command == freeze ]] && signal=STOP
+    [[ $command == thaw ]] && signal=CONT
+    children=$(ps -o pid= --ppid "$postmaster" || true)
+    # The postmaster first, so that it cannot start a replacement child.
+    # shellcheck disable=SC2086
+    kill -s "$signal" "$postmaster" $children 2>/dev/null || true
+    if [[ $command == kill ]]; then
+        for _ in $(seq 1 100); do kill -0 "$postmaster" 2>/dev/null || break; sleep 0.05; done
+    fi
+    ;;
+start-stopped)
+    bin=$(cat "$dir/bin")
+    home=$(cat "$dir/home")
+    server_user=$(stat -c %U "$home/data")
+    rm -f "$home/data/postmaster.pid"
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null
+    ;;
+rejoin)
+    primary_dir=${3:?usage: postgres.sh rejoin DIR PRIMARY_DIR}
+    bin=$(cat "$dir/bin")
+    home=$(cat "$dir/home")
+    server_user=$(stat -c %U "$home/data")
+    password=$(cat "$dir/password")
+    primary_port=$(cat "$primary_dir/port")
+    port=$(cat "$dir/port")
+    # pg_rewind needs a cleanly stopped server: a killed one first finishes its crash
+    # recovery, alone (no connections, no synchronous standby to wait for).
+    if [[ -f "$home/data/postmaster.pid" ]] || ! run_as "$bin/pg_controldata" "$home/data" | grep -q "shut down$"; then
+        rm -f "$home/data/postmaster.pid"
+        run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 \
+            -o "-c synchronous_standby_names= -c listen_addresses=" start >/dev/null
+        run_as "$bin/pg_ctl" -D "$home/data" -w -t 60 -m fast stop >/dev/null
+    fi
+    run_as "$bin/pg_rewind" --target-pgdata="$home/data" \
+        --source-server="host=127.0.0.1 port=$primary_port user=postgres password=$password dbname=postgres" \
+        >"$dir/rewind.log" 2>&1 || { cat "$dir/rewind.log" >&2; exit 1; }
+    printf "port = %s\nsynchronous_standby_names = ''\nprimary_conninfo = 'host=127.0.0.1 port=%s user=postgres password=%s application_name=ks_standby'\n" \
+        "$port" "$primary_port" "$password" | run_as sh -c "umask 077; cat >>'$home/data/postgresql.conf'"
+    run_as touch "$home/data/standby.signal"
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null
     ;;
 *)
     echo "$usage" >&2

@@ -176,9 +176,78 @@ impl Server {
         self.script("resume");
     }
 
+    /// A streaming standby of this (private) server, of the test's own.
+    pub fn standby(&self) -> Server {
+        let primary = self.dir.as_ref().expect("only a private server gets a standby");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pg");
+        let output = Command::new("bash")
+            .arg(script())
+            .arg("standby")
+            .arg(primary)
+            .arg(&dir)
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("run scripts/postgres.sh");
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh could not start a standby: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut server = parse(String::from_utf8(output.stdout).unwrap().trim());
+        server.dir = Some(dir);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Whether this primary's commits wait for its standby.
+    pub fn synchronous(&self, on: bool) {
+        self.script_with("synchronous", &[if on { "on" } else { "off" }]);
+    }
+
+    /// This standby becomes a primary.
+    pub fn promote(&self) {
+        self.script("promote");
+    }
+
+    /// SIGKILL to the server and its processes.
+    pub fn kill(&self) {
+        self.script("kill");
+    }
+
+    /// SIGSTOP to every process of the server, until [`Server::thaw`].
+    pub fn freeze(&self) {
+        self.script("freeze");
+    }
+
+    /// SIGCONT to every process of the server.
+    pub fn thaw(&self) {
+        self.script("thaw");
+    }
+
+    /// Starts a killed server as it was: an old primary comes back as a primary.
+    pub fn start_stopped(&self) {
+        self.script("start-stopped");
+    }
+
+    /// Makes this stopped old primary a standby of `primary` (pg_rewind) and starts it.
+    pub fn rejoin(&self, primary: &Server) {
+        let primary = primary.dir.as_ref().expect("a private server").to_str().unwrap().to_owned();
+        self.script_with("rejoin", &[&primary]);
+    }
+
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
     fn script(&self, action: &str) {
+        self.script_with(action, &[]);
+    }
+
+    fn script_with(&self, action: &str, args: &[&str]) {
         let dir = self.dir.as_ref().expect("only a private server is restarted or stopped");
-        let status = Command::new("bash").arg(script()).arg(action).arg(dir).status().unwrap();
+        let status = Command::new("bash").arg(script()).arg(action).arg(dir).args(args).status().unwrap();
         assert!(status.success(), "postgres.sh {action} failed");
     }
 }
@@ -187,6 +256,11 @@ impl Database {
     /// The URL keyservice is configured with: no password in it.
     pub fn url(&self) -> String {
         format!("postgres://postgres@{}:{}/{}", self.host, self.port, self.name)
+    }
+
+    /// The URL listing `hosts` (`host:port`) in order, for the one that takes writes.
+    pub fn multi_host_url(&self, hosts: &[String]) -> String {
+        format!("postgres://postgres@{}/{}?target_session_attrs=read-write", hosts.join(","), self.name)
     }
 
     /// The password, to put in a `password_file`.

@@ -1,0 +1,209 @@
+//! keyservice nodes on a real PostgreSQL primary with a real streaming standby (both
+//! started by `scripts/postgres.sh`): a standby that stops confirming is a 503 within the
+//! deadline, never a hang; a failover loses nothing acknowledged, and the nodes do not
+//! hammer a standby that is not yet promoted.
+
+#[path = "support/binary.rs"]
+mod binary;
+#[path = "support/cluster.rs"]
+mod cluster;
+#[path = "support/postgres.rs"]
+mod pg;
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use binary::Serving;
+use cluster::*;
+use keyservice_client::{Condition, Session};
+use support::*;
+
+/// The deadline the nodes here run with (`statement_timeout_ms`).
+const DEADLINE: Duration = Duration::from_millis(1000);
+/// What an answer may take beyond the deadline: the HTTP round trip and the audit line.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+async fn ready_within(node: &Serving, limit: Duration) -> u16 {
+    let started = Instant::now();
+    let status = send(node.addr, "GET", "/readyz", &[], b"").await.status.as_u16();
+    assert!(started.elapsed() < limit, "/readyz took {:?}", started.elapsed());
+    status
+}
+
+/// Polls until every node's `/readyz` says `status`.
+async fn wait_ready(nodes: &[&Serving], status: u16, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut all = true;
+        for node in nodes {
+            all &= send(node.addr, "GET", "/readyz", &[], b"").await.status.as_u16() == status;
+        }
+        if all {
+            return;
+        }
+        assert!(started.elapsed() < within, "/readyz did not turn {status} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// For each user, the writes its history accounts for against the versions that exist:
+/// every version must be an acknowledged write's or an unconfirmed one's.
+async fn history_explains_every_version(sessions: &[Session], acked: &Acked) -> (u64, u64) {
+    let acked = acked.lock().unwrap().clone();
+    let (mut versions, mut unconfirmed_total) = (0, 0);
+    for (i, session) in sessions.iter().enumerate() {
+        let latest = session.get_key().await.map(|key| key.version).unwrap_or(0);
+        let mut written = std::collections::BTreeSet::new();
+        let mut unconfirmed = 0;
+        let mut before = None;
+        loop {
+            let page = session.access_history(Some(500), before.as_deref()).await.unwrap();
+            for entry in &page.entries {
+                match entry.operation.as_str() {
+                    "key_write" => {
+                        let last = entry.version.unwrap();
+                        written.extend(entry.first_version.unwrap_or(last)..=last);
+                    }
+                    "key_write_unconfirmed" => unconfirmed += 1,
+                    _ => {}
+                }
+            }
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        for version in acked[i].keys() {
+            assert!(written.contains(version), "writer {i}: acknowledged version {version} has no history entry");
+        }
+        let unexplained = (1..=latest).filter(|v| !written.contains(v)).count() as u64;
+        assert!(
+            unexplained <= unconfirmed,
+            "writer {i}: {unexplained} versions exist that nobody was told of, but only {unconfirmed} unconfirmed writes are in the history"
+        );
+        versions += latest;
+        unconfirmed_total += unconfirmed;
+    }
+    (versions, unconfirmed_total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_synchronous_standby_is_a_503_within_the_deadline_and_a_red_readyz() {
+    let primary = pg::private();
+    let standby = primary.standby();
+    primary.synchronous(true);
+    let mut cluster = Cluster::new(&primary).await;
+    cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    let node = cluster.start("node-a", "");
+    let (first, raw) = raw_session(&node, &node, "writer-0").await;
+    assert_eq!(first.put_key(b"before", None, Condition::None).await.unwrap(), 1);
+    assert_eq!(ready_within(&node, DEADLINE + MARGIN).await, 200);
+    let mut sessions = vec![first];
+    for i in 1..4 {
+        sessions.push(session(&node, &node, &format!("writer-{i}")).await);
+    }
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    acked.lock().unwrap()[0].insert(1, b"before".to_vec());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&sessions, vec![url(&node)], &acked, &stop);
+    // Real time: writes in flight when the standby stops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    standby.freeze();
+    // Every kind of request that commits gets its answer within the deadline: a 503
+    // that says when to try again, never an acknowledgement.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = raw.put(b"while the standby is stopped", &[]).await;
+        assert!(started.elapsed() < DEADLINE * 2 + MARGIN, "a PUT took {:?}", started.elapsed());
+        reply.expect(503, "store_unavailable");
+        assert!(!reply.header("retry-after").is_empty());
+    }
+    let started = Instant::now();
+    let reply = send(node.addr, "POST", "/init", &[], b"").await;
+    assert!(started.elapsed() < DEADLINE + MARGIN, "/init took {:?}", started.elapsed());
+    reply.expect(503, "store_unavailable");
+    // /readyz turns red, and answers within the deadline too.
+    assert_eq!(ready_within(&node, DEADLINE + MARGIN).await, 503);
+    let body: serde_json::Value = send(node.addr, "GET", "/readyz", &[], b"").await.json();
+    assert_eq!(body["store"], "failing", "{body}");
+
+    standby.thaw();
+    wait_ready(&[&node], 200, Duration::from_secs(15)).await;
+    // Real time: load after the standby is back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for writer in writers {
+        let (o, f) = writer.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(failed > 0, "no write was refused: the standby's stop did not reach them");
+    let (checked, lost, corrupted) = verify(&sessions, &node, &acked).await;
+    assert_eq!((lost, corrupted), (0, 0));
+    // Let the node write its queued history.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (versions, unconfirmed) = history_explains_every_version(&sessions, &acked).await;
+    println!(
+        "stalled standby: {ok} writes acknowledged, {failed} refused, {checked} read back, {versions} versions exist, \
+         {unconfirmed} unconfirmed writes in the history"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_loses_nothing_acknowledged_and_the_nodes_back_off_until_the_promotion() {
+    let primary = pg::private();
+    let standby = primary.standby();
+    primary.synchronous(true);
+    let mut cluster = Cluster::new(&primary).await;
+    cluster.url = cluster.database.multi_host_url(&[primary.address(), standby.address()]);
+    cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    let a = cluster.start("node-a", "");
+    let b = cluster.start("node-b", "");
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        sessions.push(session(&a, &b, &format!("writer-{i}")).await);
+    }
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&sessions, vec![url(&a), url(&b)], &acked, &stop);
+    // Real time: load before the primary dies.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let sessions_on_standby = || async {
+        let client = standby.connect("postgres").await;
+        let row = client.query_one("SELECT sum(sessions)::bigint FROM pg_stat_database", &[]).await.unwrap();
+        row.get::<_, i64>(0)
+    };
+    primary.kill();
+    let before = sessions_on_standby().await;
+    // Real time: the gap an orchestrator takes to promote, under load.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tried = sessions_on_standby().await - before - 1;
+    wait_ready(&[&a, &b], 503, Duration::from_secs(5)).await;
+    standby.promote();
+    wait_ready(&[&a, &b], 200, Duration::from_secs(15)).await;
+    // Real time: load on the new primary.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for writer in writers {
+        let (o, f) = writer.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    // Two nodes, 2 s, backing off from 50 ms to 2 s: a dozen tries each at most.
+    assert!(tried <= 40, "the nodes opened {tried} connections to the standby in 2 s");
+    for node in [&a, &b] {
+        let (checked, lost, corrupted) = verify(&sessions, node, &acked).await;
+        assert_eq!((lost, corrupted), (0, 0), "through {}", node.addr);
+        println!("failover: {ok} writes acknowledged, {failed} refused, {checked} read back through {}", node.addr);
+    }
+    println!("failover: {tried} connections to the standby in the 2 s before its promotion");
+    let after = device_at(&sessions[0], &b).put_key(b"after", None, Condition::None).await.unwrap();
+    assert!(after > 1);
+}
