@@ -113,6 +113,12 @@ macro_rules! conformance {
                 let (store, _guard) = $make;
                 replay_state(&*store).await;
             }
+
+            #[tokio::test]
+            async fn concurrent_calls_each_get_their_own_answer() {
+                let (store, _guard) = $make;
+                concurrent(store).await;
+            }
         }
     };
 }
@@ -483,4 +489,97 @@ async fn postgres_statement_timeout_is_transient_and_changes_nothing() {
     assert!(refused.is_transient(), "{refused:?}");
     holding.rollback().await.unwrap();
     assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 1, "the timed-out PUT wrote something");
+}
+
+/// Many calls at once (which a shared store answers in batches): each gets the answer it
+/// would have had alone, in some order of arrival.
+async fn concurrent(store: Arc<dyn Store>) {
+    // One nonce claimed by 32 at once: one claim is new.
+    let claims: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.remember_nonce(42, NOW).await.unwrap() })
+        })
+        .collect();
+    let mut new = 0;
+    for claim in claims {
+        new += usize::from(claim.await.unwrap());
+    }
+    assert_eq!(new, 1, "a nonce claimed at once by many is new once");
+    // 32 nonces at once: each is new.
+    let claims: Vec<_> = (0..32u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.remember_nonce(1000 + i, NOW).await.unwrap() })
+        })
+        .collect();
+    for claim in claims {
+        assert!(claim.await.unwrap());
+    }
+
+    // Six writers for each of four users at once, and one whose sealing fails.
+    let mut writes = Vec::new();
+    for i in 0..24u8 {
+        let store = store.clone();
+        writes.push(tokio::spawn(async move {
+            let who = 10 + i % 4;
+            let outcome = store
+                .put_key(&user(who), &Precondition::None, KEEP_ALL, NOW, Box::new(move |v| Ok(vec![i, v as u8])))
+                .await
+                .unwrap();
+            (who, i, outcome)
+        }));
+    }
+    let failing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .put_key(
+                    &user(10),
+                    &Precondition::None,
+                    KEEP_ALL,
+                    NOW,
+                    Box::new(|_| Err(keyservice::store::StoreError::Seal("refused".into()))),
+                )
+                .await
+        })
+    };
+    let mut written = std::collections::BTreeMap::new();
+    for write in writes {
+        let (who, i, outcome) = write.await.unwrap();
+        let PutOutcome::Stored { version } = outcome else { panic!("{outcome:?}") };
+        assert!(written.insert((who, version), i).is_none(), "user {who} version {version} given twice");
+    }
+    assert!(failing.await.unwrap().is_err(), "the write whose sealing failed fails");
+    for who in 10..14u8 {
+        let versions = store.list_keys(&user(who)).await.unwrap();
+        assert_eq!(versions.iter().map(|k| k.version).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+        for key in versions {
+            let writer = written[&(who, key.version)];
+            assert_eq!(key.sealed, vec![writer, key.version as u8], "user {who} version {}", key.version);
+        }
+    }
+
+    // Reads of many users at once: each gets its own.
+    for who in 20..40u8 {
+        store.create_user_dek(&user(who), vec![who; 8]).await.unwrap();
+        put(&*store, who, &[who], Precondition::None).await;
+    }
+    let reads: Vec<_> = (20..40u8)
+        .map(|who| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let user = user(who);
+                let (dek, key) = tokio::join!(store.user_dek(&user), store.get_key(&user, None));
+                (who, dek.unwrap(), key.unwrap())
+            })
+        })
+        .collect();
+    for read in reads {
+        let (who, dek, key) = read.await.unwrap();
+        assert_eq!(dek, Some(vec![who; 8]));
+        assert_eq!(key.map(|k| k.sealed), Some(vec![who]));
+    }
+    assert_eq!(store.user_dek(&user(99)).await.unwrap(), None);
+    assert!(store.get_key(&user(99), None).await.unwrap().is_none());
 }

@@ -344,10 +344,13 @@ impl Escrow {
             },
             _ => None,
         };
-        let Some(record) = self.store.get_key(user, version).await? else {
+        // Two reads that do not depend on each other, asked at once: on a shared store
+        // each is a round trip.
+        let (record, dek) = tokio::join!(self.store.get_key(user, version), self.user_dek(user, false));
+        let Some(record) = record? else {
             return Ok(None);
         };
-        let dek = self.user_dek(user, false).await?;
+        let dek = dek?;
         let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
         let key = Arc::new(Key { version: record.version, content_type, bytes });
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {

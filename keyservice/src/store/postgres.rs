@@ -31,6 +31,12 @@
 //! deadlock (40P01) and a lost insert race (23505). No advisory locks, no stored
 //! procedures, no triggers, no sequences.
 //!
+//! **Calls made together** ([`batch`], [`writes`]): the calls every signed request makes
+//! (its session, its nonce, the user's DEK and latest key, a PUT) go to per-kind queues,
+//! and each queue's driver asks for everything queued in one statement (a PUT batch: one
+//! transaction), one statement of a kind at a time. The answers are the same as one call
+//! at a time would give; the database does one statement and one commit for many.
+//!
 //! **Durable** means committed: every connection runs with `synchronous_commit = on`
 //! whatever the server's default, and the store refuses to open on a server running
 //! with `fsync = off`. A call whose commit cannot be confirmed (the connection dropped,
@@ -42,14 +48,17 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use keyservice_client::protocol::Secret;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Row};
 
+mod batch;
 mod coordination;
+mod db;
 mod guard;
 mod maintenance;
 mod records;
+mod writes;
 
+use self::db::{Attempt, Db};
 use super::{KeyRecord, Pseudonym, SessionRecord, StoreError, UserKey};
 
 /// How to reach the shared database (`[storage] backend = "postgres"`).
@@ -165,68 +174,11 @@ const FULL_FOR_SECS: u64 = 30;
 
 /// A [`Store`](super::Store) on a shared PostgreSQL database.
 pub struct PostgresStore {
-    pool: Pool,
+    db: Db,
     /// This node's name: its erasure-ledger mark is its own.
     node_id: String,
-    /// When the database last refused a write for lack of space (Unix seconds; 0: never).
-    full_at: std::sync::atomic::AtomicU64,
-    /// Deadlines, stalls and reconnect backoff.
-    guard: guard::Guard,
-}
-
-/// One try of a transaction: lost a race (try again), or failed.
-enum Attempt {
-    Retry,
-    Fail(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Attempt {
-    fn from(error: tokio_postgres::Error) -> Self {
-        match error.code() {
-            Some(code)
-                if *code == SqlState::T_R_SERIALIZATION_FAILURE
-                    || *code == SqlState::T_R_DEADLOCK_DETECTED
-                    || *code == SqlState::UNIQUE_VIOLATION =>
-            {
-                Self::Retry
-            }
-            _ => Self::Fail(store_error(error)),
-        }
-    }
-}
-
-impl From<StoreError> for Attempt {
-    fn from(error: StoreError) -> Self {
-        Self::Fail(error)
-    }
-}
-
-/// What a failed database call means to the caller.
-fn store_error(error: tokio_postgres::Error) -> StoreError {
-    let Some(code) = error.code() else {
-        // No SQL state: the connection failed or closed, so the outcome of what was in
-        // flight is unknown. Not acknowledged; another try may work.
-        return StoreError::Unavailable(Box::new(error));
-    };
-    let class = &code.code()[..2];
-    if *code == SqlState::DISK_FULL {
-        return StoreError::Full(Box::new(error));
-    }
-    match class {
-        // connection exception, insufficient resources, operator intervention (admin
-        // shutdown, statement timeout), system error
-        "08" | "53" | "57" | "58" => StoreError::Unavailable(Box::new(error)),
-        // read-only transaction (a standby after failover), transaction rollback
-        "25" | "40" => StoreError::Unavailable(Box::new(error)),
-        _ => StoreError::Backend(Box::new(error)),
-    }
-}
-
-fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
-    match error {
-        deadpool_postgres::PoolError::Backend(error) => store_error(error),
-        other => StoreError::Unavailable(Box::new(other)),
-    }
+    /// The calls that concurrent requests make together.
+    batches: batch::Batches,
 }
 
 fn int(value: u64) -> i64 {
@@ -286,7 +238,7 @@ impl PostgresStore {
     ///
     /// [`OpenError::NodeIdTaken`] when another live session holds it; connection errors.
     pub async fn claim_node_id(&self) -> Result<NodeClaim, OpenError> {
-        let client = self.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
+        let client = self.db.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
         let held: bool = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended('keyservice node ' || $1::text, 0))",
@@ -339,13 +291,10 @@ impl PostgresStore {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| OpenError::Connect(e.to_string()))?;
-        let store = Self {
-            pool,
-            node_id: node_id.to_owned(),
-            full_at: std::sync::atomic::AtomicU64::new(0),
-            guard: guard::Guard::new(config.statement_timeout),
-        };
-        let client = store.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
+        let db = Db::new(pool, config.statement_timeout);
+        let batches = batch::Batches::start(&db);
+        let store = Self { db, node_id: node_id.to_owned(), batches };
+        let client = store.db.pool.get().await.map_err(|e| OpenError::Connect(describe_pool_error(&e)))?;
         let fsync: String =
             client.query_one("SHOW fsync", &[]).await.map_err(|e| OpenError::Connect(describe(&e)))?.get(0);
         if fsync != "on" {
@@ -353,100 +302,6 @@ impl PostgresStore {
         }
         migrate(&client).await?;
         Ok(store)
-    }
-
-    /// A pooled connection: never one a call past its deadline may have left mid-commit,
-    /// and none newly opened while reconnecting backs off.
-    async fn client(&self) -> Result<Object, StoreError> {
-        loop {
-            self.guard.may_connect(self.pool.status().available)?;
-            let client = match self.pool.get().await {
-                Ok(client) => client,
-                Err(error) => {
-                    if matches!(
-                        error,
-                        deadpool_postgres::PoolError::Backend(_)
-                            | deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create)
-                    ) {
-                        self.guard.connect_failed();
-                    }
-                    return Err(pool_error(error));
-                }
-            };
-            self.guard.connected();
-            if self.guard.usable(Object::metrics(&client).created) {
-                return Ok(client);
-            }
-            // Closed, not returned: its answers may still queue behind an unconfirmed commit.
-            drop(Object::take(client));
-        }
-    }
-
-    /// What a failed call means, noting a full disk for `/readyz`.
-    fn failed(&self, error: tokio_postgres::Error) -> StoreError {
-        self.noted(store_error(error))
-    }
-
-    fn noted(&self, error: StoreError) -> StoreError {
-        if matches!(error, StoreError::Full(_)) {
-            self.full_at.store(crate::time::now(), std::sync::atomic::Ordering::Relaxed);
-        }
-        error
-    }
-
-    /// Runs one write until it does not lose a race, at most [`MAX_ATTEMPTS`] times, each
-    /// within the deadline.
-    async fn retrying<T, F, Fut>(&self, step: F) -> Result<T, StoreError>
-    where
-        F: FnMut(Object) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Attempt>>,
-    {
-        self.call(true, step).await
-    }
-
-    /// Runs one read within the deadline.
-    async fn reading<T, F, Fut>(&self, step: F) -> Result<T, StoreError>
-    where
-        F: FnMut(Object) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Attempt>>,
-    {
-        self.call(false, step).await
-    }
-
-    async fn call<T, F, Fut>(&self, write: bool, mut step: F) -> Result<T, StoreError>
-    where
-        F: FnMut(Object) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Attempt>>,
-    {
-        for attempt in 1..=MAX_ATTEMPTS {
-            let client = self.client().await?;
-            // Bound first, so that the step (and the connection it holds) is dropped here.
-            let outcome = tokio::time::timeout(self.guard.deadline, step(client)).await;
-            let Ok(outcome) = outcome else {
-                let stalled_at = self.guard.stall();
-                self.pool.retain(|_, metrics| metrics.created > stalled_at);
-                tracing::warn!(
-                    deadline_ms = self.guard.deadline.as_millis(),
-                    write,
-                    "a database call ran out of time; its connections are replaced"
-                );
-                return Err(guard::timed_out(self.guard.deadline));
-            };
-            match outcome {
-                Ok(value) => {
-                    if write {
-                        self.guard.committed();
-                    }
-                    return Ok(value);
-                }
-                Err(Attempt::Fail(error)) => return Err(self.noted(error)),
-                Err(Attempt::Retry) if attempt < MAX_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
-                }
-                Err(Attempt::Retry) => break,
-            }
-        }
-        Err(StoreError::Unavailable("a transaction kept losing races to other nodes".into()))
     }
 
     fn ledger_mark_name(&self) -> String {
@@ -619,15 +474,16 @@ async fn sql_execute<C: deadpool_postgres::GenericClient + Sync>(
 
 impl PostgresStore {
     async fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.reading(|client| async move {
-            let row = sql_query_opt(&client, "SELECT value FROM ks_meta WHERE name = $1", &[&name]).await?;
-            Ok(row.map(|row| row.get(0)))
-        })
-        .await
+        self.db
+            .reading(|client| async move {
+                let row = sql_query_opt(&client, "SELECT value FROM ks_meta WHERE name = $1", &[&name]).await?;
+                Ok(row.map(|row| row.get(0)))
+            })
+            .await
     }
 
     async fn meta_set(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.retrying(|client| async move {
+        self.db.retrying(|client| async move {
             sql_execute(
                 &client,
                 "INSERT INTO ks_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",

@@ -28,25 +28,18 @@ impl Coordination for PostgresStore {
     }
 
     async fn remember_nonce(&self, fingerprint: u64, date: UnixTime) -> Result<bool, StoreError> {
-        self.retrying(|client| async move {
-            let inserted = sql_execute(
-                &client,
-                "INSERT INTO ks_nonce (fingerprint, dated) VALUES ($1, $2) ON CONFLICT (fingerprint) DO NOTHING",
-                &[&int(fingerprint), &int(date)],
-            )
-            .await?;
-            Ok(inserted == 1)
-        })
-        .await
+        self.batches.nonces.ask((fingerprint, date)).await
     }
 
     async fn remembered_nonces(&self, since: UnixTime) -> Result<Vec<(u64, UnixTime)>, StoreError> {
-        self.reading(|client| async move {
-            let rows =
-                sql_query(&client, "SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)]).await?;
-            Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
-        })
-        .await
+        self.db
+            .reading(|client| async move {
+                let rows =
+                    sql_query(&client, "SELECT fingerprint, dated FROM ks_nonce WHERE dated >= $1", &[&int(since)])
+                        .await?;
+                Ok(rows.into_iter().map(|row| (uint(row.get(0)), uint(row.get(1)))).collect())
+            })
+            .await
     }
 
     fn shared(&self) -> bool {
@@ -64,6 +57,7 @@ impl Coordination for PostgresStore {
         let window = budget.window_secs.max(1);
         let window_start = now - now % window;
         let outcome = self
+            .db
             .retrying(|mut client| async move {
                 let transaction = begin(&mut client).await?;
                 let calls: i64 = sql_query_one(&transaction,
