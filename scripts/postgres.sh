@@ -15,8 +15,6 @@
 #   freeze|thaw DIR                      SIGSTOP / SIGCONT to every process of it
 #   start-stopped DIR                    start a killed server as it is (an old primary
 #                                        comes back as a primary)
-#   rejoin DIR PRIMARY_DIR               make a stopped old primary a standby of the new
-#                                        one (pg_rewind) and start it
 #
 # `start` installs the server package when no initdb is found (scripts/install-package.sh, as
 # root), runs initdb in DIR/data as an unprivileged user (PostgreSQL refuses to run as
@@ -28,7 +26,7 @@
 # makes them), it accepts TLS connections only.
 set -euo pipefail
 
-usage="usage: postgres.sh start|restart|pause|resume|stop|standby|synchronous|promote|kill|freeze|thaw|start-stopped|rejoin DIR [...]"
+usage="usage: postgres.sh start|restart|pause|resume|stop|standby|synchronous|promote|kill|freeze|thaw|start-stopped DIR [...]"
 command=${1:?$usage}
 dir=${2:?$usage}
 watch_pid=${3:-}
@@ -91,8 +89,6 @@ fsync = on
 synchronous_commit = on
 shared_buffers = 64MB
 log_min_messages = warning
-# pg_rewind needs it, so that an old primary can rejoin as a standby.
-wal_log_hints = on
 EOF
     if [[ -n "${PG_TLS_DIR:-}" ]]; then
         run_as sh -c "umask 077; cat >'$home/server.crt'" <"$PG_TLS_DIR/server.crt"
@@ -219,30 +215,6 @@ start-stopped)
     home=$(cat "$dir/home")
     server_user=$(stat -c %U "$home/data")
     rm -f "$home/data/postmaster.pid"
-    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null
-    ;;
-rejoin)
-    primary_dir=${3:?usage: postgres.sh rejoin DIR PRIMARY_DIR}
-    bin=$(cat "$dir/bin")
-    home=$(cat "$dir/home")
-    server_user=$(stat -c %U "$home/data")
-    password=$(cat "$dir/password")
-    primary_port=$(cat "$primary_dir/port")
-    port=$(cat "$dir/port")
-    # pg_rewind needs a cleanly stopped server: a killed one first finishes its crash
-    # recovery, alone (no connections, no synchronous standby to wait for).
-    if [[ -f "$home/data/postmaster.pid" ]] || ! run_as "$bin/pg_controldata" "$home/data" | grep -q "shut down$"; then
-        rm -f "$home/data/postmaster.pid"
-        run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 \
-            -o "-c synchronous_standby_names= -c listen_addresses=" start >/dev/null
-        run_as "$bin/pg_ctl" -D "$home/data" -w -t 60 -m fast stop >/dev/null
-    fi
-    run_as "$bin/pg_rewind" --target-pgdata="$home/data" \
-        --source-server="host=127.0.0.1 port=$primary_port user=postgres password=$password dbname=postgres" \
-        >"$dir/rewind.log" 2>&1 || { cat "$dir/rewind.log" >&2; exit 1; }
-    printf "port = %s\nsynchronous_standby_names = ''\nprimary_conninfo = 'host=127.0.0.1 port=%s user=postgres password=%s application_name=ks_standby'\n" \
-        "$port" "$primary_port" "$password" | run_as sh -c "umask 077; cat >>'$home/data/postgresql.conf'"
-    run_as touch "$home/data/standby.signal"
     run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null
     ;;
 *)

@@ -10,6 +10,7 @@
 //! keyservice-bench run --scenario get --connections 64 --duration 10 --users 10000 --runs 3
 //! keyservice-bench soak --duration 60 --connections 64
 //! keyservice-bench run --postgres postgres://postgres:pw@127.0.0.1:5432/postgres --nodes 3
+//! keyservice-bench run --postgres postgres://postgres:pw@127.0.0.1:5432/postgres --pgbench
 //! ```
 //!
 //! With `--postgres` (a superuser URL; a fresh database is made and dropped), the store
@@ -114,6 +115,11 @@ struct RunArgs {
     /// keyservice nodes sharing the database (with `--postgres`).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// With `--postgres`: after each keyservice run, `pgbench -S` (one primary-key read
+    /// per transaction, the ceiling for anything that asks the database once) on the
+    /// same server with as many connections for as long, reported as `pgbench-S`.
+    #[arg(long)]
+    pgbench: bool,
     /// Run the server as users do: a request log line for every request (otherwise
     /// switched off to measure keyservice's own work). The audit log is on either way.
     #[arg(long)]
@@ -519,18 +525,30 @@ fn measurement(
 }
 
 /// CPU time of every process named `postgres` on this machine (the database under
-/// test: run the bench where no other PostgreSQL works).
+/// test: run the bench where no other PostgreSQL works): the live ones' own, plus what
+/// the postmaster's children that already ended used (its `cutime` and `cstime`, in
+/// Linux's 100 ticks a second), so that backends of connections that closed count too.
 fn postgres_cpu() -> Duration {
-    let mut total = 0u64;
+    let mut total = Duration::ZERO;
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let path = entry.path();
-        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres")
-            && let Ok(text) = std::fs::read_to_string(path.join("schedstat"))
+        if !std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(path.join("schedstat")) {
+            let nanos = text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            total += Duration::from_nanos(nanos);
+        }
+        if let Ok(stat) = std::fs::read_to_string(path.join("stat"))
+            && let Some((_, after_name)) = stat.rsplit_once(')')
         {
-            total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            // Fields after the name start at field 3; cutime and cstime are 16 and 17.
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let ticks: u64 = fields.get(13..15).into_iter().flatten().filter_map(|f| f.parse::<u64>().ok()).sum();
+            total += Duration::from_millis(ticks * 10);
         }
     }
-    Duration::from_nanos(total)
+    total
 }
 
 async fn measure(
@@ -562,10 +580,16 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     if args.nodes == 0 || (args.nodes > 1 && args.postgres.is_none()) {
         return Err("--nodes above 1 needs --postgres (nodes share a database)".into());
     }
+    if args.pgbench && args.postgres.is_none() {
+        return Err("--pgbench needs --postgres".into());
+    }
     let database = match &args.postgres {
         Some(url) => Some(BenchDatabase::create(url, dir.path()).await?),
         None => None,
     };
+    if let (true, Some(database)) = (args.pgbench, &database) {
+        database.pgbench_init()?;
+    }
     let storage = database.as_ref().map(BenchDatabase::storage_toml).unwrap_or_default();
     let config = write_config(dir.path(), "", &storage)?;
     let sessions = Arc::new(seed(dir.path(), &config, args.users.max(1), args.key_bytes).await?);
@@ -593,6 +617,11 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         eprintln!("run {}: keyservice {:.0} req/s", run + 1, measured.requests_per_second);
         results.push(measured);
         drop(servers);
+        if let (true, Some(database)) = (args.pgbench, &database) {
+            let measured = database.pgbench_select(&args)?;
+            eprintln!("run {}: pgbench -S {:.0} tps", run + 1, measured.requests_per_second);
+            results.push(measured);
+        }
         // A restart refuses requests dated in the last second it served.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         if !args.no_baseline && matches!(args.scenario, Scenario::Get | Scenario::Mixed) {
@@ -655,6 +684,77 @@ impl BenchDatabase {
         )
     }
 
+    /// `pgbench` from the server's installation (its `bin` beside `initdb`), or PATH's.
+    fn pgbench_command(&self) -> Result<Command, Failure> {
+        let installed = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path().join("bin/pgbench"))
+            .filter(|path| path.exists())
+            .max();
+        let mut command = Command::new(installed.unwrap_or_else(|| PathBuf::from("pgbench")));
+        let config: tokio_postgres::Config = self.superuser.parse()?;
+        let password = String::from_utf8(config.get_password().unwrap_or_default().to_vec())?;
+        command.env("PGPASSWORD", password);
+        Ok(command)
+    }
+
+    /// `pgbench -i` into the bench database (its tables are `pgbench_*`, beside ours).
+    fn pgbench_init(&self) -> Result<(), Failure> {
+        let output = self
+            .pgbench_command()?
+            .args(["-i", "-q", "-s", "10", "-d", &self.url])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run pgbench: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("pgbench -i failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+        }
+        Ok(())
+    }
+
+    /// `pgbench -S -n -c <connections> -T <duration>`: its tps and the database's CPU per
+    /// transaction (pgbench's own CPU, like the load generator's, is not counted).
+    fn pgbench_select(&self, args: &RunArgs) -> Result<Measurement, Failure> {
+        let database_before = postgres_cpu();
+        let output = self
+            .pgbench_command()?
+            .args(["-S", "-n", "-M", "prepared", "-j", "2"])
+            .args(["-c", &args.connections.to_string(), "-T", &args.duration.to_string(), "-d", &self.url])
+            .output()
+            .map_err(|e| format!("cannot run pgbench: {e}"))?;
+        let database = postgres_cpu().saturating_sub(database_before);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let number = |prefix: &str| {
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix(prefix))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<f64>().ok())
+        };
+        let (Some(tps), Some(transactions), true) =
+            (number("tps ="), number("number of transactions actually processed:"), output.status.success())
+        else {
+            return Err(format!("pgbench -S failed: {}{}", text, String::from_utf8_lossy(&output.stderr)).into());
+        };
+        let latency_us = number("latency average =").map_or(0, |ms| (ms * 1000.0) as u64);
+        Ok(Measurement {
+            target: "pgbench-S",
+            scenario: args.scenario,
+            connections: args.connections,
+            users: 0,
+            requests: transactions as u64,
+            errors: 0,
+            requests_per_second: tps,
+            p50_us: latency_us,
+            p99_us: 0,
+            p999_us: 0,
+            server_cpu_us_per_request: 0.0,
+            server_peak_rss_mib: 0.0,
+            database_cpu_us_per_request: Some(database.as_secs_f64() * 1e6 / transactions.max(1.0)),
+        })
+    }
+
     async fn drop_database(self) -> Result<(), Failure> {
         let (client, connection) = tokio_postgres::connect(&self.superuser, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
@@ -708,6 +808,14 @@ fn report(args: &RunArgs, results: &[Measurement]) {
             "median database cpu: {:.1} µs/req ({} node(s) on PostgreSQL)",
             of("keyservice", |r| r.database_cpu_us_per_request.unwrap_or(0.0)),
             args.nodes
+        );
+    }
+    let pgbench = of("pgbench-S", |r| r.requests_per_second);
+    if pgbench > 0.0 {
+        println!(
+            "median pgbench -S: {pgbench:.0} tps, database cpu {:.1} µs/transaction; keyservice/pgbench -S {:.2} (p50 column: pgbench's average latency)",
+            of("pgbench-S", |r| r.database_cpu_us_per_request.unwrap_or(0.0)),
+            ks / pgbench
         );
     }
     let base = of("baseline", |r| r.requests_per_second);

@@ -44,7 +44,16 @@ async fn wait_ready(nodes: &[&Serving], status: u16, within: Duration) {
         if all {
             return;
         }
-        assert!(started.elapsed() < within, "/readyz did not turn {status} within {within:?}");
+        if started.elapsed() > within {
+            for node in nodes {
+                let body = send(node.addr, "GET", "/readyz", &[], b"").await;
+                eprintln!("{}: {}", node.addr, String::from_utf8_lossy(&body.body));
+                for line in node.logs.lock().unwrap().iter().rev().take(5) {
+                    eprintln!("  {line}");
+                }
+            }
+            panic!("/readyz did not turn {status} within {within:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -206,4 +215,78 @@ async fn a_failover_loses_nothing_acknowledged_and_the_nodes_back_off_until_the_
     println!("failover: {tried} connections to the standby in the 2 s before its promotion");
     let after = device_at(&sessions[0], &b).put_key(b"after", None, Condition::None).await.unwrap();
     assert!(after > 1);
+}
+
+/// Rows in the key-version table of `server`'s copy of the cluster's database.
+async fn versions_on(server: &pg::Server, database: &str) -> i64 {
+    let client = server.connect(database).await;
+    client.query_one("SELECT count(*) FROM ks_key_version", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_primary_that_comes_back_is_never_written_to() {
+    let primary = pg::private();
+    let standby = primary.standby();
+    primary.synchronous(true);
+    let mut cluster = Cluster::new(&primary).await;
+    let database = cluster.database.name.clone();
+    // The old primary is listed first: `target_session_attrs` alone would pick it.
+    cluster.url = cluster.database.multi_host_url(&[primary.address(), standby.address()]);
+    cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    let a = cluster.start("node-a", "");
+    let sessions: Vec<Session> =
+        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let write_some = |rounds: usize| {
+        let (sessions, acked) = (sessions.clone(), acked.clone());
+        async move {
+            for round in 0..rounds {
+                for (i, session) in sessions.iter().enumerate() {
+                    let bytes = format!("writer {i} round {round}").into_bytes();
+                    if let Ok(version) = session.put_key(&bytes, None, Condition::None).await {
+                        acked.lock().unwrap()[i].insert(version, bytes);
+                    }
+                }
+            }
+        }
+    };
+    write_some(5).await;
+
+    // Failover: the primary dies, the standby is promoted (timeline 2).
+    primary.kill();
+    standby.promote();
+    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    write_some(5).await;
+
+    // The old primary comes back as a primary, on timeline 1, first in the URL.
+    primary.start_stopped();
+    let on_old = versions_on(&primary, &database).await;
+    // A node starting now learns timeline 2 from the other host and refuses the old one.
+    let config = cluster.config("node-b", "");
+    let mut child = std::process::Command::new(binary::BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("a node started with the old primary first in its URL and kept running");
+        }
+        // Real time: a separate process deciding.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a node started on the old primary");
+    assert!(said.contains("timeline 1") && said.contains("timeline 2") && said.contains("old primary"), "{said}");
+    // The running node keeps writing to the new primary only.
+    write_some(5).await;
+    assert_eq!(versions_on(&primary, &database).await, on_old, "a write reached the old primary");
+    let (checked, lost, corrupted) = verify(&sessions, &a, &acked).await;
+    assert_eq!((lost, corrupted), (0, 0));
+
+    println!("split brain refused: {checked} acknowledged writes read back, none on the old primary");
 }

@@ -53,6 +53,7 @@ use tokio_postgres::{GenericClient, Row};
 mod batch;
 mod coordination;
 mod db;
+mod fence;
 mod guard;
 mod maintenance;
 mod records;
@@ -275,13 +276,18 @@ impl PostgresStore {
             (config.statement_timeout * 2).as_millis()
         ));
         let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let fence = Arc::new(fence::Fence::default());
         let manager = match &config.ca_file {
             Some(ca_file) => {
                 pg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let tls = tls_connector(ca_file)?;
+                fence.learn(&pg, config.connect_timeout, tls.clone()).await;
                 Manager::from_config(pg, tls, manager_config)
             }
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+            None => {
+                fence.learn(&pg, config.connect_timeout, tokio_postgres::NoTls).await;
+                Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+            }
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -289,6 +295,17 @@ impl PostgresStore {
             .wait_timeout(Some(config.connect_timeout))
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let fence = fence.clone();
+                Box::pin(async move {
+                    let (timeline, server) =
+                        fence::timeline(&**client).await.map_err(deadpool_postgres::HookError::Backend)?;
+                    fence.admit(&server, timeline).map_err(|refusal| {
+                        tracing::error!("{refusal}");
+                        deadpool_postgres::HookError::message(refusal)
+                    })
+                })
+            }))
             .build()
             .map_err(|e| OpenError::Connect(e.to_string()))?;
         let db = Db::new(pool, config.statement_timeout);

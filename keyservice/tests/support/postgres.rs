@@ -230,12 +230,6 @@ impl Server {
         self.script("start-stopped");
     }
 
-    /// Makes this stopped old primary a standby of `primary` (pg_rewind) and starts it.
-    pub fn rejoin(&self, primary: &Server) {
-        let primary = primary.dir.as_ref().expect("a private server").to_str().unwrap().to_owned();
-        self.script_with("rejoin", &[&primary]);
-    }
-
     /// `host:port`.
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -40,6 +40,7 @@ impl Db {
                         error,
                         deadpool_postgres::PoolError::Backend(_)
                             | deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create)
+                            | deadpool_postgres::PoolError::PostCreateHook(_)
                     ) {
                         self.guard.connect_failed();
                     }
