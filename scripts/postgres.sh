@@ -43,6 +43,30 @@ find_bin() {
     fi
 }
 
+# With a PID: once that process is gone, stop the server of DIR and remove it. In a
+# session of its own, so that whatever ends the test's process group leaves it running.
+watch() {
+    local pid=$1 target=$2 script
+    [[ -n "$pid" ]] || return 0
+    script=$(readlink -f "$0")
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3"' \
+        watcher "$pid" "$script" "$target" </dev/null >/dev/null 2>&1 &
+    disown
+}
+
+# Sends a signal to the server whose data directory is in $home, and to its processes.
+signal_server() {
+    local postmaster children
+    [[ -f "$home/data/postmaster.pid" ]] || return 0
+    postmaster=$(head -n 1 "$home/data/postmaster.pid")
+    # Only a live postmaster of this directory: a stale file's PID may be anyone's now.
+    tr '\0' ' ' <"/proc/$postmaster/cmdline" 2>/dev/null | grep -qF -- "$home/data" || return 0
+    children=$(ps -o pid= --ppid "$postmaster" || true)
+    # The postmaster first, so that it cannot start a replacement child.
+    # shellcheck disable=SC2086
+    kill -s "$1" "$postmaster" $children 2>/dev/null || true
+}
+
 # The user the server runs as: never root.
 run_as() {
     if [[ $(id -u) -eq 0 ]]; then
@@ -102,14 +126,7 @@ EOF
         { cat "$home/server.log" >&2; rm -rf "$home"; exit 1; }
     echo "$port" >"$dir/port"
     echo "$bin" >"$dir/bin"
-    if [[ -n "$watch_pid" ]]; then
-        script=$(readlink -f "$0")
-        (
-            while kill -0 "$watch_pid" 2>/dev/null; do sleep 1; done
-            "$script" stop "$dir"
-        ) </dev/null >/dev/null 2>&1 &
-        disown
-    fi
+    watch "$watch_pid" "$dir"
     echo "postgres://postgres:$password@127.0.0.1:$port/postgres"
     ;;
 restart | pause | resume)
@@ -128,7 +145,10 @@ stop)
         home=$(cat "$dir/home")
         if [[ -d "$home/data" ]]; then
             server_user=$(stat -c %U "$home/data")
-            run_as "$bin/pg_ctl" -D "$home/data" -w -t 60 -m fast stop >/dev/null 2>&1 || true
+            # A frozen server cannot shut down; one that will not is killed.
+            signal_server CONT
+            run_as "$bin/pg_ctl" -D "$home/data" -w -t 30 -m fast stop >/dev/null 2>&1 ||
+                signal_server KILL
         fi
         [[ "$home" == /tmp/keyservice-pg.* ]] && rm -rf "$home"
     fi
@@ -161,14 +181,7 @@ standby)
         { cat "$home/server.log" >&2; rm -rf "$home"; exit 1; }
     echo "$port" >"$dir/port"
     echo "$bin" >"$dir/bin"
-    if [[ -n "$watch_pid" ]]; then
-        script=$(readlink -f "$0")
-        (
-            while kill -0 "$watch_pid" 2>/dev/null; do sleep 1; done
-            "$script" stop "$dir"
-        ) </dev/null >/dev/null 2>&1 &
-        disown
-    fi
+    watch "$watch_pid" "$dir"
     # Streaming before this returns: the tests count on the standby receiving what the
     # primary commits from now on.
     streaming=0
@@ -198,14 +211,11 @@ promote)
     ;;
 kill | freeze | thaw)
     home=$(cat "$dir/home")
-    postmaster=$(head -n 1 "$home/data/postmaster.pid")
     signal=KILL
     [[ $command == freeze ]] && signal=STOP
     [[ $command == thaw ]] && signal=CONT
-    children=$(ps -o pid= --ppid "$postmaster" || true)
-    # The postmaster first, so that it cannot start a replacement child.
-    # shellcheck disable=SC2086
-    kill -s "$signal" "$postmaster" $children 2>/dev/null || true
+    postmaster=$(head -n 1 "$home/data/postmaster.pid")
+    signal_server "$signal"
     if [[ $command == kill ]]; then
         for _ in $(seq 1 100); do kill -0 "$postmaster" 2>/dev/null || break; sleep 0.05; done
     fi
