@@ -99,13 +99,24 @@ async fn history_explains_every_version(sessions: &[Session], acked: &Acked) -> 
     (versions, unconfirmed_total)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stalled_synchronous_standby_is_a_503_within_the_deadline_and_a_red_readyz() {
+/// A primary with a synchronous streaming standby, and a cluster on the primary's
+/// database whose nodes run with [`DEADLINE`]; with `both_hosts`, the nodes' URL lists
+/// the primary and then the standby.
+async fn replicated(both_hosts: bool) -> (pg::Server, pg::Server, Cluster) {
     let primary = pg::private();
     let standby = primary.standby();
     primary.synchronous(true);
     let mut cluster = Cluster::new(&primary).await;
+    if both_hosts {
+        cluster.url = cluster.database.multi_host_url(&[primary.address(), standby.address()]);
+    }
     cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    (primary, standby, cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_synchronous_standby_is_a_503_within_the_deadline_and_a_red_readyz() {
+    let (_primary, standby, cluster) = replicated(false).await;
     let node = cluster.start("node-a", "");
     let (first, raw) = raw_session(&node, &node, "writer-0").await;
     assert_eq!(first.put_key(b"before", None, Condition::None).await.unwrap(), 1);
@@ -165,12 +176,7 @@ async fn a_stalled_synchronous_standby_is_a_503_within_the_deadline_and_a_red_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failover_loses_nothing_acknowledged_and_the_nodes_back_off_until_the_promotion() {
-    let primary = pg::private();
-    let standby = primary.standby();
-    primary.synchronous(true);
-    let mut cluster = Cluster::new(&primary).await;
-    cluster.url = cluster.database.multi_host_url(&[primary.address(), standby.address()]);
-    cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    let (primary, standby, cluster) = replicated(true).await;
     let a = cluster.start("node-a", "");
     let b = cluster.start("node-b", "");
     let mut sessions = Vec::new();
@@ -225,14 +231,9 @@ async fn versions_on(server: &pg::Server, database: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_old_primary_that_comes_back_is_never_written_to() {
-    let primary = pg::private();
-    let standby = primary.standby();
-    primary.synchronous(true);
-    let mut cluster = Cluster::new(&primary).await;
-    let database = cluster.database.name.clone();
     // The old primary is listed first: `target_session_attrs` alone would pick it.
-    cluster.url = cluster.database.multi_host_url(&[primary.address(), standby.address()]);
-    cluster.storage = format!("statement_timeout_ms = {}\n", DEADLINE.as_millis());
+    let (primary, standby, cluster) = replicated(true).await;
+    let database = cluster.database.name.clone();
     let a = cluster.start("node-a", "");
     let sessions: Vec<Session> =
         vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];

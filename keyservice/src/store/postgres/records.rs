@@ -182,16 +182,11 @@ impl Records for PostgresStore {
     }
 
     async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError> {
-        let key = &record::user_prefix(user);
-        self.db.reading(|client| async move {
-            let rows = sql_query(
-                &client,
-                "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE user_key = $1 ORDER BY id",
-                &[&key.as_slice()],
-            )
-            .await?;
-            Ok(rows.iter().map(session_of).collect::<Result<_, _>>()?)
-        })
+        self.user_rows(
+            user,
+            "SELECT user_key, expires_at, last_used, sealed, credential FROM ks_session WHERE user_key = $1 ORDER BY id",
+            session_of,
+        )
         .await
     }
 
@@ -232,18 +227,12 @@ impl Records for PostgresStore {
     }
 
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
-        let key = &record::user_prefix(user);
-        self.db
-            .reading(|client| async move {
-                let rows = sql_query(
-                    &client,
-                    "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
-                    &[&key.as_slice()],
-                )
-                .await?;
-                Ok(rows.iter().map(key_of).collect::<Result<_, _>>()?)
-            })
-            .await
+        self.user_rows(
+            user,
+            "SELECT version, created_at, sealed FROM ks_key_version WHERE user_key = $1 ORDER BY version",
+            key_of,
+        )
+        .await
     }
 
     async fn delete_keys(&self, user: &UserKey) -> Result<u64, StoreError> {
@@ -337,6 +326,24 @@ impl Records for PostgresStore {
                         Ok(AccessRecord { id, sealed: row.get(1) })
                     })
                     .collect::<Result<_, StoreError>>()?)
+            })
+            .await
+    }
+}
+
+impl PostgresStore {
+    /// Every row `sql` selects for `user` (its `$1`), decoded.
+    async fn user_rows<T>(
+        &self,
+        user: &UserKey,
+        sql: &'static str,
+        decode: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let key = &record::user_prefix(user);
+        self.db
+            .reading(|client| async move {
+                let rows = sql_query(&client, sql, &[&key.as_slice()]).await?;
+                Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
             })
             .await
     }
