@@ -97,8 +97,11 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
             let insert: [&(dyn ToSql + Sync); 4] = [&keys, &versions, &created, &sealed];
             let head: [&(dyn ToSql + Sync); 2] = [&moved, &heads];
             let prune: [&(dyn ToSql + Sync); 2] = [&moved, &cutoffs];
-            // Sent together, answered together: one round trip for the three.
-            tokio::try_join!(
+            // Sent together, answered together: one round trip for the three. All three are
+            // awaited and the first failure *in statement order* is the one reported: after
+            // the insert fails (a full disk), the next two only say the transaction is
+            // aborted, and `try_join!` may poll them first.
+            let (inserted, moved, pruned) = tokio::join!(
                 sql_execute(
                     &transaction,
                     "INSERT INTO ks_key_version (user_key, version, created_at, sealed) \
@@ -117,7 +120,10 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
                      WHERE v.user_key = c.user_key AND v.version <= c.cutoff",
                     &prune,
                 ),
-            )?;
+            );
+            inserted?;
+            moved?;
+            pruned?;
         }
         transaction.commit().await?;
         Ok(outcomes)
