@@ -119,6 +119,49 @@ async fn a_users_access_history_gathers_every_nodes_accesses() {
     assert_eq!(receipt.access_records_destroyed, 3);
 }
 
+/// A node remembers the sessions used at it and confirms each use with the database in
+/// the same moment as the request's nonce: a use at another node keeps the session alive
+/// here, and a logout or an erasure there holds here at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_remembered_at_one_node_follows_what_the_others_did() {
+    let server = pg::private();
+    let database = server.database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let store: Arc<dyn keyservice::Store> =
+            Arc::new(keyservice::PostgresStore::open(&database.config(), name).await.unwrap());
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        let mut config = config(&dir.path().join(name));
+        config.master_key_file = dir.path().join("master.key");
+        config.session_idle = Duration::from_secs(10);
+        nodes.push(TestServer::start(config, store).await);
+    }
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let advance = |secs| nodes.iter().for_each(|node| node.clock.advance(Duration::from_secs(secs)));
+
+    let alice = device(a, "alice").await;
+    alice.put(b"alice's key", &[]).await.expect_status(201);
+    alice.at(b).get("/key").await.expect_status(200);
+    advance(7);
+    alice.get("/key").await.expect_status(200);
+    advance(7);
+    // Idle for 14 s as node b last saw it, but used at node a 7 s ago.
+    alice.at(b).get("/key").await.expect_status(200);
+    advance(11);
+    alice.at(b).get("/key").await.expect(401, "session_expired");
+
+    let bob = device(a, "bob").await;
+    bob.at(b).get("/key").await.expect(404, "no_key");
+    assert_eq!(bob.request("DELETE", "/session", b"", &[]).await.status, 204);
+    bob.at(b).get("/key").await.expect(401, "unknown_session");
+
+    let carol = device(a, "carol").await;
+    carol.at(b).get("/key").await.expect(404, "no_key");
+    as_real_service(a, "/erase", NAMESPACE, "carol").await.expect_status(200);
+    carol.at(b).get("/key").await.expect(401, "unknown_session");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_connect_budget_is_the_clusters() {
     let cluster = Cluster::new(pg::shared()).await;

@@ -13,13 +13,6 @@ async fn server_with(configure: impl FnOnce(&mut keyservice::Config)) -> (TestSe
     (TestServer::start_sled(config).await, dir)
 }
 
-/// `POST path` as the `shop` Real Service with `{namespace, userId}`.
-async fn as_real_service(server: &TestServer, path: &str, namespace: &str, user: &str) -> Reply {
-    let body = serde_json::json!({ "namespace": namespace, "userId": user }).to_string();
-    signed(server.addr, KEY_ID, SECRET, "POST", path, body.as_bytes(), &[("content-type", "application/json".into())])
-        .await
-}
-
 #[tokio::test]
 async fn delete_key_erases_every_version_and_a_new_key_starts_over() {
     let (server, _dir) = server_with(|_| {}).await;
@@ -59,7 +52,7 @@ async fn erase_destroys_keys_and_sessions_and_answers_a_receipt() {
     phone.put(b"a2", &[]).await;
     bob.put(b"b1", &[]).await;
 
-    let reply = as_real_service(&server, "/erase", NAMESPACE, "alice").await;
+    let reply = as_real_service(server.addr, "/erase", NAMESPACE, "alice").await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let receipt: ErasureReceipt = reply.json();
     assert_eq!((receipt.versions_destroyed, receipt.sessions_revoked), (2, 2));
@@ -70,9 +63,9 @@ async fn erase_destroys_keys_and_sessions_and_answers_a_receipt() {
     assert_eq!(&bob.get("/key").await.body[..], b"b1", "another user is untouched");
 
     // Erasing again, or a user never seen, still answers a receipt.
-    let again: ErasureReceipt = as_real_service(&server, "/erase", NAMESPACE, "alice").await.json();
+    let again: ErasureReceipt = as_real_service(server.addr, "/erase", NAMESPACE, "alice").await.json();
     assert_eq!((again.versions_destroyed, again.sessions_revoked, again.user_id), (0, 0, receipt.user_id));
-    assert_eq!(as_real_service(&server, "/erase", NAMESPACE, "nobody").await.status, 200);
+    assert_eq!(as_real_service(server.addr, "/erase", NAMESPACE, "nobody").await.status, 200);
 
     // A new session for the same user starts from nothing.
     let fresh = device(server.addr, "alice").await;
@@ -83,8 +76,8 @@ async fn erase_destroys_keys_and_sessions_and_answers_a_receipt() {
 async fn erase_and_export_are_refused_like_connect() {
     let (server, _dir) = server_with(|_| {}).await;
     for path in ["/erase", "/export"] {
-        as_real_service(&server, path, FAR_NAMESPACE, "u").await.expect(403, "wrong_namespace");
-        as_real_service(&server, path, NAMESPACE, "").await.expect(400, "invalid_user_id");
+        as_real_service(server.addr, path, FAR_NAMESPACE, "u").await.expect(403, "wrong_namespace");
+        as_real_service(server.addr, path, NAMESPACE, "").await.expect(400, "invalid_user_id");
         let body = serde_json::json!({ "namespace": FAR_NAMESPACE, "userId": "u" }).to_string();
         let json = [("content-type", "application/json".to_owned())];
         signed(server.addr, FAR_KEY_ID, FAR_SECRET, "POST", path, body.as_bytes(), &json)
@@ -107,7 +100,7 @@ async fn export_tells_what_is_held_but_never_the_key() {
     phone.put(key, &[("content-type", "application/x-raw-key".into())]).await;
     phone.put(b"short", &[]).await;
 
-    let reply = as_real_service(&server, "/export", NAMESPACE, "carol").await;
+    let reply = as_real_service(server.addr, "/export", NAMESPACE, "carol").await;
     assert_eq!(reply.status, 200);
     let text = String::from_utf8_lossy(&reply.body).into_owned();
     assert!(!text.contains("recognisable") && !text.contains(&b64(key)), "{text}");
@@ -117,7 +110,7 @@ async fn export_tells_what_is_held_but_never_the_key() {
     assert!(export.key_versions.iter().all(|v| v.created_at.ends_with('Z')));
     assert_eq!(export.sessions.len(), 2);
 
-    let nobody: ExportResponse = as_real_service(&server, "/export", NAMESPACE, "nobody").await.json();
+    let nobody: ExportResponse = as_real_service(server.addr, "/export", NAMESPACE, "nobody").await.json();
     assert!(nobody.key_versions.is_empty() && nobody.sessions.is_empty());
 }
 
@@ -131,7 +124,7 @@ async fn retention_keeps_the_newest_versions() {
     device.get("/key?version=2").await.expect(404, "no_such_version");
     assert_eq!(&device.get("/key?version=3").await.body[..], &[3]);
     assert_eq!(device.get("/key").await.header("etag"), "\"5\"");
-    let export: ExportResponse = as_real_service(&server, "/export", NAMESPACE, "u1").await.json();
+    let export: ExportResponse = as_real_service(server.addr, "/export", NAMESPACE, "u1").await.json();
     assert_eq!(export.key_versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![3, 4, 5]);
 }
 
@@ -149,7 +142,7 @@ async fn an_erasure_survives_restoring_an_older_copy_of_the_data() {
     copy_dir(&data, &copy);
 
     let server = TestServer::start_sled(config(dir.path())).await;
-    let erased: ErasureReceipt = as_real_service(&server, "/erase", NAMESPACE, "dave").await.json();
+    let erased: ErasureReceipt = as_real_service(server.addr, "/erase", NAMESPACE, "dave").await.json();
     assert_eq!(erased.versions_destroyed, 1);
     server.stop().await;
 
@@ -159,7 +152,7 @@ async fn an_erasure_survives_restoring_an_older_copy_of_the_data() {
     let device = Device { addr: server.addr, ..device };
     // The restored data had dave's key and session; the ledger erased them again.
     device.get("/key").await.expect(401, "unknown_session");
-    let export: ExportResponse = as_real_service(&server, "/export", NAMESPACE, "dave").await.json();
+    let export: ExportResponse = as_real_service(server.addr, "/export", NAMESPACE, "dave").await.json();
     assert!(export.key_versions.is_empty() && export.sessions.is_empty());
 }
 
@@ -171,7 +164,7 @@ async fn a_user_who_comes_back_after_an_erasure_keeps_their_new_key_across_resta
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_sled(config(dir.path())).await;
     device(server.addr, "erin").await.put(b"erin's first key", &[]).await.expect_status(201);
-    let erased: ErasureReceipt = as_real_service(&server, "/erase", NAMESPACE, "erin").await.json();
+    let erased: ErasureReceipt = as_real_service(server.addr, "/erase", NAMESPACE, "erin").await.json();
     assert_eq!(erased.versions_destroyed, 1);
     let back = device(server.addr, "erin").await;
     back.put(b"erin's new key", &[]).await.expect_status(201);
@@ -233,7 +226,7 @@ async fn every_memory_budget_serves_the_same_answers() {
         users[0].get("/key").await.expect(401, "unknown_session");
         assert_eq!(users[1].request("DELETE", "/key", b"", &[]).await.status, 204);
         users[1].get("/key").await.expect(404, "no_key");
-        assert_eq!(as_real_service(&server, "/erase", NAMESPACE, "cat").await.status, 200);
+        assert_eq!(as_real_service(server.addr, "/erase", NAMESPACE, "cat").await.status, 200);
         users[2].get("/key").await.expect(401, "unknown_session");
     }
 }

@@ -256,12 +256,21 @@ async fn erasure(store: &dyn Store) {
         redeem(store, who + 10, NOW, [who + 10; 32], who, NOW + 60).await;
     }
 
+    // A key read with its DEK: one snapshot of both, by version or the latest.
+    let (latest, dek) = store.key_with_dek(&user(1), None).await.unwrap();
+    assert_eq!((latest.map(|k| (k.version, k.sealed)), dek), (Some((2, b"k2".to_vec())), Some(vec![1])));
+    let (first, dek) = store.key_with_dek(&user(2), Some(1)).await.unwrap();
+    assert_eq!((first.map(|k| (k.version, k.sealed)), dek), (Some((1, b"k1".to_vec())), Some(vec![2])));
+    assert_eq!(store.key_with_dek(&user(9), None).await.unwrap(), (None, None), "a user with nothing");
+
     // DELETE /key: versions and the DEK go, sessions stay.
     assert_eq!(store.delete_keys(&user(1)).await.unwrap(), 2);
+    assert_eq!(store.key_with_dek(&user(1), None).await.unwrap(), (None, None));
     assert!(store.list_keys(&user(1)).await.unwrap().is_empty());
     assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
     assert!(store.session(&[1; 32]).await.unwrap().is_some());
     assert_eq!(put(store, 1, b"again", Precondition::None).await, PutOutcome::Stored { version: 1 });
+    assert_eq!(store.key_with_dek(&user(1), None).await.unwrap().1, None, "a version without its DEK reads as such");
 
     // Erasure: versions, DEK, every session and the access history of that user go; the
     // other user keeps all.

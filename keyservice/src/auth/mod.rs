@@ -21,7 +21,7 @@ use http::header::{AUTHORIZATION, DATE};
 use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::ss1::{self, Authorization, SignedRequest};
 
-pub use self::principal::{Device, RealService, Session, Sessions, is_live};
+pub use self::principal::{Device, Found, RealService, Session, Sessions, is_live};
 pub use self::replay::{Replay, ReplayGuard};
 
 /// Seconds added to the replay retention beyond the window and the request timeouts,
@@ -184,7 +184,8 @@ impl Authenticator {
 
     /// Authenticates a device: the header and date, the session it claims (through
     /// `sessions`: live, and of a namespace `configured` still knows), the date again,
-    /// then the MAC with the session's secret and the replay memory; records the use.
+    /// then the MAC with the session's secret and the replay memory (for a session found
+    /// unconfirmed, together with its confirmation); records the use.
     ///
     /// # Errors
     ///
@@ -201,22 +202,41 @@ impl Authenticator {
             Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),
         };
-        let Some(session) = sessions.find(claim.key_id()).await? else {
+        let Some(Found { mut session, unconfirmed }) = sessions.find(claim.key_id()).await? else {
             return Ok(Err(AuthError::UnknownSession));
         };
-        // The session lookup awaited the store: judge freshness at acceptance.
+        // The session lookup awaited the store: judge freshness at acceptance. A session
+        // remembered on a shared store may have been used at other nodes since: only its
+        // end is judged now, its idleness once the store has confirmed it.
         let now = self.clock.now();
-        if !sessions.is_live(&session, now) {
+        let live = if unconfirmed { session.expires_at > now } else { sessions.is_live(&session, now) };
+        if !live {
             return Ok(Err(AuthError::SessionExpired));
         }
         if !configured(&session.user.namespace) {
             return Ok(Err(AuthError::NamespaceRemoved));
         }
-        let verified = match self.recheck(claim, now) {
-            Ok(claim) => self.verify(claim, &session.secret, request, now).await?,
-            Err(refused) => Err(refused),
+        let claim = match self.recheck(claim, now) {
+            Ok(claim) => claim,
+            Err(refused) => return Ok(Err(refused)),
         };
-        if let Err(refused) = verified {
+        if !signed_by(&claim, &session.secret, &request) {
+            return Ok(Err(AuthError::BadSignature));
+        }
+        let accepted = if unconfirmed {
+            let (accepted, stored) = tokio::join!(self.accept(&claim, now), sessions.confirm(&session));
+            let Some(last_used) = stored? else {
+                return Ok(Err(AuthError::UnknownSession));
+            };
+            session.last_used = session.last_used.max(last_used);
+            if !sessions.is_live(&session, now) {
+                return Ok(Err(AuthError::SessionExpired));
+            }
+            accepted?
+        } else {
+            self.accept(&claim, now).await?
+        };
+        if let Err(refused) = accepted {
             return Ok(Err(refused));
         }
         // Best effort: a use that cannot be recorded (a full disk, say) must not stop the
@@ -250,27 +270,16 @@ impl Authenticator {
             Ok(claim) => claim,
             Err(refused) => return Ok(Err(refused)),
         };
-        let credential = claim.key_id().to_owned();
-        Ok(self.verify(claim, secret, request, now).await?.map(|()| RealService::new(namespace.to_owned(), credential)))
-    }
-
-    /// Checks the claim's MAC over the request with `secret`, then records its nonce.
-    async fn verify(
-        &self,
-        claim: Claim,
-        secret: &Secret,
-        request: Signed<'_>,
-        now: UnixTime,
-    ) -> Result<Result<(), AuthError>, StoreError> {
-        let signed = SignedRequest {
-            method: request.method,
-            path_and_query: request.path_and_query,
-            body: request.body,
-            date: &claim.date_text,
-        };
-        if !claim.authorization.verify(secret.as_bytes(), &signed) {
+        if !signed_by(&claim, secret, &request) {
             return Ok(Err(AuthError::BadSignature));
         }
+        let credential = claim.key_id().to_owned();
+        Ok(self.accept(&claim, now).await?.map(|()| RealService::new(namespace.to_owned(), credential)))
+    }
+
+    /// Records the claim's nonce in the replay memory: refused when seen before, or dated
+    /// too early for the memory to tell.
+    async fn accept(&self, claim: &Claim, now: UnixTime) -> Result<Result<(), AuthError>, StoreError> {
         let fingerprint = crate::crypto::replay_fingerprint(claim.key_id(), claim.authorization.nonce());
         Ok(match self.replay.accept(fingerprint, claim.date, now).await? {
             Ok(()) => Ok(()),
@@ -294,4 +303,16 @@ impl Authenticator {
     pub fn forget_nonces_before(&self, now: UnixTime) -> UnixTime {
         self.replay.forget_before(now)
     }
+}
+
+/// Whether the claim's MAC over the request is right for `secret` (compared in constant
+/// time).
+fn signed_by(claim: &Claim, secret: &Secret, request: &Signed<'_>) -> bool {
+    let signed = SignedRequest {
+        method: request.method,
+        path_and_query: request.path_and_query,
+        body: request.body,
+        date: &claim.date_text,
+    };
+    claim.authorization.verify(secret.as_bytes(), &signed)
 }

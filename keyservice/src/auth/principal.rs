@@ -89,13 +89,28 @@ impl RealService {
     }
 }
 
+/// A session as [`Sessions::find`] found it.
+pub struct Found {
+    /// The session, opened.
+    pub session: Session,
+    /// Answered from this node's memory of a store other nodes change too: whether the
+    /// session still exists, and when it was last used, are asked with
+    /// [`Sessions::confirm`] before it is accepted.
+    pub unconfirmed: bool,
+}
+
 /// Where authentication finds the session a device claims (the escrow).
 pub trait Sessions {
     /// Why a session could not be looked up or its use recorded.
     type Error: From<StoreError> + std::fmt::Display;
 
     /// The session with this token, opened, or `None` when there is none.
-    fn find(&self, token: &str) -> impl Future<Output = Result<Option<Session>, Self::Error>> + Send;
+    fn find(&self, token: &str) -> impl Future<Output = Result<Option<Found>, Self::Error>> + Send;
+
+    /// For a session found `unconfirmed`: when the store says it was last used, or
+    /// `None` when it no longer exists (ended or erased at another node). Asked in the
+    /// same moment as the request's nonce, so it costs no extra wait.
+    fn confirm(&self, session: &Session) -> impl Future<Output = Result<Option<UnixTime>, Self::Error>> + Send;
 
     /// Whether the session may still be used at `now`.
     fn is_live(&self, session: &Session, now: UnixTime) -> bool;

@@ -286,18 +286,33 @@ impl Vault {
         user: &UserKey,
         create: bool,
     ) -> Result<Option<UserDek>, VaultError> {
-        let aad = [b"dek\0".as_slice(), &user.namespace, &user.user].concat();
         let wrapped = match store.user_dek(user).await? {
             Some(wrapped) => wrapped,
             None if create => {
                 let kek = self.kek(store, &user.namespace).await?;
                 let fresh = Zeroizing::new(random_bytes::<32>()?);
-                store.create_user_dek(user, kek.wrap(&aad, &fresh)?).await?
+                store.create_user_dek(user, kek.wrap(&dek_aad(user), &fresh)?).await?
             }
             None => return Ok(None),
         };
+        self.open_user_dek(store, user, &wrapped).await.map(Some)
+    }
+
+    /// Unwraps the user's DEK as the store holds it (`wrapped`).
+    ///
+    /// # Errors
+    ///
+    /// Storage failures (loading the namespace's KEK), or [`VaultError::Tampered`] for a
+    /// damaged wrapped key.
+    pub async fn open_user_dek(
+        &self,
+        store: &dyn Records,
+        user: &UserKey,
+        wrapped: &[u8],
+    ) -> Result<UserDek, VaultError> {
+        let aad = dek_aad(user);
         let kek = self.kek(store, &user.namespace).await?;
-        Ok(Some(UserDek(kek.unwrap_key(&aad, &wrapped, "user key")?)))
+        Ok(UserDek(kek.unwrap_key(&aad, wrapped, "user key")?))
     }
 
     async fn kek(&self, store: &dyn Records, namespace: &Pseudonym) -> Result<Arc<SealingKey>, VaultError> {
@@ -427,4 +442,9 @@ fn key_aad(user: &UserKey, version: u64) -> Vec<u8> {
 
 fn utf8_secret(plain: &[u8], kind: &'static str) -> Result<Secret, VaultError> {
     std::str::from_utf8(plain).map(Secret::new).map_err(|_| VaultError::Tampered(kind))
+}
+
+/// What a user's wrapped DEK is bound to: its user.
+fn dek_aad(user: &UserKey) -> Vec<u8> {
+    [b"dek\0".as_slice(), &user.namespace, &user.user].concat()
 }

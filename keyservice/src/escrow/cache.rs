@@ -70,7 +70,7 @@ struct MemoState<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V: Clone + Weigh> Memo<K, V> {
-    fn new(budget: usize) -> Self {
+    pub(super) fn new(budget: usize) -> Self {
         let state = MemoState { epoch: 0, entries: std::collections::HashMap::new(), bytes: 0 };
         Self { inner: std::sync::Mutex::new(state), budget }
     }

@@ -8,10 +8,10 @@ use keyservice_client::protocol::Secret;
 use keyservice_client::protocol::wire::{ErasureReceipt, ExportResponse, KeyVersionInfo, SessionInfo};
 use zeroize::Zeroizing;
 
-use self::cache::Cache;
+use self::cache::{Cache, Memo};
 use crate::access;
 pub use crate::auth::Session;
-use crate::auth::{Device, Sessions};
+use crate::auth::{Device, Found, Sessions};
 use crate::crypto::master::MasterKey;
 use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
@@ -72,8 +72,12 @@ pub struct Escrow {
     /// the queue just before an erasure cannot land after it.
     writing_accesses: tokio::sync::Mutex<()>,
     /// Opened sessions and unwrapped user keys; `None` on a store several nodes share,
-    /// where another node's logout or erasure could not reach them.
+    /// where another node's `DELETE /key` or erasure could not reach them.
     cache: Option<Cache>,
+    /// On a store several nodes share, opened sessions only: each use is confirmed
+    /// against the store in the same moment as its request's nonce
+    /// ([`Sessions::confirm`]), so a logout or erasure at another node holds here at once.
+    remembered: Option<Memo<Pseudonym, Session>>,
     /// The time of day, for a session's liveness when it is looked up.
     clock: Arc<dyn Clock>,
 }
@@ -94,11 +98,22 @@ impl Escrow {
     ) -> Result<Self, Error> {
         let vault = Arc::new(Vault::open(master, store.as_ref()).await?);
         let accesses = access::Queue::new().map_err(VaultError::from)?;
-        let cache = (!store.shared() && policy.cache_bytes > 0).then(|| Cache::new(policy.cache_bytes));
+        let memory = policy.cache_bytes > 0;
+        let cache = (!store.shared() && memory).then(|| Cache::new(policy.cache_bytes));
+        let remembered = (store.shared() && memory).then(|| Memo::new(policy.cache_bytes / 4));
         let writing_accesses = tokio::sync::Mutex::new(());
         let ledger = Arc::new(ledger);
-        let escrow =
-            Self { store, vault, ledger, policy, accesses, writing_accesses, cache, clock: Arc::new(SystemClock) };
+        let escrow = Self {
+            store,
+            vault,
+            ledger,
+            policy,
+            accesses,
+            writing_accesses,
+            cache,
+            remembered,
+            clock: Arc::new(SystemClock),
+        };
         let mark = escrow.store.ledger_mark().await?.and_then(|bytes| crate::ledger::Mark::decode(&bytes));
         let (erasures, end) = escrow.ledger.entries_after(mark.as_ref()).map_err(|e| Error::Ledger(e.to_string()))?;
         let mut reapplied = 0;
@@ -198,11 +213,11 @@ impl Escrow {
     /// # Errors
     ///
     /// Storage failures, or a session record that fails to open.
-    pub async fn session(&self, session_token: &str) -> Result<Option<Session>, Error> {
+    pub async fn session(&self, session_token: &str) -> Result<Option<Found>, Error> {
         let id = self.vault.session_id(session_token);
-        let epoch = match &self.cache {
-            Some(cache) => match cache.sessions.get(&id) {
-                (Some(session), _) => return Ok(Some(session)),
+        let epoch = match self.sessions_memo() {
+            Some(memo) => match memo.get(&id) {
+                (Some(session), _) => return Ok(Some(Found { session, unconfirmed: self.remembered.is_some() })),
                 (None, epoch) => Some(epoch),
             },
             None => None,
@@ -223,13 +238,18 @@ impl Escrow {
             expires_at: record.expires_at,
             last_used: record.last_used,
         };
-        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+        if let (Some(memo), Some(epoch)) = (self.sessions_memo(), epoch) {
             // Only live sessions: one past its time is refused (and forgotten) anyway.
             if self.is_live(&session, self.clock.now()) {
-                cache.sessions.insert(epoch, id, session.clone());
+                memo.insert(epoch, id, session.clone());
             }
         }
-        Ok(Some(session))
+        Ok(Some(Found { session, unconfirmed: false }))
+    }
+
+    /// Where opened sessions are kept, if anywhere.
+    fn sessions_memo(&self) -> Option<&Memo<Pseudonym, Session>> {
+        self.cache.as_ref().map(|cache| &cache.sessions).or(self.remembered.as_ref())
     }
 
     /// The user's DEK, from the cache when held (created, durably, when `create`).
@@ -254,9 +274,9 @@ impl Escrow {
         if let Some(cache) = &self.cache {
             cache.latest.forget(user);
             cache.deks.forget(user);
-            if sessions {
-                cache.sessions.invalidate(|_, cached| cached.user == *user);
-            }
+        }
+        if let (Some(memo), true) = (self.sessions_memo(), sessions) {
+            memo.invalidate(|_, cached| cached.user == *user);
         }
     }
 
@@ -279,8 +299,8 @@ impl Escrow {
         let id = device.session().id;
         let revoked = self.store.delete_session(&id).await;
         // Also when the store failed: the deletion may have happened.
-        if let Some(cache) = &self.cache {
-            cache.sessions.forget(&id);
+        if let Some(memo) = self.sessions_memo() {
+            memo.forget(&id);
         }
         Ok(revoked?)
     }
@@ -344,13 +364,33 @@ impl Escrow {
             },
             _ => None,
         };
-        // Two reads that do not depend on each other, asked at once: on a shared store
-        // each is a round trip.
-        let (record, dek) = tokio::join!(self.store.get_key(user, version), self.user_dek(user, false));
-        let Some(record) = record? else {
+        let held = match &self.cache {
+            Some(cache) => match cache.deks.get(user) {
+                (Some(dek), _) => Ok(dek),
+                (None, epoch) => Err(Some(epoch)),
+            },
+            None => Err(None),
+        };
+        let (record, dek) = match held {
+            Ok(dek) => (self.store.get_key(user, version).await?, dek),
+            // The key and its DEK in one look at the store: on a shared one, one round trip
+            // and one statement.
+            Err(dek_epoch) => {
+                let (record, wrapped) = self.store.key_with_dek(user, version).await?;
+                let Some(record) = record else {
+                    return Ok(None);
+                };
+                let wrapped = wrapped.ok_or_else(missing_dek)?;
+                let dek = Arc::new(self.vault.open_user_dek(self.store.as_ref(), user, &wrapped).await?);
+                if let (Some(cache), Some(epoch)) = (&self.cache, dek_epoch) {
+                    cache.deks.insert(epoch, *user, dek.clone());
+                }
+                (Some(record), dek)
+            }
+        };
+        let Some(record) = record else {
             return Ok(None);
         };
-        let dek = dek?;
         let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
         let key = Arc::new(Key { version: record.version, content_type, bytes });
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
@@ -473,8 +513,18 @@ impl Escrow {
 impl Sessions for Escrow {
     type Error = Error;
 
-    async fn find(&self, token: &str) -> Result<Option<Session>, Error> {
+    async fn find(&self, token: &str) -> Result<Option<Found>, Error> {
         self.session(token).await
+    }
+
+    async fn confirm(&self, session: &Session) -> Result<Option<UnixTime>, Error> {
+        let stored = self.store.session(&session.id).await?;
+        if stored.is_none()
+            && let Some(memo) = self.sessions_memo()
+        {
+            memo.forget(&session.id);
+        }
+        Ok(stored.map(|record| record.last_used))
     }
 
     fn is_live(&self, session: &Session, now: UnixTime) -> bool {
@@ -487,8 +537,8 @@ impl Sessions for Escrow {
         let granularity = (self.policy.session_idle_secs / 4).clamp(1, 60);
         if now.saturating_sub(session.last_used) >= granularity {
             self.store.touch_session(&session.id, now).await?;
-            if let Some(cache) = &self.cache {
-                cache.sessions.update(&session.id, |cached| cached.last_used = cached.last_used.max(now));
+            if let Some(memo) = self.sessions_memo() {
+                memo.update(&session.id, |cached| cached.last_used = cached.last_used.max(now));
             }
         }
         Ok(())

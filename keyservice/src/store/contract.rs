@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::{
-    AccessId, AccessRecord, ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession,
+    AccessId, AccessRecord, ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyWithDek, KeyringEntry, MakeSession,
     Precondition, Pseudonym, PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, StoreError,
     Swept, UnixTime, UserKey,
 };
@@ -75,6 +75,13 @@ pub trait Records: Send + Sync + 'static {
 
     /// The given version of `user`'s key, or the latest when `version` is `None`.
     async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// [`Records::get_key`] and [`Records::user_dek`] together, for a store that can
+    /// answer both in one look (by default, both asked at once).
+    async fn key_with_dek(&self, user: &UserKey, version: Option<u64>) -> Result<KeyWithDek, StoreError> {
+        let (key, dek) = tokio::join!(self.get_key(user, version), self.user_dek(user));
+        Ok((key?, dek?))
+    }
 
     /// Every stored version of `user`'s key, oldest first.
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError>;

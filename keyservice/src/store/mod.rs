@@ -188,6 +188,10 @@ pub struct KeyRecord {
     pub sealed: Vec<u8>,
 }
 
+/// A version of a user's key and the user's wrapped DEK, as read together
+/// ([`Records::key_with_dek`]); either may be absent.
+pub type KeyWithDek = (Option<KeyRecord>, Option<Vec<u8>>);
+
 /// The versions an `If-Match` or `If-None-Match` header names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntityTags {

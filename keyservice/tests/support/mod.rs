@@ -272,6 +272,12 @@ pub async fn connect_raw(addr: SocketAddr, body: &[u8]) -> Reply {
 }
 
 /// A device with a session for `user_id` in `shop`.
+/// `POST path` as the `shop` Real Service with `{namespace, userId}`.
+pub async fn as_real_service(addr: SocketAddr, path: &str, namespace: &str, user: &str) -> Reply {
+    let body = serde_json::json!({ "namespace": namespace, "userId": user }).to_string();
+    signed(addr, KEY_ID, SECRET, "POST", path, body.as_bytes(), &[("content-type", "application/json".into())]).await
+}
+
 #[derive(Clone)]
 pub struct Device {
     pub addr: SocketAddr,
@@ -288,6 +294,11 @@ pub async fn device(addr: SocketAddr, user_id: &str) -> Device {
 }
 
 impl Device {
+    /// The same session, signing its requests to `addr` (another node).
+    pub fn at(&self, addr: SocketAddr) -> Device {
+        Device { addr, session_token: self.session_token.clone(), init_token: self.init_token.clone() }
+    }
+
     pub async fn request(&self, method: &str, path: &str, body: &[u8], extra: &[(&'static str, String)]) -> Reply {
         signed(self.addr, self.session_token.expose(), self.init_token.expose(), method, path, body, extra).await
     }

@@ -1,9 +1,10 @@
 //! The calls every signed request makes, made together for the requests in flight.
 //!
-//! A GET asks the database four things: the session, whether its nonce is new (a
-//! committed insert), the user's DEK and the latest key version. Asked one by one, each
-//! is a round trip, a statement and (for the nonce) a commit of its own, and the
-//! database spends far more on those than on the lookups. Here each kind of call goes
+//! A GET asks the database three things: the session (read, or confirmed when the node
+//! remembers it, in the same moment as the next), whether its nonce is new (a committed
+//! insert), and the latest key version with the user's DEK. Asked one by one, each is a
+//! round trip, a statement and (for the nonce) a commit of its own, and the database
+//! spends far more on those than on the lookups. Here each kind of call goes
 //! to a queue; a driver takes whatever is queued (up to [`MAX_BATCH`]) and asks for all
 //! of it in one statement, one statement of a kind at a time. One request alone waits
 //! for one statement, as before; sixty-four at once share a handful.
@@ -23,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::db::{Attempt, Db};
 use super::writes::{PutQuery, write_keys};
 use super::{int, key_of, session_of, sql_query};
-use crate::store::{KeyRecord, Pseudonym, PutOutcome, SessionRecord, StoreError};
+use crate::store::{KeyWithDek, Pseudonym, PutOutcome, SessionRecord, StoreError};
 
 /// Calls asked in one statement at most.
 const MAX_BATCH: usize = 256;
@@ -36,8 +37,8 @@ pub(super) struct Batches {
     pub(super) sessions: Batcher<Pseudonym, Option<SessionRecord>>,
     /// User prefix → its wrapped DEK.
     pub(super) deks: Batcher<Vec<u8>, Option<Vec<u8>>>,
-    /// User prefix → its latest key version.
-    pub(super) latest: Batcher<Vec<u8>, Option<KeyRecord>>,
+    /// User prefix → its latest key version and its wrapped DEK.
+    pub(super) latest: Batcher<Vec<u8>, KeyWithDek>,
     /// A PUT → what it did ([`super::writes`]).
     pub(super) writes: Batcher<PutQuery, Result<PutOutcome, StoreError>>,
 }
@@ -213,24 +214,30 @@ async fn read_deks(db: Db, users: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, 
     Ok(users.iter().map(|user| found.get(user).cloned()).collect())
 }
 
-async fn read_latest(db: Db, users: Vec<Vec<u8>>) -> Result<Vec<Option<KeyRecord>>, StoreError> {
+async fn read_latest(db: Db, users: Vec<Vec<u8>>) -> Result<Vec<KeyWithDek>, StoreError> {
     let users_ref = &users;
-    let found: HashMap<Vec<u8>, KeyRecord> = db
+    let mut found: HashMap<Vec<u8>, KeyWithDek> = db
         .reading(|client| async move {
-            // One index probe per user: the newest version under its prefix.
+            // One index probe per user for the newest version under its prefix, one for its
+            // DEK: both from one snapshot.
             let rows = sql_query(
                 &client,
-                "SELECT u.user_key, k.version, k.created_at, k.sealed FROM unnest($1::bytea[]) AS u(user_key) \
-                 CROSS JOIN LATERAL (SELECT version, created_at, sealed FROM ks_key_version v \
-                 WHERE v.user_key = u.user_key ORDER BY version DESC LIMIT 1) k",
+                "SELECT u.user_key, k.version, k.created_at, k.sealed, d.wrapped FROM unnest($1::bytea[]) AS u(user_key) \
+                 LEFT JOIN LATERAL (SELECT version, created_at, sealed FROM ks_key_version v \
+                 WHERE v.user_key = u.user_key ORDER BY version DESC LIMIT 1) k ON true \
+                 LEFT JOIN ks_dek d ON d.user_key = u.user_key",
                 &[users_ref],
             )
             .await?;
             rows.iter()
-                .map(|row| Ok((row.get::<_, Vec<u8>>(0), key_of(row)?)))
+                .map(|row| {
+                    let version: Option<i64> = row.get("version");
+                    let key = version.map(|_| key_of(row)).transpose()?;
+                    Ok((row.get::<_, Vec<u8>>(0), (key, row.get::<_, Option<Vec<u8>>>("wrapped"))))
+                })
                 .collect::<Result<_, StoreError>>()
                 .map_err(Attempt::from)
         })
         .await?;
-    Ok(users.iter().map(|user| found.get(user).cloned()).collect())
+    Ok(users.iter().map(|user| found.remove(user).unwrap_or((None, None))).collect())
 }

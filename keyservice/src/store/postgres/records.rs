@@ -8,8 +8,8 @@ use super::{
 };
 use crate::store::record;
 use crate::store::{
-    AccessId, AccessRecord, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
-    PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey,
+    AccessId, AccessRecord, Erased, InitRecord, KeyRecord, KeyWithDek, KeyringEntry, MakeSession, Precondition,
+    Pseudonym, PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey,
 };
 
 #[async_trait]
@@ -211,7 +211,7 @@ impl Records for PostgresStore {
     async fn get_key(&self, user: &UserKey, version: Option<u64>) -> Result<Option<KeyRecord>, StoreError> {
         let key = &record::user_prefix(user);
         let Some(version) = version else {
-            return self.batches.latest.ask(key.to_vec()).await;
+            return Ok(self.batches.latest.ask(key.to_vec()).await?.0);
         };
         self.db
             .reading(|client| async move {
@@ -224,6 +224,14 @@ impl Records for PostgresStore {
                 Ok(row.as_ref().map(key_of).transpose()?)
             })
             .await
+    }
+
+    async fn key_with_dek(&self, user: &UserKey, version: Option<u64>) -> Result<KeyWithDek, StoreError> {
+        if version.is_none() {
+            return self.batches.latest.ask(record::user_prefix(user).to_vec()).await;
+        }
+        let (key, dek) = tokio::join!(self.get_key(user, version), self.user_dek(user));
+        Ok((key?, dek?))
     }
 
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
