@@ -15,6 +15,10 @@
 #   freeze|thaw DIR                      SIGSTOP / SIGCONT to every process of it
 #   start-stopped DIR                    start a killed server as it is (an old primary
 #                                        comes back as a primary)
+#   rejoin DIR NEW_PRIMARY_DIR [WATCH_PID]
+#                                        an old primary (stopped or killed) becomes a
+#                                        streaming standby of the promoted one: pg_rewind,
+#                                        then started as a standby
 #
 # `start` installs the server package when no initdb is found (scripts/install-package.sh, as
 # root), runs initdb in DIR/data as an unprivileged user (PostgreSQL refuses to run as
@@ -26,7 +30,7 @@
 # makes them), it accepts TLS connections only.
 set -euo pipefail
 
-usage="usage: postgres.sh start|restart|pause|resume|stop|standby|synchronous|promote|kill|freeze|thaw|start-stopped DIR [...]"
+usage="usage: postgres.sh start|restart|pause|resume|stop|standby|synchronous|promote|kill|freeze|thaw|start-stopped|rejoin DIR [...]"
 command=${1:?$usage}
 dir=${2:?$usage}
 watch_pid=${3:-}
@@ -60,11 +64,39 @@ signal_server() {
     [[ -f "$home/data/postmaster.pid" ]] || return 0
     postmaster=$(head -n 1 "$home/data/postmaster.pid")
     # Only a live postmaster of this directory: a stale file's PID may be anyone's now.
-    tr '\0' ' ' <"/proc/$postmaster/cmdline" 2>/dev/null | grep -qF -- "$home/data" || return 0
+    tr '\0' ' ' 2>/dev/null <"/proc/$postmaster/cmdline" | grep -qF -- "$home/data" || return 0
     children=$(ps -o pid= --ppid "$postmaster" || true)
     # The postmaster first, so that it cannot start a replacement child.
     # shellcheck disable=SC2086
     kill -s "$1" "$postmaster" $children 2>/dev/null || true
+}
+
+# Starts the server of $home/data (on $port) as a streaming standby of the server on
+# port $1, named ks_standby to it.
+follow() {
+    # Later lines win: a copied configuration names the other server's port and socket.
+    printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\nprimary_conninfo = 'host=127.0.0.1 port=%s user=postgres password=%s application_name=ks_standby'\n" \
+        "$port" "$home" "$1" "$password" | run_as sh -c "umask 077; cat >>'$home/data/postgresql.conf'"
+    run_as touch "$home/data/standby.signal"
+    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
+        { cat "$home/server.log" >&2; exit 1; }
+    echo "$port" >"$dir/port"
+}
+
+# Waits until the server on port $1 sees ks_standby streaming: the tests count on the
+# standby receiving what the primary commits from then on.
+wait_streaming() {
+    local streaming=0
+    for _ in $(seq 1 200); do
+        streaming=$(PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atc \
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ks_standby' AND state = 'streaming'" \
+            2>/dev/null || echo 0)
+        [[ "$streaming" == 1 ]] && return 0
+        sleep 0.1
+    done
+    echo "postgres.sh: the standby does not stream; its log ends:" >&2
+    tail -n 20 "$home/server.log" >&2
+    return 1
 }
 
 # The user the server runs as: never root.
@@ -113,6 +145,8 @@ fsync = on
 synchronous_commit = on
 shared_buffers = 64MB
 log_min_messages = warning
+wal_log_hints = on
+wal_keep_size = 256MB
 EOF
     if [[ -n "${PG_TLS_DIR:-}" ]]; then
         run_as sh -c "umask 077; cat >'$home/server.crt'" <"$PG_TLS_DIR/server.crt"
@@ -173,26 +207,10 @@ standby)
         -D "$home/data" --checkpoint=fast --wal-method=stream >"$dir/basebackup.log" 2>&1 ||
         { cat "$dir/basebackup.log" >&2; rm -rf "$home"; exit 1; }
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    # Later lines win: the copied configuration names the primary's port and socket.
-    printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\nprimary_conninfo = 'host=127.0.0.1 port=%s user=postgres password=%s application_name=ks_standby'\n" \
-        "$port" "$home" "$primary_port" "$password" | run_as sh -c "umask 077; cat >>'$home/data/postgresql.conf'"
-    run_as touch "$home/data/standby.signal"
-    run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null ||
-        { cat "$home/server.log" >&2; rm -rf "$home"; exit 1; }
-    echo "$port" >"$dir/port"
     echo "$bin" >"$dir/bin"
     watch "$watch_pid" "$dir"
-    # Streaming before this returns: the tests count on the standby receiving what the
-    # primary commits from now on.
-    streaming=0
-    for _ in $(seq 1 200); do
-        streaming=$(PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres -Atc \
-            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ks_standby' AND state = 'streaming'" \
-            2>/dev/null || echo 0)
-        [[ "$streaming" == 1 ]] && break
-        sleep 0.1
-    done
-    [[ "$streaming" == 1 ]] || { echo "postgres.sh: the standby does not stream" >&2; exit 1; }
+    follow "$primary_port"
+    wait_streaming "$primary_port" || exit 1
     echo "postgres://postgres:$password@127.0.0.1:$port/postgres"
     ;;
 synchronous)
@@ -226,6 +244,36 @@ start-stopped)
     server_user=$(stat -c %U "$home/data")
     rm -f "$home/data/postmaster.pid"
     run_as "$bin/pg_ctl" -D "$home/data" -l "$home/server.log" -w -t 60 start >/dev/null
+    ;;
+rejoin)
+    primary_dir=${3:?usage: postgres.sh rejoin DIR NEW_PRIMARY_DIR [WATCH_PID]}
+    watch_pid=${4:-}
+    bin=$(cat "$dir/bin")
+    home=$(cat "$dir/home")
+    port=$(cat "$dir/port")
+    password=$(cat "$dir/password")
+    server_user=$(stat -c %U "$home/data")
+    primary_port=$(cat "$primary_dir/port")
+    # Stopped, however it ended: a server still running here would be a second primary.
+    signal_server CONT
+    run_as "$bin/pg_ctl" -D "$home/data" -w -t 30 -m fast stop >/dev/null 2>&1 || signal_server KILL
+    rm -f "$home/data/postmaster.pid"
+    # pg_rewind reads the source's timeline from its control file, which a promotion
+    # updates only at the next checkpoint.
+    PGPASSWORD=$password "$bin/psql" -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres -qc CHECKPOINT
+    # Back to where the timelines parted, then the new primary's changes since (it runs
+    # crash recovery first when the server was killed). It copies the new primary's
+    # configuration files too, hence `follow` naming this server's own port and socket.
+    run_as "$bin/pg_rewind" -D "$home/data" --progress \
+        --source-server="host=127.0.0.1 port=$primary_port user=postgres password=$password dbname=postgres" \
+        >"$dir/rewind.log" 2>&1 || { cat "$dir/rewind.log" >&2; exit 1; }
+    # Whether a standby must confirm commits is the primary's setting: a standby that is
+    # promoted later with one named, and no standby of its own, would make every commit
+    # wait forever.
+    run_as sed -i '/^synchronous_standby_names/d' "$home/data/postgresql.auto.conf"
+    follow "$primary_port"
+    watch "$watch_pid" "$dir"
+    wait_streaming "$primary_port" || { cat "$dir/rewind.log" >&2; exit 1; }
     ;;
 *)
     echo "$usage" >&2

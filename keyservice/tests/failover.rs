@@ -1,7 +1,8 @@
 //! keyservice nodes on a real PostgreSQL primary with a real streaming standby (both
 //! started by `scripts/postgres.sh`): a standby that stops confirming is a 503 within the
 //! deadline, never a hang; a failover loses nothing acknowledged, and the nodes do not
-//! hammer a standby that is not yet promoted.
+//! hammer a standby that is not yet promoted; an old primary that comes back is never
+//! written to, and one that rejoins as a standby can fail back.
 
 #[path = "support/binary.rs"]
 mod binary;
@@ -229,6 +230,22 @@ async fn versions_on(server: &pg::Server, database: &str) -> i64 {
     client.query_one("SELECT count(*) FROM ks_key_version", &[]).await.unwrap().get(0)
 }
 
+/// `rounds` PUTs by each of `sessions`, one after another, noting the acknowledged ones.
+async fn write_rounds(sessions: &[Session], acked: &Acked, rounds: usize) {
+    for round in 0..rounds {
+        for (i, session) in sessions.iter().enumerate() {
+            let bytes = format!("writer {i} round {round}").into_bytes();
+            if let Ok(version) = session.put_key(&bytes, None, Condition::None).await {
+                acked.lock().unwrap()[i].insert(version, bytes);
+            }
+        }
+    }
+}
+
+fn acknowledged(acked: &Acked) -> usize {
+    acked.lock().unwrap().iter().map(BTreeMap::len).sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_old_primary_that_comes_back_is_never_written_to() {
     // The old primary is listed first: `target_session_attrs` alone would pick it.
@@ -238,19 +255,7 @@ async fn an_old_primary_that_comes_back_is_never_written_to() {
     let sessions: Vec<Session> =
         vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
     let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
-    let write_some = |rounds: usize| {
-        let (sessions, acked) = (sessions.clone(), acked.clone());
-        async move {
-            for round in 0..rounds {
-                for (i, session) in sessions.iter().enumerate() {
-                    let bytes = format!("writer {i} round {round}").into_bytes();
-                    if let Ok(version) = session.put_key(&bytes, None, Condition::None).await {
-                        acked.lock().unwrap()[i].insert(version, bytes);
-                    }
-                }
-            }
-        }
-    };
+    let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
     write_some(5).await;
 
     // Failover: the primary dies, the standby is promoted (timeline 2).
@@ -287,8 +292,53 @@ async fn an_old_primary_that_comes_back_is_never_written_to() {
     // and with 503s once it would need a new one (which would reach the old primary).
     write_some(5).await;
     assert_eq!(versions_on(&primary, &database).await, on_old, "a write reached the old primary");
-    let acknowledged: usize = acked.lock().unwrap().iter().map(BTreeMap::len).sum();
+    let acknowledged = acknowledged(&acked);
     let on_new = versions_on(&standby, &database).await;
     assert!(on_new >= acknowledged as i64, "{acknowledged} writes acknowledged, {on_new} on the new primary");
     println!("split brain refused: {acknowledged} acknowledged writes on the new primary, none on the old one");
+}
+
+/// Failing back: the old primary rejoins as a standby of the promoted one (`pg_rewind`),
+/// becomes its synchronous standby, and takes over again when that one dies. The nodes
+/// follow both failovers with no restart and lose nothing acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_old_primary_rejoins_as_a_standby_and_a_second_failover_loses_nothing() {
+    let (primary, standby, cluster) = replicated(true).await;
+    let database = cluster.database.name.clone();
+    let a = cluster.start("node-a", "");
+    let sessions: Vec<Session> =
+        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
+    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
+    write_some(5).await;
+
+    // First failover: timeline 2 on the standby.
+    primary.kill();
+    standby.promote();
+    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    write_some(5).await;
+    let after_first = acknowledged(&acked);
+
+    // The old primary rewinds to where the timelines parted and follows the new one,
+    // which then waits for it to confirm every commit.
+    primary.rejoin(&standby);
+    standby.synchronous(true);
+    write_some(5).await;
+    let confirmed = acknowledged(&acked);
+    assert!(confirmed > after_first, "no write was acknowledged with the old primary as the standby");
+    assert!(versions_on(&primary, &database).await > 0, "the rejoined server has nothing");
+
+    // Second failover: the old primary is promoted again (timeline 3), first in the URL.
+    standby.kill();
+    primary.promote();
+    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    write_some(5).await;
+    let total = acknowledged(&acked);
+    assert!(total > confirmed, "no write was acknowledged after the second failover");
+    let (checked, lost, corrupted) = verify(&sessions, &a, &acked).await;
+    assert_eq!((lost, corrupted), (0, 0));
+    println!(
+        "failback: {total} writes acknowledged ({after_first} by the first failover, {confirmed} once the old primary \
+         had rejoined), {checked} read back after the second failover"
+    );
 }

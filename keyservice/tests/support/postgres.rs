@@ -200,6 +200,13 @@ impl Server {
         server
     }
 
+    /// This old primary (killed or stopped) becomes a streaming standby of `primary`, the
+    /// standby promoted in its place: `pg_rewind`, then started as a standby.
+    pub fn rejoin(&self, primary: &Server) {
+        let new_primary = primary.dir.as_ref().expect("only a private server is followed");
+        self.script_with("rejoin", &[new_primary.to_str().unwrap()]);
+    }
+
     /// Whether this primary's commits wait for its standby.
     pub fn synchronous(&self, on: bool) {
         self.script_with("synchronous", &[if on { "on" } else { "off" }]);
