@@ -342,3 +342,42 @@ async fn the_old_primary_rejoins_as_a_standby_and_a_second_failover_loses_nothin
          had rejoined), {checked} read back after the second failover"
     );
 }
+
+/// What an asynchronous standby loses: with no `synchronous_standby_names` a write is
+/// acknowledged once the primary has it, so the commits the standby had not received
+/// when the primary died are gone after its promotion, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asynchronous_standby_loses_exactly_what_it_had_not_received() {
+    let (primary, standby, cluster) = replicated(true).await;
+    primary.synchronous(false);
+    let database = cluster.database.name.clone();
+    let a = cluster.start("node-a", "");
+    let sessions: Vec<Session> =
+        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
+    let received: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    write_rounds(&sessions, &received, 3).await;
+    let on_primary = versions_on(&primary, &database).await;
+    let started = Instant::now();
+    while versions_on(&standby, &database).await < on_primary {
+        assert!(started.elapsed() < Duration::from_secs(10), "the standby did not catch up");
+        // Real time: the standby replaying what streams to it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The standby is down: the primary goes on acknowledging on its own.
+    standby.pause();
+    let unsent: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    write_rounds(&sessions, &unsent, 3).await;
+    let acknowledged_alone = acknowledged(&unsent);
+    assert_eq!(acknowledged_alone, 9, "an asynchronous primary acknowledges without its standby");
+
+    primary.kill();
+    standby.resume();
+    standby.promote();
+    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    let (checked, lost, corrupted) = verify(&sessions, &a, &received).await;
+    assert_eq!((checked, lost, corrupted), (9, 0, 0), "what the standby had received survives");
+    let (_, lost, _) = verify(&sessions, &a, &unsent).await;
+    assert_eq!(lost, acknowledged_alone, "what it had not received is gone");
+    println!("asynchronous standby: {checked} writes it had received kept, {lost} acknowledged writes it had not lost");
+}
