@@ -242,6 +242,23 @@ async fn write_rounds(sessions: &[Session], acked: &Acked, rounds: usize) {
     }
 }
 
+/// `count` writers with sessions made at `node`, and their acknowledged writes (none yet).
+async fn writers(node: &Serving, count: usize) -> (Vec<Session>, Acked) {
+    let mut sessions = Vec::new();
+    for i in 0..count {
+        sessions.push(session(node, node, &format!("writer-{i}")).await);
+    }
+    let acked = Arc::new(Mutex::new(vec![BTreeMap::new(); count]));
+    (sessions, acked)
+}
+
+/// `primary` dies, `standby` is promoted, and `node` is ready again.
+async fn fail_over(primary: &pg::Server, standby: &pg::Server, node: &Serving) {
+    primary.kill();
+    standby.promote();
+    wait_ready(&[node], 200, Duration::from_secs(15)).await;
+}
+
 fn acknowledged(acked: &Acked) -> usize {
     acked.lock().unwrap().iter().map(BTreeMap::len).sum()
 }
@@ -252,16 +269,12 @@ async fn an_old_primary_that_comes_back_is_never_written_to() {
     let (primary, standby, cluster) = replicated(true).await;
     let database = cluster.database.name.clone();
     let a = cluster.start("node-a", "");
-    let sessions: Vec<Session> =
-        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
-    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let (sessions, acked) = writers(&a, 3).await;
     let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
     write_some(5).await;
 
     // Failover: the primary dies, the standby is promoted (timeline 2).
-    primary.kill();
-    standby.promote();
-    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    fail_over(&primary, &standby, &a).await;
     write_some(5).await;
 
     // The old primary comes back as a primary, on timeline 1, first in the URL.
@@ -306,16 +319,12 @@ async fn the_old_primary_rejoins_as_a_standby_and_a_second_failover_loses_nothin
     let (primary, standby, cluster) = replicated(true).await;
     let database = cluster.database.name.clone();
     let a = cluster.start("node-a", "");
-    let sessions: Vec<Session> =
-        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
-    let acked: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let (sessions, acked) = writers(&a, 3).await;
     let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
     write_some(5).await;
 
     // First failover: timeline 2 on the standby.
-    primary.kill();
-    standby.promote();
-    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    fail_over(&primary, &standby, &a).await;
     write_some(5).await;
     let after_first = acknowledged(&acked);
 
@@ -329,9 +338,7 @@ async fn the_old_primary_rejoins_as_a_standby_and_a_second_failover_loses_nothin
     assert!(versions_on(&primary, &database).await > 0, "the rejoined server has nothing");
 
     // Second failover: the old primary is promoted again (timeline 3), first in the URL.
-    standby.kill();
-    primary.promote();
-    wait_ready(&[&a], 200, Duration::from_secs(15)).await;
+    fail_over(&standby, &primary, &a).await;
     write_some(5).await;
     let total = acknowledged(&acked);
     assert!(total > confirmed, "no write was acknowledged after the second failover");
@@ -352,9 +359,7 @@ async fn an_asynchronous_standby_loses_exactly_what_it_had_not_received() {
     primary.synchronous(false);
     let database = cluster.database.name.clone();
     let a = cluster.start("node-a", "");
-    let sessions: Vec<Session> =
-        vec![session(&a, &a, "writer-0").await, session(&a, &a, "writer-1").await, session(&a, &a, "writer-2").await];
-    let received: Acked = Arc::new(Mutex::new(vec![BTreeMap::new(); sessions.len()]));
+    let (sessions, received) = writers(&a, 3).await;
     write_rounds(&sessions, &received, 3).await;
     let on_primary = versions_on(&primary, &database).await;
     let started = Instant::now();
