@@ -162,6 +162,19 @@ async fn a_session_remembered_at_one_node_follows_what_the_others_did() {
     carol.at(b).get("/key").await.expect(401, "unknown_session");
 }
 
+/// A PUT made together with a `DELETE /key` (which a node batches with other calls) is
+/// readable afterwards or gone, never stored under the DEK the deletion removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_delete_key_is_readable_or_gone() {
+    let server = pg::private();
+    let database = server.database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn keyservice::Store> =
+        Arc::new(keyservice::PostgresStore::open(&database.config(), "node-a").await.unwrap());
+    let node = TestServer::start(config(dir.path()), store).await;
+    put_racing_delete(&device(node.addr, "racer").await, 100).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_connect_budget_is_the_clusters() {
     let cluster = Cluster::new(pg::shared()).await;

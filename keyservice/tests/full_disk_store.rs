@@ -300,7 +300,10 @@ async fn opening_a_store_takes_less_room_than_it_requires() {
                         user[..4].copy_from_slice(&n.to_be_bytes());
                         let user = UserKey { namespace: [7; 32], user };
                         let sealed = vec![n as u8; 72];
-                        store.put_key(&user, &Precondition::None, 2, 1, Box::new(move |_| Ok(sealed.clone()))).await
+                        let dek = store.create_user_dek(&user, vec![1]).await?;
+                        store
+                            .put_key(&user, &dek, &Precondition::None, 2, 1, Box::new(move |_| Ok(sealed.clone())))
+                            .await
                     })
                 })
                 .collect();

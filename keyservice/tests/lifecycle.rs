@@ -13,6 +13,12 @@ async fn server_with(configure: impl FnOnce(&mut keyservice::Config)) -> (TestSe
     (TestServer::start_sled(config).await, dir)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_delete_key_is_readable_or_gone() {
+    let (server, _dir) = server_with(|_| {}).await;
+    put_racing_delete(&device(server.addr, "racer").await, 100).await;
+}
+
 #[tokio::test]
 async fn delete_key_erases_every_version_and_a_new_key_starts_over() {
     let (server, _dir) = server_with(|_| {}).await;

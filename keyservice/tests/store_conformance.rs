@@ -25,7 +25,13 @@ async fn put(store: &dyn Store, who: u8, bytes: &[u8], precondition: Preconditio
 
 async fn put_keep(store: &dyn Store, who: u8, bytes: &[u8], precondition: Precondition, keep: u64) -> PutOutcome {
     let sealed = bytes.to_vec();
-    store.put_key(&user(who), &precondition, keep, NOW, Box::new(move |_| Ok(sealed.clone()))).await.unwrap()
+    let dek = dek(store, who).await;
+    store.put_key(&user(who), &dek, &precondition, keep, NOW, Box::new(move |_| Ok(sealed.clone()))).await.unwrap()
+}
+
+/// The user's wrapped DEK, made (as `[who]`) when they have none.
+async fn dek(store: &dyn Store, who: u8) -> Vec<u8> {
+    store.create_user_dek(&user(who), vec![who]).await.unwrap()
 }
 
 async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
@@ -195,7 +201,14 @@ async fn versions(store: &dyn Store) {
     assert!(store.get_key(&user(2), None).await.unwrap().is_none(), "another user has nothing");
     // The sealing step learns the version number it seals for.
     let outcome = store
-        .put_key(&user(1), &Precondition::None, KEEP_ALL, NOW, Box::new(|v| Ok(format!("v{v}").into_bytes())))
+        .put_key(
+            &user(1),
+            &dek(store, 1).await,
+            &Precondition::None,
+            KEEP_ALL,
+            NOW,
+            Box::new(|v| Ok(format!("v{v}").into_bytes())),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, PutOutcome::Stored { version: 4 });
@@ -266,11 +279,22 @@ async fn erasure(store: &dyn Store) {
     // DELETE /key: versions and the DEK go, sessions stay.
     assert_eq!(store.delete_keys(&user(1)).await.unwrap(), 2);
     assert_eq!(store.key_with_dek(&user(1), None).await.unwrap(), (None, None));
+    // A PUT sealed under the DEK that was just deleted writes nothing, even once the user
+    // has a new one: its version could never be opened.
+    let stale = |bytes: &'static [u8]| Box::new(move |_| Ok(bytes.to_vec())) as keyservice::store::SealVersion;
+    let put_under = |dek: Vec<u8>, bytes| async move {
+        store.put_key(&user(1), &dek, &Precondition::None, KEEP_ALL, NOW, stale(bytes)).await.unwrap()
+    };
+    assert_eq!(put_under(vec![1], b"late").await, PutOutcome::DekChanged);
+    store.create_user_dek(&user(1), vec![21]).await.unwrap();
+    assert_eq!(put_under(vec![1], b"late").await, PutOutcome::DekChanged);
+    assert!(store.list_keys(&user(1)).await.unwrap().is_empty(), "a refused PUT wrote nothing");
+    assert_eq!(put_under(vec![21], b"fresh").await, PutOutcome::Stored { version: 1 });
+    assert_eq!(store.delete_keys(&user(1)).await.unwrap(), 1);
     assert!(store.list_keys(&user(1)).await.unwrap().is_empty());
     assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
     assert!(store.session(&[1; 32]).await.unwrap().is_some());
     assert_eq!(put(store, 1, b"again", Precondition::None).await, PutOutcome::Stored { version: 1 });
-    assert_eq!(store.key_with_dek(&user(1), None).await.unwrap().1, None, "a version without its DEK reads as such");
 
     // Erasure: versions, DEK, every session and the access history of that user go; the
     // other user keeps all.
@@ -494,7 +518,7 @@ async fn postgres_statement_timeout_is_transient_and_changes_nothing() {
     let holding = other.transaction().await.unwrap();
     holding.batch_execute("SELECT latest FROM ks_key_head FOR UPDATE").await.unwrap();
     let seal = Box::new(|_| Ok(b"v2".to_vec()));
-    let refused = store.put_key(&user(1), &Precondition::None, KEEP_ALL, NOW, seal).await.unwrap_err();
+    let refused = store.put_key(&user(1), &[1], &Precondition::None, KEEP_ALL, NOW, seal).await.unwrap_err();
     assert!(refused.is_transient(), "{refused:?}");
     holding.rollback().await.unwrap();
     assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 1, "the timed-out PUT wrote something");
@@ -532,8 +556,9 @@ async fn concurrent(store: Arc<dyn Store>) {
         let store = store.clone();
         writes.push(tokio::spawn(async move {
             let who = 10 + i % 4;
+            let dek = dek(&*store, who).await;
             let outcome = store
-                .put_key(&user(who), &Precondition::None, KEEP_ALL, NOW, Box::new(move |v| Ok(vec![i, v as u8])))
+                .put_key(&user(who), &dek, &Precondition::None, KEEP_ALL, NOW, Box::new(move |v| Ok(vec![i, v as u8])))
                 .await
                 .unwrap();
             (who, i, outcome)
@@ -545,6 +570,7 @@ async fn concurrent(store: Arc<dyn Store>) {
             store
                 .put_key(
                     &user(10),
+                    &dek(&*store, 10).await,
                     &Precondition::None,
                     KEEP_ALL,
                     NOW,

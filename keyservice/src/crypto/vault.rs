@@ -152,8 +152,19 @@ pub struct Vault {
     keks: Mutex<HashMap<Pseudonym, Arc<SealingKey>>>,
 }
 
-/// A user's data-encryption key, unwrapped for one operation.
-pub struct UserDek(SealingKey);
+/// A user's data-encryption key, unwrapped, with the wrapped form the store holds (a
+/// write names it, so that it never lands under a DEK deleted meanwhile).
+pub struct UserDek {
+    key: SealingKey,
+    wrapped: Vec<u8>,
+}
+
+impl UserDek {
+    /// The DEK as the store holds it, wrapped.
+    pub fn wrapped(&self) -> &[u8] {
+        &self.wrapped
+    }
+}
 
 impl Vault {
     /// Loads the store's index and system keys with `master`, creating them on first use.
@@ -312,7 +323,7 @@ impl Vault {
     ) -> Result<UserDek, VaultError> {
         let aad = dek_aad(user);
         let kek = self.kek(store, &user.namespace).await?;
-        Ok(UserDek(kek.unwrap_key(&aad, wrapped, "user key")?))
+        Ok(UserDek { key: kek.unwrap_key(&aad, wrapped, "user key")?, wrapped: wrapped.to_vec() })
     }
 
     async fn kek(&self, store: &dyn Records, namespace: &Pseudonym) -> Result<Arc<SealingKey>, VaultError> {
@@ -344,7 +355,7 @@ impl Vault {
         plain.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
         plain.extend_from_slice(content_type.as_bytes());
         plain.extend_from_slice(bytes);
-        dek.0.seal(&key_aad(user, version), &plain)
+        dek.key.seal(&key_aad(user, version), &plain)
     }
 
     /// Opens a key version: its content type and bytes.
@@ -359,7 +370,7 @@ impl Vault {
         sealed: &[u8],
     ) -> Result<(String, Zeroizing<Vec<u8>>), VaultError> {
         const KIND: &str = "key version";
-        let plain = dek.0.open(&key_aad(user, version), sealed, KIND)?;
+        let plain = dek.key.open(&key_aad(user, version), sealed, KIND)?;
         let len = usize::from(u16::from_be_bytes([
             *plain.first().ok_or(VaultError::Tampered(KIND))?,
             *plain.get(1).ok_or(VaultError::Tampered(KIND))?,

@@ -44,7 +44,7 @@ impl Weigh for Session {
 
 impl Weigh for Arc<crate::crypto::vault::UserDek> {
     fn weight(&self) -> usize {
-        2 * std::mem::size_of::<usize>() + std::mem::size_of::<crate::crypto::vault::UserDek>()
+        2 * std::mem::size_of::<usize>() + std::mem::size_of::<crate::crypto::vault::UserDek>() + self.wrapped().len()
     }
 }
 

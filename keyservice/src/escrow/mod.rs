@@ -25,6 +25,10 @@ mod cache;
 mod history;
 mod upkeep;
 
+/// Tries of a PUT whose user's keys are deleted while it is made, each under the DEK
+/// the user has then.
+const MAX_PUT_ATTEMPTS: u32 = 4;
+
 /// How the escrow treats what it holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -336,16 +340,32 @@ impl Escrow {
         precondition: &Precondition,
         now: UnixTime,
     ) -> Result<PutOutcome, Error> {
-        let dek = self.user_dek(user, true).await?;
-        let sealing_user = *user;
-        let seal = Box::new(move |version: u64| {
-            Vault::seal_key(&dek, &sealing_user, version, &content_type, &bytes).map_err(seal_error)
-        });
-        let outcome = self.store.put_key(user, precondition, self.policy.max_key_versions, now, seal).await;
-        if let Some(cache) = &self.cache {
-            cache.latest.forget(user);
+        let payload = Arc::new((content_type, bytes));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let dek = self.user_dek(user, true).await?;
+            let wrapped = dek.wrapped().to_vec();
+            let (sealing_user, payload) = (*user, payload.clone());
+            let seal = Box::new(move |version: u64| {
+                let (content_type, bytes) = &*payload;
+                Vault::seal_key(&dek, &sealing_user, version, content_type, bytes).map_err(seal_error)
+            });
+            let outcome =
+                self.store.put_key(user, &wrapped, precondition, self.policy.max_key_versions, now, seal).await;
+            if let Some(cache) = &self.cache {
+                cache.latest.forget(user);
+            }
+            // The user's keys were deleted (or erased) after their DEK was read: nothing
+            // was written; seal under the DEK they have now.
+            if matches!(outcome, Ok(PutOutcome::DekChanged)) && attempts < MAX_PUT_ATTEMPTS {
+                if let Some(cache) = &self.cache {
+                    cache.deks.forget(user);
+                }
+                continue;
+            }
+            return Ok(outcome?);
         }
-        Ok(outcome?)
     }
 
     /// The given version of the user's key (the latest for `None`, from the cache when

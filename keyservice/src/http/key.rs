@@ -58,6 +58,10 @@ pub async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Resp
             Ok(response)
         }
         PutOutcome::PreconditionFailed => Err(RequestError::PreconditionFailed.into()),
+        PutOutcome::DekChanged => Err(crate::store::StoreError::Unavailable(
+            "the user's keys were deleted again and again while this write was made; nothing was written".into(),
+        )
+        .into()),
     }
 }
 

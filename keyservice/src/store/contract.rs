@@ -61,12 +61,15 @@ pub trait Records: Send + Sync + 'static {
     /// The user's sessions.
     async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError>;
 
-    /// Stores a new version of `user`'s key if `precondition` admits the current latest
+    /// Stores a new version of `user`'s key if `dek` (the wrapped DEK `seal` seals under)
+    /// is still the user's stored DEK and `precondition` admits the current latest
     /// version, sealed by `seal` once its number is known, and deletes the oldest versions
-    /// beyond `keep` (at least 1); check, write and pruning are one atomic step.
+    /// beyond `keep` (at least 1); checks, write and pruning are one atomic step, so a
+    /// version is never stored under a DEK that a racing deletion removed.
     async fn put_key(
         &self,
         user: &UserKey,
+        dek: &[u8],
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,

@@ -243,6 +243,10 @@ pub enum PutOutcome {
     },
     /// The precondition did not hold; nothing was written.
     PreconditionFailed,
+    /// The user's DEK is no longer the one the version would be sealed under (their keys
+    /// were deleted or erased meanwhile); nothing was written. Sealing under a fresh DEK
+    /// and trying again is safe.
+    DekChanged,
 }
 
 /// What redeeming an init token did.

@@ -278,6 +278,24 @@ pub async fn as_real_service(addr: SocketAddr, path: &str, namespace: &str, user
     signed(addr, KEY_ID, SECRET, "POST", path, body.as_bytes(), &[("content-type", "application/json".into())]).await
 }
 
+/// `rounds` PUTs each racing a `DELETE /key` of the same user: after each, the key reads
+/// back as the racing PUT wrote it or is gone, never as an acknowledged write that
+/// cannot be opened (a version sealed under the DEK the deletion removed).
+pub async fn put_racing_delete(device: &Device, rounds: usize) {
+    for round in 0..rounds {
+        assert!(device.put(b"first", &[]).await.status.is_success());
+        let (put, deleted) = tokio::join!(device.put(b"racing", &[]), device.request("DELETE", "/key", b"", &[]));
+        assert!(put.status.is_success(), "round {round}: {}", String::from_utf8_lossy(&put.body));
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "round {round}");
+        let read = device.get("/key").await;
+        match read.status.as_u16() {
+            200 => assert_eq!(read.body.as_ref(), b"racing", "round {round}"),
+            404 => {}
+            status => panic!("round {round}: the key reads as {status}: {}", String::from_utf8_lossy(&read.body)),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Device {
     pub addr: SocketAddr,

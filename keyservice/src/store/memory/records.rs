@@ -81,12 +81,16 @@ impl Records for MemoryStore {
     async fn put_key(
         &self,
         user: &UserKey,
+        dek: &[u8],
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
         seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
         let mut inner = self.lock();
+        if inner.deks.get(user).map(Vec::as_slice) != Some(dek) {
+            return Ok(PutOutcome::DekChanged);
+        }
         let versions = inner.keys.entry(*user).or_default();
         let current = versions.keys().next_back().copied();
         if !precondition.admits(current) {

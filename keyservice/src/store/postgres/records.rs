@@ -193,6 +193,7 @@ impl Records for PostgresStore {
     async fn put_key(
         &self,
         user: &UserKey,
+        dek: &[u8],
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
@@ -200,6 +201,7 @@ impl Records for PostgresStore {
     ) -> Result<PutOutcome, StoreError> {
         let put = PutQuery {
             user: record::user_prefix(user).to_vec(),
+            dek: dek.to_vec(),
             precondition: precondition.clone(),
             keep,
             created_at,

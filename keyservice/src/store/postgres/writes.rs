@@ -9,12 +9,14 @@
 //! 2. one upsert locks (creating where missing) the head row of every user in the batch,
 //!    in key order, so that two nodes' batches take their locks in the same order and
 //!    cannot deadlock, and returns each user's latest version;
-//! 3. the node then goes through the PUTs in the order they arrived: each one's
+//! 3. one read of the users' DEKs: a PUT whose DEK is no longer the user's (deleted or
+//!    erased since it was read, which takes the head lock first) writes nothing;
+//! 4. the node then goes through the PUTs in the order they arrived: each one's
 //!    precondition is checked against the latest version *including the earlier PUTs of
 //!    the batch*, exactly as if they had come one after another, and each admitted one
 //!    is sealed for its version number;
-//! 4. three statements sent together: insert the versions, move the heads, prune;
-//! 5. `COMMIT`: one WAL flush for the batch.
+//! 5. three statements sent together: insert the versions, move the heads, prune;
+//! 6. `COMMIT`: one WAL flush for the batch.
 //!
 //! A PUT is acknowledged only after that commit. A batch that fails (the commit not
 //! confirmed) fails every PUT in it, none acknowledged; one lost to a race with another
@@ -32,6 +34,8 @@ use crate::store::{Precondition, PutOutcome, SealVersion, StoreError, UnixTime};
 pub(super) struct PutQuery {
     /// The user's 64-byte prefix.
     pub(super) user: Vec<u8>,
+    /// The wrapped DEK `seal` seals under.
+    pub(super) dek: Vec<u8>,
     pub(super) precondition: Precondition,
     /// Versions kept (`max_key_versions`).
     pub(super) keep: u64,
@@ -57,12 +61,24 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
         .await?;
         let mut latest: HashMap<Vec<u8>, u64> =
             rows.iter().map(|row| (row.get::<_, Vec<u8>>(0), uint(row.get(1)))).collect();
+        // Read under the head locks: a deletion takes the head first, so none can remove
+        // a DEK between this read and the commit.
+        let deks: HashMap<Vec<u8>, Vec<u8>> =
+            sql_query(&transaction, "SELECT user_key, wrapped FROM ks_dek WHERE user_key = ANY($1)", &[users])
+                .await?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
         let mut outcomes = Vec::with_capacity(puts.len());
         let (mut keys, mut versions, mut created, mut sealed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for put in puts {
             let Some(head) = latest.get_mut(&put.user) else {
                 return Err(Attempt::Fail(StoreError::Corrupt { kind: "key head" }));
             };
+            if deks.get(&put.user) != Some(&put.dek) {
+                outcomes.push(Ok(PutOutcome::DekChanged));
+                continue;
+            }
             let current = (*head > 0).then_some(*head);
             if !put.precondition.admits(current) {
                 outcomes.push(Ok(PutOutcome::PreconditionFailed));

@@ -189,7 +189,11 @@ pub(super) fn apply(trees: &Trees, op: Op, budget: &mut Budget) -> Result<Reply,
             }
             Ok(Reply::Done)
         }
-        Op::PutKey { user, precondition, keep, created_at, seal } => {
+        Op::PutKey { user, dek, precondition, keep, created_at, seal } => {
+            // Applied in turn with a deletion or an erasure: a DEK they removed is seen.
+            if trees.deks.get(record::user_prefix(&user)).map_err(backend)?.as_deref() != Some(dek.as_slice()) {
+                return Ok(Reply::Put(PutOutcome::DekChanged));
+            }
             // One scan gives both ends: the newest version, and the oldest kept.
             let mut versions = trees.keys.scan_prefix(record::user_prefix(&user)).keys();
             let current = match versions.next_back() {

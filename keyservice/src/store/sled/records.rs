@@ -89,12 +89,14 @@ impl Records for SledStore {
     async fn put_key(
         &self,
         user: &UserKey,
+        dek: &[u8],
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
         seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
-        let op = Op::PutKey { user: *user, precondition: precondition.clone(), keep, created_at, seal };
+        let op =
+            Op::PutKey { user: *user, dek: dek.to_vec(), precondition: precondition.clone(), keep, created_at, seal };
         match self.submit(op).await? {
             Reply::Put(outcome) => Ok(outcome),
             _ => Err(mismatch()),
