@@ -1,34 +1,75 @@
 //! The master key: the root of every key that protects data at rest.
 //!
-//! 256 bits from the OS CSPRNG, kept in a file of 64 hex digits (mode 0600) or in the
-//! `KEYSERVICE_MASTER_KEY` environment variable. It never enters the data directory, a
-//! log line or an error message; its *id* (a keyed hash, 8 bytes) may.
+//! What the vault needs of it is a [`MasterSource`]: an id, and wrapping and unwrapping
+//! the keyring's keys. The source here is a file key: 256 bits from the OS CSPRNG, kept
+//! in a file of 64 hex digits (mode 0600) or in the `KEYSERVICE_MASTER_KEY` environment
+//! variable. It never enters the data directory, a log line or an error message; its
+//! *id* (a keyed hash, 8 bytes) may.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use keyservice_client::protocol::random_bytes;
 use zeroize::Zeroizing;
 
+use super::seal::{SealError, SealingKey};
+
 /// The environment variable a master key may come from instead of a file.
 pub const MASTER_KEY_ENV: &str = "KEYSERVICE_MASTER_KEY";
 
-/// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
-/// Envelopes carry the id of the key that sealed them; a master key's id is the same.
-pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 8] {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(b"keyservice key id v1");
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&mac.finalize().into_bytes()[..8]);
-    id
+/// What the vault needs of a master key, wherever the key is kept: to wrap and unwrap
+/// the keyring's 256-bit keys (the index and system keys and each namespace's KEK). It
+/// is called at start, when a namespace is first used and at a rotation, never per
+/// request. A key kept outside the process needs the same three calls: a PKCS#11 token
+/// (encrypt and decrypt with a key that never leaves it, and a check value for the id),
+/// or a cloud KMS (Encrypt and Decrypt with the associated data as encryption context,
+/// and the key's stable identity).
+pub trait MasterSource: Send + Sync {
+    /// The 8-byte id that every envelope it makes carries, safe to store and show: it
+    /// tells which key a store needs.
+    fn id(&self) -> [u8; 8];
+
+    /// `key` sealed for `aad`, as an envelope naming [`MasterSource::id`].
+    ///
+    /// # Errors
+    ///
+    /// When no envelope can be made (no randomness, or the key cannot be reached).
+    fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, SealError>;
+
+    /// The key [`MasterSource::wrap`] sealed for the same `aad`; `kind` names the record
+    /// for the error.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::Tampered`] for an envelope damaged, made by another key or for
+    /// another `aad`.
+    fn unwrap(&self, aad: &[u8], envelope: &[u8], kind: &'static str) -> Result<Zeroizing<[u8; 32]>, SealError>;
 }
 
-/// A 256-bit master key. Wiped on drop; `Debug` shows only its id.
+/// The master key: a handle on its [`MasterSource`]. `Debug` shows only its id.
 pub struct MasterKey {
-    bytes: Zeroizing<[u8; 32]>,
-    id: [u8; 8],
+    source: Arc<dyn MasterSource>,
+}
+
+/// A master key held in memory (read from a file or the environment). Wiped on drop.
+struct FileKey {
+    sealing: SealingKey,
+}
+
+impl MasterSource for FileKey {
+    fn id(&self) -> [u8; 8] {
+        self.sealing.id
+    }
+
+    fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, SealError> {
+        self.sealing.wrap(aad, key)
+    }
+
+    fn unwrap(&self, aad: &[u8], envelope: &[u8], kind: &'static str) -> Result<Zeroizing<[u8; 32]>, SealError> {
+        self.sealing.unwrap_bytes(aad, envelope, kind)
+    }
 }
 
 /// Why a master key could not be loaded or created. Never contains key material.
@@ -61,8 +102,13 @@ pub enum MasterKeyError {
 impl MasterKey {
     /// A master key with these bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let id = key_id(&bytes);
-        Self { bytes: Zeroizing::new(bytes), id }
+        let bytes = Zeroizing::new(bytes);
+        Self::from_source(Arc::new(FileKey { sealing: SealingKey::new(&bytes) }))
+    }
+
+    /// A master key kept by `source`.
+    pub fn from_source(source: Arc<dyn MasterSource>) -> Self {
+        Self { source }
     }
 
     /// A new random master key.
@@ -119,15 +165,15 @@ impl MasterKey {
                 Ok((Self::from_hex(&text, &path.display().to_string())?, false))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate()?;
+                let bytes = Zeroizing::new(random_bytes::<32>()?);
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 let mut file = options.open(path).map_err(io)?;
-                let text = Zeroizing::new(format!("{}\n", hex::encode(&key.bytes[..])));
+                let text = Zeroizing::new(format!("{}\n", hex::encode(&bytes[..])));
                 file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-                Ok((key, true))
+                Ok((Self::from_bytes(*bytes), true))
             }
             Err(error) => Err(io(error)),
         }
@@ -148,22 +194,23 @@ impl MasterKey {
 
     /// The key's 8-byte id: a keyed hash, safe to store and show.
     pub fn id(&self) -> [u8; 8] {
-        self.id
+        self.source.id()
     }
 
     /// The id in hex, as logs, errors and `keyservice master-key fingerprint` show it.
     pub fn fingerprint(&self) -> String {
-        hex::encode(self.id)
+        hex::encode(self.id())
     }
 
-    pub(crate) fn bytes(&self) -> &[u8; 32] {
-        &self.bytes
+    /// What wraps and unwraps with it.
+    pub(crate) fn source(&self) -> Arc<dyn MasterSource> {
+        self.source.clone()
     }
 }
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MasterKey(id {})", hex::encode(self.id))
+        write!(f, "MasterKey(id {})", self.fingerprint())
     }
 }
 
@@ -204,7 +251,8 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        assert!(!format!("{created:?}").contains(&hex::encode(&created.bytes[..])));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!format!("{created:?}").contains(text.trim()));
     }
 
     #[cfg(unix)]

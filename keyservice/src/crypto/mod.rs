@@ -1,11 +1,13 @@
 //! Every cryptographic operation of the server, in one place: token generation,
-//! digests, replay fingerprints ([this module](self)), the master key ([`master`]) and the
-//! sealing and pseudonyms of data at rest ([`vault`]).
+//! digests, replay fingerprints ([this module](self)), the master key ([`master`]), the
+//! envelope secrets are sealed in (`seal`) and the pseudonyms and key hierarchy of data
+//! at rest ([`vault`]).
 //!
 //! MAC verification itself is the protocol's ([`keyservice_client::protocol::ss1`]), so
 //! server and clients share one implementation.
 
 pub mod master;
+pub mod seal;
 pub mod vault;
 
 use base64::Engine;

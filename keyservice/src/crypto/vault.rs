@@ -3,7 +3,7 @@
 //! Key hierarchy:
 //!
 //! ```text
-//! master key (file or env, never stored)
+//! master key (a MasterSource: file or env; never stored)
 //!  ├─ wraps the index key   → HMAC-SHA-256 pseudonyms of namespaces, users, tokens
 //!  ├─ wraps the system key  → seals pending init tokens and session secrets
 //!  └─ wraps one KEK per namespace
@@ -22,19 +22,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
 use keyservice_client::protocol::{RandomError, Secret, random_bytes};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::master::{MasterKey, key_id};
+use super::master::{MasterKey, MasterSource};
+pub use super::seal::envelope_key_id;
+use super::seal::{SealError, SealingKey};
 use crate::store::{AccessId, Pseudonym, Records, StoreError, UserKey};
-
-const ENVELOPE_V1: u8 = 1;
-const HEADER_LEN: usize = 1 + 8 + 24;
-const TAG_LEN: usize = 16;
 
 /// Why sealed data could not be opened or keys could not be loaded. Never contains key
 /// material or plaintext.
@@ -59,51 +55,12 @@ pub enum VaultError {
     Random(#[from] RandomError),
 }
 
-/// A 256-bit AEAD key and its id.
-struct SealingKey {
-    cipher: XChaCha20Poly1305,
-    id: [u8; 8],
-}
-
-impl SealingKey {
-    fn new(bytes: &[u8; 32]) -> Self {
-        Self { cipher: XChaCha20Poly1305::new(bytes.into()), id: key_id(bytes) }
-    }
-
-    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let nonce: [u8; 24] = random_bytes()?;
-        let sealed = self
-            .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
-            // XChaCha20-Poly1305 fails only for plaintexts beyond 256 GiB.
-            .expect("sealing a record of bounded size cannot fail");
-        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
-        out.push(ENVELOPE_V1);
-        out.extend_from_slice(&self.id);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        Ok(out)
-    }
-
-    fn open(&self, aad: &[u8], envelope: &[u8], kind: &'static str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        if envelope.len() < HEADER_LEN + TAG_LEN || envelope[0] != ENVELOPE_V1 || envelope[1..9] != self.id {
-            return Err(VaultError::Tampered(kind));
+impl From<SealError> for VaultError {
+    fn from(error: SealError) -> Self {
+        match error {
+            SealError::Tampered(kind) => Self::Tampered(kind),
+            SealError::Random(error) => Self::Random(error),
         }
-        let nonce = XNonce::from_slice(&envelope[9..HEADER_LEN]);
-        self.cipher
-            .decrypt(nonce, Payload { msg: &envelope[HEADER_LEN..], aad })
-            .map(Zeroizing::new)
-            .map_err(|_| VaultError::Tampered(kind))
-    }
-
-    fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, VaultError> {
-        self.seal(aad, key)
-    }
-
-    fn unwrap_key(&self, aad: &[u8], wrapped: &[u8], kind: &'static str) -> Result<SealingKey, VaultError> {
-        let bytes = self.open(aad, wrapped, kind)?;
-        let bytes: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::Tampered(kind))?;
-        Ok(SealingKey::new(bytes))
     }
 }
 
@@ -113,11 +70,6 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
-}
-
-/// The id under which an envelope was sealed, or `None` for a malformed one.
-pub fn envelope_key_id(envelope: &[u8]) -> Option<[u8; 8]> {
-    (envelope.len() >= HEADER_LEN && envelope[0] == ENVELOPE_V1).then(|| envelope[1..9].try_into().ok()).flatten()
 }
 
 /// Keyring entry names.
@@ -145,7 +97,7 @@ pub struct Rotation {
 /// Pseudonyms and sealing for one store, under one master key.
 pub struct Vault {
     /// Swapped, whole, by [`Vault::rotate`].
-    master: RwLock<Arc<SealingKey>>,
+    master: RwLock<Arc<dyn MasterSource>>,
     index: Zeroizing<[u8; 32]>,
     system: SealingKey,
     /// Unwrapped namespace KEKs, by namespace pseudonym.
@@ -173,15 +125,10 @@ impl Vault {
     ///
     /// [`VaultError::WrongMasterKey`] when the store was sealed under another master key.
     pub async fn open(master: &MasterKey, store: &dyn Records) -> Result<Self, VaultError> {
-        let master = SealingKey::new(master.bytes());
-        let index = load_or_create(&master, store, INDEX_KEY).await?;
-        let system = load_or_create(&master, store, SYSTEM_KEY).await?;
-        Ok(Self {
-            master: RwLock::new(Arc::new(master)),
-            index,
-            system: SealingKey::new(&system),
-            keks: Mutex::default(),
-        })
+        let master = master.source();
+        let index = load_or_create(&*master, store, INDEX_KEY).await?;
+        let system = load_or_create(&*master, store, SYSTEM_KEY).await?;
+        Ok(Self { master: RwLock::new(master), index, system: SealingKey::new(&system), keks: Mutex::default() })
     }
 
     /// The pseudonym of a namespace.
@@ -215,7 +162,7 @@ impl Vault {
     ///
     /// Only when the OS cannot supply a nonce.
     pub fn seal_init(&self, id: &Pseudonym, token: &Secret) -> Result<Vec<u8>, VaultError> {
-        self.system.seal(&[b"init\0".as_slice(), id].concat(), token.as_bytes())
+        Ok(self.system.seal(&[b"init\0".as_slice(), id].concat(), token.as_bytes())?)
     }
 
     /// Opens what [`Vault::seal_init`] sealed under the same id.
@@ -234,7 +181,7 @@ impl Vault {
     ///
     /// Only when the OS cannot supply a nonce.
     pub fn seal_session(&self, id: &Pseudonym, user: &UserKey, secret: &Secret) -> Result<Vec<u8>, VaultError> {
-        self.system.seal(&session_aad(id, user), secret.as_bytes())
+        Ok(self.system.seal(&session_aad(id, user), secret.as_bytes())?)
     }
 
     /// Opens what [`Vault::seal_session`] sealed for the same session and user.
@@ -254,7 +201,7 @@ impl Vault {
     ///
     /// Only when the OS cannot supply a nonce.
     pub fn seal_credential(&self, id: &Pseudonym, user: &UserKey, key_id: &str) -> Result<Vec<u8>, VaultError> {
-        self.system.seal(&credential_aad(id, user), key_id.as_bytes())
+        Ok(self.system.seal(&credential_aad(id, user), key_id.as_bytes())?)
     }
 
     /// Opens what [`Vault::seal_credential`] sealed for the same session and user.
@@ -273,7 +220,7 @@ impl Vault {
     ///
     /// Only when the OS cannot supply a nonce.
     pub fn seal_access(&self, user: &UserKey, id: &AccessId, plain: &[u8]) -> Result<Vec<u8>, VaultError> {
-        self.system.seal(&access_aad(user, id), plain)
+        Ok(self.system.seal(&access_aad(user, id), plain)?)
     }
 
     /// Opens what [`Vault::seal_access`] sealed for the same user and place.
@@ -282,7 +229,7 @@ impl Vault {
     ///
     /// [`VaultError::Tampered`], for an entry damaged or moved under another user.
     pub fn open_access(&self, user: &UserKey, id: &AccessId, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        self.system.open(&access_aad(user, id), sealed, "access entry")
+        Ok(self.system.open(&access_aad(user, id), sealed, "access entry")?)
     }
 
     /// The user's DEK; created (durably, with the namespace's KEK if need be) when
@@ -332,7 +279,7 @@ impl Vault {
         }
         let name = kek_name(namespace);
         let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let bytes = load_or_create(&master, store, &name).await?;
+        let bytes = load_or_create(&*master, store, &name).await?;
         let kek = Arc::new(SealingKey::new(&bytes));
         self.keks.lock().unwrap_or_else(PoisonError::into_inner).insert(*namespace, kek.clone());
         Ok(kek)
@@ -355,7 +302,7 @@ impl Vault {
         plain.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
         plain.extend_from_slice(content_type.as_bytes());
         plain.extend_from_slice(bytes);
-        dek.key.seal(&key_aad(user, version), &plain)
+        Ok(dek.key.seal(&key_aad(user, version), &plain)?)
     }
 
     /// Opens a key version: its content type and bytes.
@@ -390,19 +337,17 @@ impl Vault {
     ///
     /// [`VaultError::Tampered`] for an entry under neither key; storage failures.
     pub async fn rotate(&self, store: &dyn Records, new: &MasterKey) -> Result<Rotation, VaultError> {
-        let new = Arc::new(SealingKey::new(new.bytes()));
+        let new = new.source();
         let current = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
         let mut rewrapped = Vec::new();
         let mut already_current = 0;
         for (name, wrapped) in store.keyring_list().await? {
             let aad = keyring_aad(&name);
             match envelope_key_id(&wrapped) {
-                Some(id) if id == new.id => already_current += 1,
-                Some(id) if id == current.id => {
-                    let key = current.open(&aad, &wrapped, "keyring entry")?;
-                    let key: &[u8; 32] =
-                        key.as_slice().try_into().map_err(|_| VaultError::Tampered("keyring entry"))?;
-                    rewrapped.push((name, new.wrap(&aad, key)?));
+                Some(id) if id == new.id() => already_current += 1,
+                Some(id) if id == current.id() => {
+                    let key = current.unwrap(&aad, &wrapped, "keyring entry")?;
+                    rewrapped.push((name, new.wrap(&aad, &key)?));
                 }
                 _ => return Err(VaultError::Tampered("keyring entry")),
             }
@@ -415,7 +360,7 @@ impl Vault {
 }
 
 async fn load_or_create(
-    master: &SealingKey,
+    master: &dyn MasterSource,
     store: &dyn Records,
     name: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
@@ -427,12 +372,10 @@ async fn load_or_create(
             store.keyring_create(name, master.wrap(&aad, &fresh)?).await?
         }
     };
-    if let Some(stored) = envelope_key_id(&wrapped).filter(|id| *id != master.id) {
-        return Err(VaultError::WrongMasterKey { stored: hex::encode(stored), configured: hex::encode(master.id) });
+    if let Some(stored) = envelope_key_id(&wrapped).filter(|id| *id != master.id()) {
+        return Err(VaultError::WrongMasterKey { stored: hex::encode(stored), configured: hex::encode(master.id()) });
     }
-    let bytes = master.open(&aad, &wrapped, "keyring entry")?;
-    let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::Tampered("keyring entry"))?;
-    Ok(Zeroizing::new(array))
+    Ok(master.unwrap(&aad, &wrapped, "keyring entry")?)
 }
 
 fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {

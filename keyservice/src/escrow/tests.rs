@@ -55,3 +55,77 @@ async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest
         .collect();
     assert_eq!(versions.len(), total);
 }
+
+/// A master key that counts how often it is asked, around one held in memory.
+struct Counting {
+    inner: Arc<dyn crate::crypto::master::MasterSource>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::crypto::master::MasterSource for Counting {
+    fn id(&self) -> [u8; 8] {
+        self.inner.id()
+    }
+
+    fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, crate::crypto::seal::SealError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wrap(aad, key)
+    }
+
+    fn unwrap(
+        &self,
+        aad: &[u8],
+        envelope: &[u8],
+        kind: &'static str,
+    ) -> Result<Zeroizing<[u8; 32]>, crate::crypto::seal::SealError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.unwrap(aad, envelope, kind)
+    }
+}
+
+/// The master key (which may be a token's or a KMS's, slow and far away) wraps the
+/// keyring only: it is asked at start and when a namespace is first used, never per
+/// request, even with no memory of opened keys.
+#[tokio::test]
+async fn the_master_key_is_asked_at_start_and_per_new_namespace_never_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting = Arc::new(Counting {
+        inner: MasterKey::from_bytes([7; 32]).source(),
+        calls: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let calls = || counting.calls.load(std::sync::atomic::Ordering::Relaxed);
+    let master = MasterKey::from_source(counting.clone());
+    let ledger = ErasureLedger::open(&dir.path().join("ledger")).unwrap();
+    let policy = Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30, cache_bytes: 0 };
+    let escrow = Escrow::open(Arc::new(crate::store::MemoryStore::new()), &master, ledger, policy).await.unwrap();
+    let at_start = calls();
+    assert!(at_start > 0, "the index and system keys are the master key's");
+
+    let device = |namespace: u8, user: u8| {
+        Device::for_tests(Session {
+            id: [user; 32],
+            user: UserKey { namespace: [namespace; 32], user: [user; 32] },
+            credential: None,
+            secret: Secret::new("unused"),
+            expires_at: UnixTime::MAX,
+            last_used: 0,
+        })
+    };
+    let write_and_read = |device: Device| {
+        let escrow = &escrow;
+        async move {
+            let bytes = Zeroizing::new(b"key".to_vec());
+            escrow.put_key(&device, "text/plain".into(), bytes, &Precondition::None, 1).await.unwrap();
+            assert_eq!(&escrow.get_key(&device, None).await.unwrap().unwrap().bytes[..], b"key");
+        }
+    };
+    write_and_read(device(1, 1)).await;
+    let first_namespace = calls();
+    assert!(first_namespace > at_start, "a namespace's KEK is wrapped by the master key");
+    for user in 2..20 {
+        write_and_read(device(1, user)).await;
+    }
+    assert_eq!(calls(), first_namespace, "users and requests of a known namespace never ask it");
+    write_and_read(device(2, 1)).await;
+    assert!(calls() > first_namespace, "a second namespace asks it again");
+}

@@ -1,0 +1,104 @@
+//! The envelope every secret at rest is sealed in, and the key that seals it.
+//!
+//! Every envelope is `1 ‖ key id (8) ‖ nonce (24) ‖ XChaCha20-Poly1305 ciphertext ‖ tag`,
+//! with associated data naming the record's kind and identity, so a record copied under
+//! another identity fails to open instead of being served.
+
+use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, KeyInit, Mac};
+use keyservice_client::protocol::{RandomError, random_bytes};
+use zeroize::Zeroizing;
+
+const ENVELOPE_V1: u8 = 1;
+const HEADER_LEN: usize = 1 + 8 + 24;
+const TAG_LEN: usize = 16;
+
+/// Why an envelope could not be made or opened. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The envelope failed authentication: damaged, or moved under another identity.
+    #[error("a stored {0} failed authentication: it is damaged or was moved under another identity")]
+    Tampered(&'static str),
+    /// No randomness for a nonce.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
+/// Envelopes carry the id of the key that sealed them; a master key's id is the same.
+pub(crate) fn key_id(key: &[u8; 32]) -> [u8; 8] {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"keyservice key id v1");
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+    id
+}
+
+/// A 256-bit AEAD key and its id.
+pub(crate) struct SealingKey {
+    cipher: XChaCha20Poly1305,
+    pub(crate) id: [u8; 8],
+}
+
+impl SealingKey {
+    pub(crate) fn new(bytes: &[u8; 32]) -> Self {
+        Self { cipher: XChaCha20Poly1305::new(bytes.into()), id: key_id(bytes) }
+    }
+
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let nonce: [u8; 24] = random_bytes()?;
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            // XChaCha20-Poly1305 fails only for plaintexts beyond 256 GiB.
+            .expect("sealing a record of bounded size cannot fail");
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.push(ENVELOPE_V1);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    pub(crate) fn open(
+        &self,
+        aad: &[u8],
+        envelope: &[u8],
+        kind: &'static str,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        if envelope.len() < HEADER_LEN + TAG_LEN || envelope[0] != ENVELOPE_V1 || envelope[1..9] != self.id {
+            return Err(SealError::Tampered(kind));
+        }
+        let nonce = XNonce::from_slice(&envelope[9..HEADER_LEN]);
+        self.cipher
+            .decrypt(nonce, Payload { msg: &envelope[HEADER_LEN..], aad })
+            .map(Zeroizing::new)
+            .map_err(|_| SealError::Tampered(kind))
+    }
+
+    pub(crate) fn wrap(&self, aad: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, SealError> {
+        self.seal(aad, key)
+    }
+
+    pub(crate) fn unwrap_key(&self, aad: &[u8], wrapped: &[u8], kind: &'static str) -> Result<SealingKey, SealError> {
+        Ok(SealingKey::new(&*self.unwrap_bytes(aad, wrapped, kind)?))
+    }
+
+    /// Opens a wrapped 256-bit key.
+    pub(crate) fn unwrap_bytes(
+        &self,
+        aad: &[u8],
+        wrapped: &[u8],
+        kind: &'static str,
+    ) -> Result<Zeroizing<[u8; 32]>, SealError> {
+        let bytes = self.open(aad, wrapped, kind)?;
+        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| SealError::Tampered(kind))?;
+        Ok(Zeroizing::new(array))
+    }
+}
+
+/// The id under which an envelope was sealed, or `None` for a malformed one.
+pub fn envelope_key_id(envelope: &[u8]) -> Option<[u8; 8]> {
+    (envelope.len() >= HEADER_LEN && envelope[0] == ENVELOPE_V1).then(|| envelope[1..9].try_into().ok()).flatten()
+}
