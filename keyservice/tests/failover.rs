@@ -259,6 +259,31 @@ async fn fail_over(primary: &pg::Server, standby: &pg::Server, node: &Serving) {
     wait_ready(&[node], 200, Duration::from_secs(15)).await;
 }
 
+/// After a first failover under writes (timeline 2 on the standby), with the URL listing
+/// the old primary first.
+struct FailedOver {
+    primary: pg::Server,
+    standby: pg::Server,
+    cluster: Cluster,
+    database: String,
+    node: Serving,
+    sessions: Vec<Session>,
+    acked: Acked,
+}
+
+/// Three writers at one node write 5 rounds, the primary dies and the standby is
+/// promoted, and they write 5 more.
+async fn failed_over() -> FailedOver {
+    let (primary, standby, cluster) = replicated(true).await;
+    let database = cluster.database.name.clone();
+    let node = cluster.start("node-a", "");
+    let (sessions, acked) = writers(&node, 3).await;
+    write_rounds(&sessions, &acked, 5).await;
+    fail_over(&primary, &standby, &node).await;
+    write_rounds(&sessions, &acked, 5).await;
+    FailedOver { primary, standby, cluster, database, node, sessions, acked }
+}
+
 fn acknowledged(acked: &Acked) -> usize {
     acked.lock().unwrap().iter().map(BTreeMap::len).sum()
 }
@@ -266,16 +291,8 @@ fn acknowledged(acked: &Acked) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_old_primary_that_comes_back_is_never_written_to() {
     // The old primary is listed first: `target_session_attrs` alone would pick it.
-    let (primary, standby, cluster) = replicated(true).await;
-    let database = cluster.database.name.clone();
-    let a = cluster.start("node-a", "");
-    let (sessions, acked) = writers(&a, 3).await;
+    let FailedOver { primary, standby, cluster, database, node: _a, sessions, acked } = failed_over().await;
     let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
-    write_some(5).await;
-
-    // Failover: the primary dies, the standby is promoted (timeline 2).
-    fail_over(&primary, &standby, &a).await;
-    write_some(5).await;
 
     // The old primary comes back as a primary, on timeline 1, first in the URL.
     primary.start_stopped();
@@ -316,16 +333,8 @@ async fn an_old_primary_that_comes_back_is_never_written_to() {
 /// follow both failovers with no restart and lose nothing acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_old_primary_rejoins_as_a_standby_and_a_second_failover_loses_nothing() {
-    let (primary, standby, cluster) = replicated(true).await;
-    let database = cluster.database.name.clone();
-    let a = cluster.start("node-a", "");
-    let (sessions, acked) = writers(&a, 3).await;
+    let FailedOver { primary, standby, cluster: _cluster, database, node: a, sessions, acked } = failed_over().await;
     let write_some = |rounds| write_rounds(&sessions, &acked, rounds);
-    write_some(5).await;
-
-    // First failover: timeline 2 on the standby.
-    fail_over(&primary, &standby, &a).await;
-    write_some(5).await;
     let after_first = acknowledged(&acked);
 
     // The old primary rewinds to where the timelines parted and follows the new one,

@@ -13,7 +13,7 @@ use crate::access;
 pub use crate::auth::Session;
 use crate::auth::{Device, Found, Sessions};
 use crate::crypto::master::MasterKey;
-use crate::crypto::vault::{Vault, VaultError};
+use crate::crypto::vault::{UserDek, Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
@@ -257,19 +257,33 @@ impl Escrow {
     }
 
     /// The user's DEK, from the cache when held (created, durably, when `create`).
-    async fn user_dek(&self, user: &UserKey, create: bool) -> Result<Arc<crate::crypto::vault::UserDek>, Error> {
-        let epoch = match &self.cache {
-            Some(cache) => match cache.deks.get(user) {
-                (Some(dek), _) => return Ok(dek),
-                (None, epoch) => Some(epoch),
-            },
-            None => None,
+    async fn user_dek(&self, user: &UserKey, create: bool) -> Result<Arc<UserDek>, Error> {
+        let epoch = match self.held_dek(user) {
+            Ok(dek) => return Ok(dek),
+            Err(epoch) => epoch,
         };
         let dek = Arc::new(self.vault.user_dek(self.store.as_ref(), user, create).await?.ok_or_else(missing_dek)?);
+        self.keep_dek(epoch, user, &dek);
+        Ok(dek)
+    }
+
+    /// The user's DEK if this node holds it opened; else the cache's epoch to keep one
+    /// read now under (`None`: nothing is kept).
+    fn held_dek(&self, user: &UserKey) -> Result<Arc<UserDek>, Option<u64>> {
+        match &self.cache {
+            Some(cache) => match cache.deks.get(user) {
+                (Some(dek), _) => Ok(dek),
+                (None, epoch) => Err(Some(epoch)),
+            },
+            None => Err(None),
+        }
+    }
+
+    /// Keeps a DEK read under `epoch` (see [`Escrow::held_dek`]).
+    fn keep_dek(&self, epoch: Option<u64>, user: &UserKey, dek: &Arc<UserDek>) {
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             cache.deks.insert(epoch, *user, dek.clone());
         }
-        Ok(dek)
     }
 
     /// Forgets `user`'s DEK and latest key, and with `sessions` every session of theirs,
@@ -345,14 +359,13 @@ impl Escrow {
         loop {
             attempts += 1;
             let dek = self.user_dek(user, true).await?;
-            let wrapped = dek.wrapped().to_vec();
-            let (sealing_user, payload) = (*user, payload.clone());
+            let (sealing_dek, sealing_user, payload) = (dek.clone(), *user, payload.clone());
             let seal = Box::new(move |version: u64| {
                 let (content_type, bytes) = &*payload;
-                Vault::seal_key(&dek, &sealing_user, version, content_type, bytes).map_err(seal_error)
+                Vault::seal_key(&sealing_dek, &sealing_user, version, content_type, bytes).map_err(seal_error)
             });
             let outcome =
-                self.store.put_key(user, &wrapped, precondition, self.policy.max_key_versions, now, seal).await;
+                self.store.put_key(user, dek.wrapped(), precondition, self.policy.max_key_versions, now, seal).await;
             if let Some(cache) = &self.cache {
                 cache.latest.forget(user);
             }
@@ -384,14 +397,7 @@ impl Escrow {
             },
             _ => None,
         };
-        let held = match &self.cache {
-            Some(cache) => match cache.deks.get(user) {
-                (Some(dek), _) => Ok(dek),
-                (None, epoch) => Err(Some(epoch)),
-            },
-            None => Err(None),
-        };
-        let (record, dek) = match held {
+        let (record, dek) = match self.held_dek(user) {
             Ok(dek) => (self.store.get_key(user, version).await?, dek),
             // The key and its DEK in one look at the store: on a shared one, one round trip
             // and one statement.
@@ -402,9 +408,7 @@ impl Escrow {
                 };
                 let wrapped = wrapped.ok_or_else(missing_dek)?;
                 let dek = Arc::new(self.vault.open_user_dek(self.store.as_ref(), user, &wrapped).await?);
-                if let (Some(cache), Some(epoch)) = (&self.cache, dek_epoch) {
-                    cache.deks.insert(epoch, *user, dek.clone());
-                }
+                self.keep_dek(dek_epoch, user, &dek);
                 (Some(record), dek)
             }
         };

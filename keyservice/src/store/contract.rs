@@ -82,8 +82,7 @@ pub trait Records: Send + Sync + 'static {
     /// [`Records::get_key`] and [`Records::user_dek`] together, for a store that can
     /// answer both in one look (by default, both asked at once).
     async fn key_with_dek(&self, user: &UserKey, version: Option<u64>) -> Result<KeyWithDek, StoreError> {
-        let (key, dek) = tokio::join!(self.get_key(user, version), self.user_dek(user));
-        Ok((key?, dek?))
+        key_and_dek_apart(self, user, version).await
     }
 
     /// Every stored version of `user`'s key, oldest first.
@@ -112,6 +111,16 @@ pub trait Records: Send + Sync + 'static {
         before: Option<AccessId>,
         limit: usize,
     ) -> Result<Vec<AccessRecord>, StoreError>;
+}
+
+/// [`Records::key_with_dek`] as its two reads, asked at once.
+pub(crate) async fn key_and_dek_apart<R: Records + ?Sized>(
+    store: &R,
+    user: &UserKey,
+    version: Option<u64>,
+) -> Result<KeyWithDek, StoreError> {
+    let (key, dek) = tokio::join!(store.get_key(user, version), store.user_dek(user));
+    Ok((key?, dek?))
 }
 
 /// The state that keeps requests and nodes in step: the erasure ledger's mark, the

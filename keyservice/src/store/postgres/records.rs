@@ -229,11 +229,11 @@ impl Records for PostgresStore {
     }
 
     async fn key_with_dek(&self, user: &UserKey, version: Option<u64>) -> Result<KeyWithDek, StoreError> {
-        if version.is_none() {
-            return self.batches.latest.ask(record::user_prefix(user).to_vec()).await;
+        // The latest with its DEK is one statement; another version, two reads.
+        match version {
+            None => self.batches.latest.ask(record::user_prefix(user).to_vec()).await,
+            Some(_) => crate::store::contract::key_and_dek_apart(self, user, version).await,
         }
-        let (key, dek) = tokio::join!(self.get_key(user, version), self.user_dek(user));
-        Ok((key?, dek?))
     }
 
     async fn list_keys(&self, user: &UserKey) -> Result<Vec<KeyRecord>, StoreError> {
