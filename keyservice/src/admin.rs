@@ -9,7 +9,8 @@
 //! stopped server's new, empty data directory.
 //!
 //! The socket speaks one JSON line each way:
-//! `{"op": "backup"}`, `{"op": "rotate-master-key", "newKeyFile": "/path"}` or
+//! `{"op": "backup"}`, `{"op": "rotate-master-key", "newKeyFile": "/path"}` (or
+//! `"newKeyLabel": "label"` for a key in the configured PKCS#11 token) or
 //! `{"op": "erase", "namespace": "…", "userId": "…"}`, answered by
 //! `{"ok": true|false, "message": "…"}`. A backup's answer also says `"bytes": N`, and
 //! the backup's N bytes follow it: the command writes the file itself, as the person
@@ -24,7 +25,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
-use crate::crypto::master::MasterKey;
+use crate::crypto::master::{MasterKey, MasterKeyError};
+use crate::crypto::token::{TokenError, TokenSettings};
 use crate::crypto::vault::{Rotation, Vault, envelope_key_id};
 use crate::error::Error;
 use crate::http::App;
@@ -36,11 +38,16 @@ use crate::store::{Coordination, Maintenance, SledStore, backup};
 pub enum AdminRequest {
     /// Send a consistent backup over the socket.
     Backup,
-    /// Re-wrap the keyring under the key in `new_key_file` (created if absent).
+    /// Re-wrap the keyring under the key in `new_key_file`, or under the key labelled
+    /// `new_key_label` in the token `[master_key]` names (either created if absent).
     #[serde(rename_all = "camelCase")]
     RotateMasterKey {
         /// The new master key file.
-        new_key_file: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_key_file: Option<PathBuf>,
+        /// The label of the new master key in the configured token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_key_label: Option<String>,
     },
     /// Erase a user, as `POST /erase` does, without the Real Service.
     #[serde(rename_all = "camelCase")]
@@ -59,6 +66,84 @@ impl AdminRequest {
             Self::Backup => "backup",
             Self::RotateMasterKey { .. } => "rotate-master-key",
             Self::Erase { .. } => "erase",
+        }
+    }
+}
+
+/// Where a rotation moves the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewMasterKey {
+    /// A key file (created when absent).
+    File(PathBuf),
+    /// A key with this label in the token `[master_key]` names (generated when absent).
+    TokenKey(String),
+}
+
+impl NewMasterKey {
+    /// The target an admin request names.
+    ///
+    /// # Errors
+    ///
+    /// When it names none, or both.
+    pub fn of(new_key_file: Option<PathBuf>, new_key_label: Option<String>) -> Result<Self, String> {
+        match (new_key_file, new_key_label) {
+            (Some(file), None) => Ok(Self::File(file)),
+            (None, Some(label)) => Ok(Self::TokenKey(label)),
+            _ => Err("a rotation names one new key: a key file or a key label in the token".to_owned()),
+        }
+    }
+
+    /// Opens the new key, creating it when absent, and tells whether it was created.
+    /// Blocks while a token answers. `token` is the configured `[master_key]` token.
+    ///
+    /// # Errors
+    ///
+    /// Why the key could not be opened or created.
+    pub fn open(&self, token: Option<&TokenSettings>) -> Result<(MasterKey, bool), String> {
+        match self {
+            Self::File(path) => MasterKey::load_or_create_telling(path).map_err(|e| e.to_string()),
+            Self::TokenKey(label) => {
+                let mut settings = token
+                    .ok_or("no token is configured: set [master_key] module, token_label (or slot) and pin_env (or pin_file) first")?
+                    .clone();
+                settings.key_label.clone_from(label);
+                match MasterKey::from_token(&settings) {
+                    Ok(key) => Ok((key, false)),
+                    Err(MasterKeyError::Token(TokenError::KeyAbsent { .. })) => {
+                        MasterKey::create_in_token(&settings).map(|key| (key, true)).map_err(|e| e.to_string())
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        }
+    }
+
+    /// What to change in the configuration before the next start.
+    fn next_start(&self) -> String {
+        match self {
+            Self::File(path) => format!("point master_key_file at {} before the next start", path.display()),
+            Self::TokenKey(label) => {
+                format!("set [master_key] source = \"pkcs11\" and key_label = {label:?} before the next start")
+            }
+        }
+    }
+}
+
+/// Which master key a backup's entries were sealed under, for the operator: a restore
+/// needs it.
+pub fn sealed_under(entries: &[crate::store::SnapshotEntry]) -> String {
+    let mut ids: Vec<String> = entries
+        .iter()
+        .filter(|(table, _, _)| table == "keyring")
+        .filter_map(|(_, _, value)| envelope_key_id(value).map(hex::encode))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    match ids.as_slice() {
+        [] => "no keys sealed yet".to_owned(),
+        [id] => format!("sealed under master key {id}; a restore needs that key"),
+        more => {
+            format!("sealed under master keys {} (a rotation was under way); a restore needs each", more.join(", "))
         }
     }
 }
@@ -261,14 +346,13 @@ pub async fn request(path: &Path, request: &AdminRequest) -> Option<Outcome> {
 }
 
 /// Describes a finished rotation.
-pub fn describe_rotation(rotation: &Rotation, new_key_file: &Path) -> String {
+pub fn describe_rotation(rotation: &Rotation, target: &NewMasterKey) -> String {
     format!(
         "re-wrapped {} keyring entries (index and system keys, one key per namespace), {} already under the new key; \
-         records moved: 0 (user keys and records hang below the namespace keys and are unchanged); \
-         point master_key_file at {} before the next start",
+         records moved: 0 (user keys and records hang below the namespace keys and are unchanged); {}",
         rotation.rewrapped,
         rotation.already_current,
-        new_key_file.display()
+        target.next_start()
     )
 }
 
@@ -282,7 +366,7 @@ pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
         crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
     let entries = store.snapshot().await.map_err(|e| e.to_string())?;
     let written = backup::write(out, &entries).map_err(|e| e.to_string())?;
-    Ok(format!("wrote {written} records to {}", out.display()))
+    Ok(format!("wrote {written} records to {}, {}", out.display(), sealed_under(&entries)))
 }
 
 /// Rotates the stopped server's master key from `current` to `new`.
@@ -290,7 +374,7 @@ pub async fn backup_offline(config: &Config, out: &Path) -> Outcome {
 /// # Errors
 ///
 /// When the store cannot be opened or was sealed under neither key.
-pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKey, new_key_file: &Path) -> Outcome {
+pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKey, target: &NewMasterKey) -> Outcome {
     let store =
         crate::store::open(&config.storage, &config.data_dir, &config.node_id).await.map_err(|e| e.to_string())?;
     if Vault::open(new, store.as_ref()).await.is_ok() {
@@ -298,11 +382,11 @@ pub async fn rotate_offline(config: &Config, current: &MasterKey, new: &MasterKe
             rewrapped: 0,
             already_current: store.keyring_list().await.map_err(|e| e.to_string())?.len() as u64,
         };
-        return Ok(describe_rotation(&rotation, new_key_file));
+        return Ok(describe_rotation(&rotation, target));
     }
     let vault = Vault::open(current, store.as_ref()).await.map_err(|e| e.to_string())?;
     let rotation = vault.rotate(store.as_ref(), new).await.map_err(|e| e.to_string())?;
-    Ok(describe_rotation(&rotation, new_key_file))
+    Ok(describe_rotation(&rotation, target))
 }
 
 /// Restores the backup `from` into `data_dir`, which must be absent or empty, after
@@ -346,22 +430,36 @@ impl App {
         match request {
             AdminRequest::Backup => {
                 let entries = self.inner.escrow.snapshot().await.map_err(|e| e.to_string())?;
-                let message = format!("{} records", entries.len());
+                let message = format!("{} records, {}", entries.len(), sealed_under(&entries));
                 Ok(Answer { message, payload: Some(backup::encode(&entries)) })
             }
-            AdminRequest::RotateMasterKey { new_key_file } => {
-                let (new, created) = MasterKey::load_or_create_telling(&new_key_file).map_err(|e| e.to_string())?;
+            AdminRequest::RotateMasterKey { new_key_file, new_key_label } => {
+                let target = NewMasterKey::of(new_key_file, new_key_label)?;
+                let token = self.inner.master_key_token.clone();
+                let opening = target.clone();
+                let (new, created) = tokio::task::spawn_blocking(move || opening.open(token.as_ref()))
+                    .await
+                    .map_err(|e| format!("opening the new master key failed: {e}"))??;
                 let rotation = self.inner.escrow.rotate_master_key(&new).await.map_err(|e: Error| e.to_string())?;
-                let whose = if created {
-                    "created by the server, as its own user, so that it can read it"
-                } else {
-                    "read by the server"
+                let (whose, place) = match (&target, created) {
+                    (NewMasterKey::File(path), true) => (
+                        "created by the server, as its own user, so that it can read it",
+                        format!("at {} on the server's file system", path.display()),
+                    ),
+                    (NewMasterKey::File(path), false) => {
+                        ("read by the server", format!("at {} on the server's file system", path.display()))
+                    }
+                    (NewMasterKey::TokenKey(label), true) => {
+                        ("generated in the token now", format!("labelled {label:?} in the token"))
+                    }
+                    (NewMasterKey::TokenKey(label), false) => {
+                        ("found there", format!("labelled {label:?} in the token"))
+                    }
                 };
                 let message = format!(
-                    "{}; the new key (fingerprint {}) is at {} on the server's file system, {whose}",
-                    describe_rotation(&rotation, &new_key_file),
+                    "{}; the new key (fingerprint {}) is {place}, {whose}",
+                    describe_rotation(&rotation, &target),
                     new.fingerprint(),
-                    new_key_file.display()
                 );
                 Ok(Answer { message, payload: None })
             }

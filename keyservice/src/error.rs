@@ -145,6 +145,9 @@ impl Error {
                     (StatusCode::SERVICE_UNAVAILABLE, "too_many_pending_inits")
                 }
             },
+            Self::Vault(VaultError::MasterKeyUnavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "master_key_unavailable")
+            }
             _ if matches!(self.store_error(), Some(StoreError::Full(_))) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
             }
@@ -205,6 +208,9 @@ impl Error {
             }
             StatusCode::SERVICE_UNAVAILABLE if self.store_error().is_some() => {
                 "The store cannot make changes durable right now, so this one was not acknowledged and may or may not have been applied; retry later (a PUT with If-Match or If-None-Match is safe to retry).".to_owned()
+            }
+            _ if matches!(self, Self::Vault(VaultError::MasterKeyUnavailable(_))) => {
+                "The master key cannot be reached right now, so nothing new can be sealed under it; retry later.".to_owned()
             }
             _ if matches!(self, Self::Audit(_)) => {
                 "The server cannot record this request in its audit trail, so it did not carry it out.".to_owned()

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keyservice::config::Storage;
 use keyservice::config::{DEV_KEY_ID, DEV_NAMESPACE};
+use keyservice::config::{MasterKeySource, Storage};
 use keyservice::crypto::master::MASTER_KEY_ENV;
 use keyservice::server::{Server, StartError, load_master_key, master_key_source};
 use keyservice::{Config, MasterKey, SledStore, admin};
@@ -66,13 +66,18 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Re-wrap every key under a new master key (created if the file does not exist),
-    /// through the running server's admin socket, or directly when it is stopped.
-    /// Idempotent: running it again finishes an interrupted rotation.
+    /// Re-wrap every key under a new master key: a key file (created if it does not
+    /// exist) or a key in the PKCS#11 token `[master_key]` names (generated if no key
+    /// has the label), through the running server's admin socket, or directly when it
+    /// is stopped. Idempotent: running it again finishes an interrupted rotation.
+    #[command(group(clap::ArgGroup::new("new_key").required(true).args(["new_key_file", "new_key_label"])))]
     RotateMasterKey {
         /// The new master key file (64 hex digits, mode 0600).
         #[arg(long, value_name = "FILE")]
-        new_key_file: PathBuf,
+        new_key_file: Option<PathBuf>,
+        /// The label of the new master key in the configured token.
+        #[arg(long, value_name = "LABEL")]
+        new_key_label: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -92,6 +97,13 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum MasterKeyCommand {
+    /// Create the configured master key and print its fingerprint: with `[master_key]`
+    /// naming a PKCS#11 token, an AES-256 key generated in the token (sensitive, never
+    /// extractable); otherwise the key file. Never replaces a key that exists.
+    Init {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Print a master key's fingerprint (its public id, the one logs and errors name):
     /// of FILE, or else of the configured key (`KEYSERVICE_MASTER_KEY`, or
     /// `master_key_file`). Never prints the key.
@@ -164,6 +176,13 @@ fn main() -> ExitCode {
                 Ok(format!("{}  {source}", key.fingerprint()))
             })
         }
+        Command::MasterKey(MasterKeyCommand::Init { store }) => {
+            operate(store.config, store.data_dir, |config| async move {
+                tokio::task::spawn_blocking(move || init_master_key(&config))
+                    .await
+                    .map_err(|e| Failure::Failed(format!("creating the master key failed: {e}")))?
+            })
+        }
         Command::Audit(AuditCommand::Verify { files }) => match keyservice::audit::verify_series(&files) {
             Ok(verified) => {
                 let range = match verified.last_seq {
@@ -209,30 +228,77 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Command::RotateMasterKey { new_key_file, store } => {
+        Command::RotateMasterKey { new_key_file, new_key_label, store } => {
             operate(store.config, store.data_dir, |config| async move {
-                let request = admin::AdminRequest::RotateMasterKey { new_key_file: absolute(&new_key_file) };
+                let new_key_file = new_key_file.as_deref().map(absolute);
+                let request = admin::AdminRequest::RotateMasterKey {
+                    new_key_file: new_key_file.clone(),
+                    new_key_label: new_key_label.clone(),
+                };
                 match admin::request(&config.admin_socket, &request).await {
                     Some(outcome) => Ok(outcome?),
                     None => {
                         existing_store(&config)?;
-                        let (current, _) =
-                            load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
-                        let (new, created) =
-                            MasterKey::load_or_create_telling(&new_key_file).map_err(|e| e.to_string())?;
+                        let target = admin::NewMasterKey::of(new_key_file, new_key_label).map_err(Failure::Usage)?;
+                        let (current, (new, created)) = {
+                            let (config, target) = (config.clone(), target.clone());
+                            tokio::task::spawn_blocking(move || {
+                                let current =
+                                    load_master_key(&config, false).map_err(|e| Failure::Usage(e.to_string()))?;
+                                let new = target.open(config.master_key_token.as_ref())?;
+                                Ok::<_, Failure>((current.0, new))
+                            })
+                            .await
+                            .map_err(|e| Failure::Failed(format!("opening the master keys failed: {e}")))??
+                        };
                         #[cfg(unix)]
-                        if created {
-                            keyservice::crypto::master::give_to_owner_of(&new_key_file, &config.master_key_file)?;
+                        if let (admin::NewMasterKey::File(path), true) = (&target, created) {
+                            keyservice::crypto::master::give_to_owner_of(path, &config.master_key_file)?;
                         }
                         #[cfg(not(unix))]
                         let _ = created;
-                        let message = admin::rotate_offline(&config, &current, &new, &new_key_file).await?;
+                        let message = admin::rotate_offline(&config, &current, &new, &target).await?;
                         Ok(format!("{message} (old key {}, new key {})", current.fingerprint(), new.fingerprint()))
                     }
                 }
             })
         }
     }
+}
+
+/// Creates the configured master key: in the token `[master_key]` names, else the file.
+fn init_master_key(config: &Config) -> Result<String, Failure> {
+    if let Some(token) = &config.master_key_token {
+        let key = MasterKey::create_in_token(token).map_err(|e| Failure::Usage(e.to_string()))?;
+        let source = if config.master_key_source == MasterKeySource::Pkcs11 {
+            ""
+        } else {
+            "; the configuration still says source = \"file\": rotate to it with `keyservice rotate-master-key --new-key-label`"
+        };
+        return Ok(format!(
+            "{}  generated in the token as {:?} (AES-256, sensitive, not extractable){source}",
+            key.fingerprint(),
+            token.key_label
+        ));
+    }
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+        return Err(Failure::Usage(format!("the master key comes from {MASTER_KEY_ENV}: there is nothing to create")));
+    }
+    if config.master_key_file.exists() {
+        let existing = MasterKey::load(&config.master_key_file)
+            .map(|key| format!(" (fingerprint {})", key.fingerprint()))
+            .unwrap_or_default();
+        return Err(Failure::Usage(format!(
+            "master_key_file {} exists{existing}; it is never overwritten",
+            config.master_key_file.display()
+        )));
+    }
+    let (key, _) = MasterKey::load_or_create_telling(&config.master_key_file).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{}  written to {} (mode 0600); back it up offline, apart from the data",
+        key.fingerprint(),
+        config.master_key_file.display()
+    ))
 }
 
 /// Why an operator command failed: a usage or configuration problem (exit 2), or the
@@ -364,6 +430,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // An existing store is never given a new master key: that would only fail later,
     // and leave a stray key behind.
     if matches!(config.storage, Storage::Sled)
+        && config.master_key_source == MasterKeySource::File
         && SledStore::exists(&config.data_dir)
         && std::env::var_os(MASTER_KEY_ENV).is_none()
         && !config.master_key_file.exists()

@@ -313,8 +313,9 @@ fn a_master_key_file_others_can_read_is_refused() {
     let key = dir.path().join("master.key");
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Exit 2: the file must change before a start can work.
     let (code, _, err) = run(&["serve", "--config", config.to_str().unwrap()], &[]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("accessible to group or others"), "{err}");
     assert!(!err.contains(&"ab".repeat(32)), "the key leaked into the error");
 
@@ -322,7 +323,7 @@ fn a_master_key_file_others_can_read_is_refused() {
     // without being echoed.
     let (code, _, err) =
         run(&["serve", "--config", config.to_str().unwrap()], &[("KEYSERVICE_MASTER_KEY", "not-a-key-at-all")]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("KEYSERVICE_MASTER_KEY") && !err.contains("not-a-key-at-all"), "{err}");
 }
 

@@ -12,6 +12,7 @@ use keyservice_client::protocol::wire::MAX_NAMESPACE_LEN;
 use serde::Deserialize;
 
 use super::describe;
+use super::master_key::FileMasterKey;
 use super::oidc::FileOidc;
 use super::secret::read_secret;
 use super::{
@@ -28,6 +29,7 @@ pub(super) struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     master_key_file: Option<PathBuf>,
+    master_key: Option<FileMasterKey>,
     erasure_ledger_file: Option<PathBuf>,
     max_key_versions: Option<u64>,
     access_history_days: Option<u64>,
@@ -177,10 +179,16 @@ impl FileConfig {
             let namespace = namespace.validate(&field, env, &mut key_ids)?;
             namespaces.insert(name, namespace);
         }
+        let (master_key_source, master_key_token) = match self.master_key {
+            Some(table) => table.validate(env)?,
+            None => (defaults.master_key_source, None),
+        };
         Ok(Config {
             listen,
             data_dir: self.data_dir.unwrap_or(defaults.data_dir),
             master_key_file: self.master_key_file.unwrap_or(defaults.master_key_file),
+            master_key_source,
+            master_key_token,
             erasure_ledger_file: self.erasure_ledger_file.unwrap_or(defaults.erasure_ledger_file),
             admin_socket: self.admin_socket.unwrap_or(defaults.admin_socket),
             proxies: proxy_trust(&self.trusted_proxies, self.forwarded_header, self.trusted_hops)?,

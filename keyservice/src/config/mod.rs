@@ -15,6 +15,7 @@
 pub mod changes;
 mod describe;
 mod file;
+mod master_key;
 mod oidc;
 mod secret;
 #[cfg(test)]
@@ -32,6 +33,8 @@ use keyservice_client::protocol::Secret;
 use serde::Deserialize;
 
 use self::file::FileConfig;
+pub use self::master_key::MasterKeySource;
+use crate::crypto::token::TokenSettings;
 use crate::limits::{ClientPrefix, ConnectBudget};
 use crate::proxy::ProxyTrust;
 pub use crate::store::{PostgresConfig, Storage};
@@ -56,6 +59,12 @@ pub struct Config {
     /// disk and out of its backups. Default: beside the data directory,
     /// `<data_dir>.master.key`.
     pub master_key_file: PathBuf,
+    /// Where the master key is kept (`[master_key] source`): the file (default) or a
+    /// PKCS#11 token.
+    pub master_key_source: MasterKeySource,
+    /// The token key `[master_key]` names: the master key with `source = "pkcs11"`, the
+    /// target of `rotate-master-key --new-key-label` otherwise.
+    pub master_key_token: Option<TokenSettings>,
     /// The erasure ledger, re-applied at every start; keep it outside the data
     /// directory so restoring a backup cannot undo an erasure. Default
     /// `<data_dir>.erasures.jsonl`.
@@ -265,6 +274,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             master_key_file: beside(&data_dir, ".master.key"),
+            master_key_source: MasterKeySource::File,
+            master_key_token: None,
             erasure_ledger_file: beside(&data_dir, ".erasures.jsonl"),
             max_key_versions: 10,
             access_history_days: 90,
@@ -358,6 +369,8 @@ impl Config {
     pub fn for_data_dir(data_dir: PathBuf) -> Self {
         Self {
             master_key_file: beside(&data_dir, ".master.key"),
+            master_key_source: MasterKeySource::File,
+            master_key_token: None,
             erasure_ledger_file: beside(&data_dir, ".erasures.jsonl"),
             admin_socket: beside(&data_dir, ".admin.sock"),
             audit_log_file: beside(&data_dir, ".audit.jsonl"),

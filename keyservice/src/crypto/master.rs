@@ -22,10 +22,12 @@ pub const MASTER_KEY_ENV: &str = "KEYSERVICE_MASTER_KEY";
 /// What the vault needs of a master key, wherever the key is kept: to wrap and unwrap
 /// the keyring's 256-bit keys (the index and system keys and each namespace's KEK). It
 /// is called at start, when a namespace is first used and at a rotation, never per
-/// request. A key kept outside the process needs the same three calls: a PKCS#11 token
-/// (encrypt and decrypt with a key that never leaves it, and a check value for the id),
-/// or a cloud KMS (Encrypt and Decrypt with the associated data as encryption context,
-/// and the key's stable identity).
+/// request, and off the async workers (a call may block). Two sources exist: a file key
+/// (here) and a PKCS#11 token ([`super::token`]: encrypt and decrypt with a key that never
+/// leaves it, and a check value for the id). A cloud KMS would need the same calls:
+/// Encrypt and Decrypt with the associated data as encryption context, the key's stable
+/// identity (its ARN) hashed for the id, and a cheap call that proves it answers (a
+/// DescribeKey) for [`MasterSource::check`].
 pub trait MasterSource: Send + Sync {
     /// The 8-byte id that every envelope it makes carries, safe to store and show: it
     /// tells which key a store needs.
@@ -46,6 +48,16 @@ pub trait MasterSource: Send + Sync {
     /// [`SealError::Tampered`] for an envelope damaged, made by another key or for
     /// another `aad`.
     fn unwrap(&self, aad: &[u8], envelope: &[u8], kind: &'static str) -> Result<Zeroizing<[u8; 32]>, SealError>;
+
+    /// Whether the key can be used now, as `/readyz` reports it: a key in memory always
+    /// can; one outside the process answers only while it is reachable.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::Unavailable`], saying why.
+    fn check(&self) -> Result<(), SealError> {
+        Ok(())
+    }
 }
 
 /// The master key: a handle on its [`MasterSource`]. `Debug` shows only its id.
@@ -97,6 +109,20 @@ pub enum MasterKeyError {
     /// No randomness for a new key.
     #[error("cannot generate a master key: {0}")]
     Random(#[from] keyservice_client::protocol::RandomError),
+    /// Two settings contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+    /// The token key could not be opened or created.
+    #[error(transparent)]
+    Token(#[from] super::token::TokenError),
+}
+
+impl MasterKeyError {
+    /// Whether a setting must change (a token, PIN or key that is not as configured)
+    /// rather than the machine (a file unreadable now).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Token(_) | Self::Conflict(_) | Self::Permissions { .. } | Self::Format(_))
+    }
 }
 
 impl MasterKey {
@@ -109,6 +135,24 @@ impl MasterKey {
     /// A master key kept by `source`.
     pub fn from_source(source: Arc<dyn MasterSource>) -> Self {
         Self { source }
+    }
+
+    /// The key in a PKCS#11 token that `settings` names.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError::Token`], naming the setting to change.
+    pub fn from_token(settings: &super::token::TokenSettings) -> Result<Self, MasterKeyError> {
+        Ok(Self::from_source(Arc::new(super::token::TokenKey::open(settings)?)))
+    }
+
+    /// Generates the key `settings` names in its token; refuses to replace one.
+    ///
+    /// # Errors
+    ///
+    /// [`MasterKeyError::Token`]: a key with that label exists, or the token cannot be used.
+    pub fn create_in_token(settings: &super::token::TokenSettings) -> Result<Self, MasterKeyError> {
+        Ok(Self::from_source(Arc::new(super::token::TokenKey::create(settings)?)))
     }
 
     /// A new random master key.

@@ -1,5 +1,6 @@
 //! Every cryptographic operation of the server, in one place: token generation,
-//! digests, replay fingerprints ([this module](self)), the master key ([`master`]), the
+//! digests, replay fingerprints ([this module](self)), the master key ([`master`], in a
+//! file or a PKCS#11 token: [`token`]), the
 //! envelope secrets are sealed in (`seal`) and the pseudonyms and key hierarchy of data
 //! at rest ([`vault`]).
 //!
@@ -8,6 +9,7 @@
 
 pub mod master;
 pub mod seal;
+pub mod token;
 pub mod vault;
 
 use base64::Engine;

@@ -1,8 +1,10 @@
-//! The envelope every secret at rest is sealed in, and the key that seals it.
+//! The envelopes every secret at rest is sealed in, and the key that seals them.
 //!
-//! Every envelope is `1 ‖ key id (8) ‖ nonce (24) ‖ XChaCha20-Poly1305 ciphertext ‖ tag`,
-//! with associated data naming the record's kind and identity, so a record copied under
-//! another identity fails to open instead of being served.
+//! Every envelope sealed in the process is `1 ‖ key id (8) ‖ nonce (24) ‖
+//! XChaCha20-Poly1305 ciphertext ‖ tag`; one sealed by a PKCS#11 token is `2 ‖ key id
+//! (8) ‖ IV (12) ‖ AES-256-GCM ciphertext ‖ tag`. Both take associated data naming the
+//! record's kind and identity, so a record copied under another identity fails to open
+//! instead of being served.
 
 use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -13,6 +15,9 @@ use zeroize::Zeroizing;
 const ENVELOPE_V1: u8 = 1;
 const HEADER_LEN: usize = 1 + 8 + 24;
 const TAG_LEN: usize = 16;
+/// The envelope a token's AES-GCM makes.
+const ENVELOPE_TOKEN: u8 = 2;
+const TOKEN_HEADER_LEN: usize = 1 + 8 + 12;
 
 /// Why an envelope could not be made or opened. Never contains key material.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,9 @@ pub enum SealError {
     /// No randomness for a nonce.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The key is kept outside the process (a PKCS#11 token) and cannot be reached now.
+    #[error("the master key cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 /// The 8-byte id of a 256-bit key: a keyed hash of a fixed label, safe to store and show.
@@ -100,5 +108,30 @@ impl SealingKey {
 
 /// The id under which an envelope was sealed, or `None` for a malformed one.
 pub fn envelope_key_id(envelope: &[u8]) -> Option<[u8; 8]> {
-    (envelope.len() >= HEADER_LEN && envelope[0] == ENVELOPE_V1).then(|| envelope[1..9].try_into().ok()).flatten()
+    let header = match envelope.first() {
+        Some(&ENVELOPE_V1) => HEADER_LEN,
+        Some(&ENVELOPE_TOKEN) => TOKEN_HEADER_LEN,
+        _ => return None,
+    };
+    (envelope.len() >= header).then(|| envelope[1..9].try_into().ok()).flatten()
+}
+
+/// The envelope of what a token sealed with key `id` and `iv` (ciphertext and tag).
+pub(crate) fn token_envelope(id: &[u8; 8], iv: &[u8; 12], sealed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TOKEN_HEADER_LEN + sealed.len());
+    out.push(ENVELOPE_TOKEN);
+    out.extend_from_slice(id);
+    out.extend_from_slice(iv);
+    out.extend_from_slice(sealed);
+    out
+}
+
+/// The IV and the ciphertext with its tag of a token envelope sealed by key `id`;
+/// `None` for any other envelope.
+pub(crate) fn open_token_envelope<'a>(envelope: &'a [u8], id: &[u8; 8]) -> Option<([u8; 12], &'a [u8])> {
+    if envelope.len() < TOKEN_HEADER_LEN + TAG_LEN || envelope[0] != ENVELOPE_TOKEN || envelope[1..9] != *id {
+        return None;
+    }
+    let iv = envelope[9..TOKEN_HEADER_LEN].try_into().ok()?;
+    Some((iv, &envelope[TOKEN_HEADER_LEN..]))
 }

@@ -3,7 +3,7 @@
 //! Key hierarchy:
 //!
 //! ```text
-//! master key (a MasterSource: file or env; never stored)
+//! master key (a MasterSource: a file, the environment or a PKCS#11 token; never stored)
 //!  ├─ wraps the index key   → HMAC-SHA-256 pseudonyms of namespaces, users, tokens
 //!  ├─ wraps the system key  → seals pending init tokens and session secrets
 //!  └─ wraps one KEK per namespace
@@ -15,9 +15,9 @@
 //! record, and pseudonyms stay stable. Erasing a user deletes their DEK together with
 //! their records: a copy of a record that survived somewhere can no longer be opened.
 //!
-//! Every envelope is `1 ‖ key id (8) ‖ nonce (24) ‖ XChaCha20-Poly1305 ciphertext ‖ tag`,
-//! with associated data naming the record's kind and identity (user, version, token id),
-//! so a record copied under another identity fails to open instead of being served.
+//! Every envelope (see `seal`) names the key that sealed it and takes associated data
+//! naming the record's kind and identity (user, version, token id), so a record copied
+//! under another identity fails to open instead of being served.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -53,6 +53,10 @@ pub enum VaultError {
     /// No randomness.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// The master key is kept outside the process and cannot be reached now: nothing
+    /// new can be sealed under it (a new namespace), what is unwrapped keeps working.
+    #[error("the master key cannot be reached: {0}")]
+    MasterKeyUnavailable(String),
 }
 
 impl From<SealError> for VaultError {
@@ -60,8 +64,39 @@ impl From<SealError> for VaultError {
         match error {
             SealError::Tampered(kind) => Self::Tampered(kind),
             SealError::Random(error) => Self::Random(error),
+            SealError::Unavailable(why) => Self::MasterKeyUnavailable(why),
         }
     }
+}
+
+/// Runs a call of the master key on a blocking thread: a token or KMS call may wait on
+/// a device or the network, and must not hold an async worker meanwhile.
+async fn off_workers<T: Send + 'static>(
+    master: &Arc<dyn MasterSource>,
+    call: impl FnOnce(&dyn MasterSource) -> Result<T, SealError> + Send + 'static,
+) -> Result<T, VaultError> {
+    let master = master.clone();
+    match tokio::task::spawn_blocking(move || call(&*master)).await {
+        Ok(result) => Ok(result?),
+        Err(error) => Err(VaultError::MasterKeyUnavailable(format!("the call to the master key failed: {error}"))),
+    }
+}
+
+async fn wrap_off(
+    master: &Arc<dyn MasterSource>,
+    aad: Vec<u8>,
+    key: Zeroizing<[u8; 32]>,
+) -> Result<Vec<u8>, VaultError> {
+    off_workers(master, move |master| master.wrap(&aad, &key)).await
+}
+
+async fn unwrap_off(
+    master: &Arc<dyn MasterSource>,
+    aad: Vec<u8>,
+    envelope: Vec<u8>,
+    kind: &'static str,
+) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    off_workers(master, move |master| master.unwrap(&aad, &envelope, kind)).await
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -126,8 +161,8 @@ impl Vault {
     /// [`VaultError::WrongMasterKey`] when the store was sealed under another master key.
     pub async fn open(master: &MasterKey, store: &dyn Records) -> Result<Self, VaultError> {
         let master = master.source();
-        let index = load_or_create(&*master, store, INDEX_KEY).await?;
-        let system = load_or_create(&*master, store, SYSTEM_KEY).await?;
+        let index = load_or_create(&master, store, INDEX_KEY).await?;
+        let system = load_or_create(&master, store, SYSTEM_KEY).await?;
         Ok(Self { master: RwLock::new(master), index, system: SealingKey::new(&system), keks: Mutex::default() })
     }
 
@@ -279,7 +314,7 @@ impl Vault {
         }
         let name = kek_name(namespace);
         let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let bytes = load_or_create(&*master, store, &name).await?;
+        let bytes = load_or_create(&master, store, &name).await?;
         let kek = Arc::new(SealingKey::new(&bytes));
         self.keks.lock().unwrap_or_else(PoisonError::into_inner).insert(*namespace, kek.clone());
         Ok(kek)
@@ -346,8 +381,8 @@ impl Vault {
             match envelope_key_id(&wrapped) {
                 Some(id) if id == new.id() => already_current += 1,
                 Some(id) if id == current.id() => {
-                    let key = current.unwrap(&aad, &wrapped, "keyring entry")?;
-                    rewrapped.push((name, new.wrap(&aad, &key)?));
+                    let key = unwrap_off(&current, aad.clone(), wrapped, "keyring entry").await?;
+                    rewrapped.push((name, wrap_off(&new, aad, key).await?));
                 }
                 _ => return Err(VaultError::Tampered("keyring entry")),
             }
@@ -357,10 +392,20 @@ impl Vault {
         *self.master.write().unwrap_or_else(PoisonError::into_inner) = new;
         Ok(Rotation { rewrapped: count, already_current })
     }
+
+    /// Whether the master key can be used now (what `/readyz` reports as `masterKey`).
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::MasterKeyUnavailable`].
+    pub async fn master_key_health(&self) -> Result<(), VaultError> {
+        let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
+        off_workers(&master, |master| master.check()).await
+    }
 }
 
 async fn load_or_create(
-    master: &dyn MasterSource,
+    master: &Arc<dyn MasterSource>,
     store: &dyn Records,
     name: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
@@ -369,13 +414,14 @@ async fn load_or_create(
         Some(wrapped) => wrapped,
         None => {
             let fresh = Zeroizing::new(random_bytes::<32>()?);
-            store.keyring_create(name, master.wrap(&aad, &fresh)?).await?
+            let wrapped = wrap_off(master, aad.clone(), fresh).await?;
+            store.keyring_create(name, wrapped).await?
         }
     };
     if let Some(stored) = envelope_key_id(&wrapped).filter(|id| *id != master.id()) {
         return Err(VaultError::WrongMasterKey { stored: hex::encode(stored), configured: hex::encode(master.id()) });
     }
-    Ok(master.unwrap(&aad, &wrapped, "keyring entry")?)
+    unwrap_off(master, aad, wrapped, "keyring entry").await
 }
 
 fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {

@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub(super) body_read_timeout: Duration,
     /// This node's name, in every audit line.
     pub(super) node_id: String,
+    /// The token `[master_key]` names, where an online rotation to a token key goes.
+    pub(crate) master_key_token: Option<crate::crypto::token::TokenSettings>,
 }
 
 /// The configured namespaces, as one snapshot: a request sees either the old set or the
@@ -161,6 +163,7 @@ impl App {
                 max_key_bytes: config.max_key_bytes,
                 body_read_timeout: config.body_read_timeout,
                 node_id: config.node_id.clone(),
+                master_key_token: config.master_key_token.clone(),
             }),
         })
     }

@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process answers), `GET /readyz` (the store and the audit log are
-//! usable) and `GET /metrics` (Prometheus).
+//! `GET /healthz` (the process answers), `GET /readyz` (the store, the master key and the
+//! audit log are usable) and `GET /metrics` (Prometheus).
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -15,7 +15,10 @@ pub fn healthz() -> Response<Full<Bytes>> {
 }
 
 pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
-    let health = app.inner.escrow.health().await;
+    let (health, master_key) = tokio::join!(app.inner.escrow.health(), app.inner.escrow.master_key_health());
+    if let Err(error) = &master_key {
+        tracing::warn!(%error, "/readyz: the master key cannot be reached");
+    }
     let store = health.is_ok();
     let audit = app.inner.audit.is_writable();
     let mut disks = app.inner.disks.states();
@@ -24,7 +27,8 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
         disks.iter_mut().filter(|d| d.name == "data").for_each(|d| d.full = true);
     }
     let disks_ok = disks.iter().all(|d| !d.low && !d.full);
-    let status = if store && audit && disks_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status =
+        if store && master_key.is_ok() && audit && disks_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let disk_report: serde_json::Map<String, serde_json::Value> =
         disks.iter().map(|d| (d.name.to_owned(), d.label().into())).collect();
     response::json(
@@ -36,6 +40,7 @@ pub async fn readyz(app: &App) -> Response<Full<Bytes>> {
                 Err(crate::store::StoreError::Full(_)) => "full",
                 Err(_) => "failing",
             },
+            "masterKey": if master_key.is_ok() { "ok" } else { "unreachable" },
             "audit": if audit { "ok" } else { "failing" },
             "disks": disk_report,
         }),

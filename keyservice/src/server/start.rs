@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Limits, run_tls, serve_metrics};
-use crate::config::Config;
+use crate::config::{Config, MasterKeySource};
 use crate::crypto::master::{MASTER_KEY_ENV, MasterKey, MasterKeyError};
 use crate::http::App;
 use crate::store::{Store, StoreError};
@@ -116,7 +116,13 @@ impl Server {
         };
         let master = match master {
             Some(master) => master,
-            None => announced_master_key(&config)?,
+            None => {
+                // A token answers over its library, which may block on a device or network.
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || announced_master_key(&config))
+                    .await
+                    .map_err(|e| StartError::Failed(format!("loading the master key failed: {e}")))??
+            }
         };
         // With a shared database, the claim on this node's id is held while it serves.
         let (store, node_claim) = match store {
@@ -135,10 +141,17 @@ impl Server {
         };
         let app = App::with_clock(&config, store, &master, clock).await.map_err(|error| match &error {
             crate::error::Error::Vault(crate::crypto::vault::VaultError::WrongMasterKey { stored, .. }) => {
-                StartError::Misconfigured(format!(
-                    "{error}. Point {} at the key with fingerprint {stored}: after a rotation, that is the new key file it was given; `keyservice master-key fingerprint FILE` prints a file's fingerprint",
-                    master_key_source(&config)
-                ))
+                let hint = match config.master_key_source {
+                    MasterKeySource::File => format!(
+                        "Point {} at the key with fingerprint {stored}: after a rotation, that is the new key file it was given; `keyservice master-key fingerprint FILE` prints a file's fingerprint",
+                        master_key_source(&config)
+                    ),
+                    MasterKeySource::Pkcs11 => format!(
+                        "Point {} at the key with fingerprint {stored}: every node of a store uses the same token key (or a token of the same HSM cluster); `keyservice master-key fingerprint` prints the configured key's",
+                        master_key_source(&config)
+                    ),
+                };
+                StartError::Misconfigured(format!("{error}. {hint}"))
             }
             _ => StartError::Failed(error.to_string()),
         })?;
@@ -296,7 +309,9 @@ async fn start_admin_socket(config: &Config, app: &App) -> Result<JoinHandle<()>
 /// The configured master key (created when absent), announced in the log with its
 /// fingerprint and where it came from.
 fn announced_master_key(config: &Config) -> Result<MasterKey, StartError> {
-    let (master, created) = load_master_key(config, true).map_err(|e| StartError::Failed(e.to_string()))?;
+    let (master, created) = load_master_key(config, true).map_err(|e| {
+        if e.is_configuration() { StartError::Misconfigured(e.to_string()) } else { StartError::Failed(e.to_string()) }
+    })?;
     let source = master_key_source(config);
     if created {
         tracing::warn!(
@@ -312,20 +327,36 @@ fn announced_master_key(config: &Config) -> Result<MasterKey, StartError> {
 
 /// Where the configured master key comes from, for messages.
 pub fn master_key_source(config: &Config) -> String {
-    if std::env::var_os(MASTER_KEY_ENV).is_some() {
+    if let (MasterKeySource::Pkcs11, Some(token)) = (config.master_key_source, &config.master_key_token) {
+        format!("[master_key] key_label ({:?}, in {})", token.key_label, token.module.display())
+    } else if std::env::var_os(MASTER_KEY_ENV).is_some() {
         MASTER_KEY_ENV.to_owned()
     } else {
         format!("master_key_file ({})", config.master_key_file.display())
     }
 }
 
-/// The master key from `KEYSERVICE_MASTER_KEY`, else from the configured file (created
-/// when absent only if `create`), and whether it was created now.
+/// The master key in the configured token (never created here: `keyservice master-key
+/// init` does that); else from `KEYSERVICE_MASTER_KEY`, else from the configured file
+/// (created when absent only if `create`); and whether it was created now. Blocks while
+/// a token answers.
 ///
 /// # Errors
 ///
 /// [`MasterKeyError`] when it cannot be read, is malformed or cannot be created.
 pub fn load_master_key(config: &Config, create: bool) -> Result<(MasterKey, bool), MasterKeyError> {
+    if config.master_key_source == MasterKeySource::Pkcs11 {
+        if std::env::var_os(MASTER_KEY_ENV).is_some() {
+            return Err(MasterKeyError::Conflict(format!(
+                "{MASTER_KEY_ENV} is set but [master_key] source = \"pkcs11\": the master key is the token's; unset {MASTER_KEY_ENV}"
+            )));
+        }
+        let token = config
+            .master_key_token
+            .as_ref()
+            .ok_or_else(|| MasterKeyError::Conflict("[master_key] source = \"pkcs11\" names no token".to_owned()))?;
+        return Ok((MasterKey::from_token(token)?, false));
+    }
     match std::env::var(MASTER_KEY_ENV) {
         Ok(hex) => Ok((MasterKey::from_hex(&hex, MASTER_KEY_ENV)?, false)),
         Err(_) if create => MasterKey::load_or_create_telling(&config.master_key_file),
