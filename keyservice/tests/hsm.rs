@@ -13,9 +13,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use binary::{Serving, serve, write_config};
+use binary::{Serving, serve, stop, write_config};
 use support::*;
 
 const PIN: &str = "4321";
@@ -76,17 +75,6 @@ fn start(token: &Token, config: &Path) -> Serving {
     serve(&["serve", "--config", config.to_str().unwrap()], &token.env())
 }
 
-fn stop(mut server: Serving) {
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    let started = Instant::now();
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The replay floor covers the last second served.
-    std::thread::sleep(Duration::from_millis(1100));
-}
-
 /// The fingerprint a command printed first on its line.
 fn fingerprint(printed: &str) -> String {
     let first = printed.split_whitespace().next().unwrap_or_default().to_owned();
@@ -122,21 +110,7 @@ async fn assert_keys(addr: std::net::SocketAddr, devices: &[(Device, Vec<u8>)]) 
 /// A device of the `clinic` namespace: its first PUT needs the namespace's key, sealed
 /// under the master key.
 async fn clinic_device(addr: std::net::SocketAddr, user: &str) -> Device {
-    let init_token = init(addr).await;
-    let body = connect_body(CLINIC, user, &init_token);
-    let reply = signed(
-        addr,
-        CLINIC_KEY_ID,
-        CLINIC_SECRET,
-        "POST",
-        "/connect",
-        &body,
-        &[("content-type", "application/json".into())],
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-    let session_token = reply.json::<keyservice_client::protocol::wire::ConnectResponse>().session_token;
-    Device { addr, session_token, init_token }
+    device_in(addr, (CLINIC, CLINIC_KEY_ID, CLINIC_SECRET), user).await
 }
 
 async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {

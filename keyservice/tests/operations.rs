@@ -7,9 +7,9 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use binary::{Serving, run, serve, write_config};
+use binary::{Serving, run, serve, stop, write_config};
 use support::*;
 
 fn namespace_config() -> String {
@@ -18,17 +18,6 @@ fn namespace_config() -> String {
 
 fn start(config: &Path) -> Serving {
     serve(&["serve", "--config", config.to_str().unwrap()], &[])
-}
-
-fn stop(mut server: Serving) {
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    let started = Instant::now();
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The replay floor covers the last second served.
-    std::thread::sleep(Duration::from_millis(1100));
 }
 
 fn keyservice(args: &[&str]) -> (i32, String, String) {

@@ -135,3 +135,25 @@ pub(crate) fn open_token_envelope<'a>(envelope: &'a [u8], id: &[u8; 8]) -> Optio
     let iv = envelope[9..TOKEN_HEADER_LEN].try_into().ok()?;
     Some((iv, &envelope[TOKEN_HEADER_LEN..]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_envelopes_name_their_key_and_a_token_envelope_opens_only_for_its_key() {
+        let key = SealingKey::new(&[7; 32]);
+        let sealed = key.seal(b"aad", b"secret").unwrap();
+        assert_eq!(envelope_key_id(&sealed), Some(key.id));
+
+        let id = [9; 8];
+        let token = token_envelope(&id, &[1; 12], &[2; 48]);
+        assert_eq!(envelope_key_id(&token), Some(id));
+        assert_eq!(open_token_envelope(&token, &id), Some(([1; 12], &[2u8; 48][..])));
+        assert_eq!(open_token_envelope(&token, &[8; 8]), None, "another key's envelope");
+        assert_eq!(open_token_envelope(&sealed, &key.id), None, "not a token envelope");
+        assert_eq!(open_token_envelope(&token[..TOKEN_HEADER_LEN + TAG_LEN - 1], &id), None, "cut short");
+        assert_eq!(envelope_key_id(&token[..TOKEN_HEADER_LEN - 1]), None);
+        assert_eq!(envelope_key_id(&[3; 40]), None, "an unknown version");
+    }
+}

@@ -69,6 +69,18 @@ impl Drop for Serving {
     }
 }
 
+/// Stops a server with SIGTERM and waits until it has exited, then a second more: the
+/// replay floor a restart sets covers the last second served.
+pub fn stop(mut server: Serving) {
+    let _ = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+    let started = Instant::now();
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 /// Starts the binary with `args` and waits for its "listening" log line.
 pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Serving {
     serve_command(Command::new(BIN), args, envs)

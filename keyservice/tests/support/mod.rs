@@ -304,8 +304,15 @@ pub struct Device {
 }
 
 pub async fn device(addr: SocketAddr, user_id: &str) -> Device {
+    device_in(addr, (NAMESPACE, KEY_ID, SECRET), user_id).await
+}
+
+/// A device with a session for `user_id` in the namespace `(name, key id, secret)` names.
+pub async fn device_in(addr: SocketAddr, (namespace, key_id, secret): (&str, &str, &str), user_id: &str) -> Device {
     let init_token = init(addr).await;
-    let reply = connect_raw(addr, &connect_body(NAMESPACE, user_id, &init_token)).await;
+    let body = connect_body(namespace, user_id, &init_token);
+    let reply =
+        signed(addr, key_id, secret, "POST", "/connect", &body, &[("content-type", "application/json".into())]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     let session_token = reply.json::<ConnectResponse>().session_token;
     Device { addr, session_token, init_token }
