@@ -9,6 +9,7 @@
 
 pub mod master;
 pub mod seal;
+pub mod source;
 pub mod token;
 pub mod vault;
 

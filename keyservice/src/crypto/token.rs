@@ -27,8 +27,8 @@ use keyservice_client::protocol::{Secret, random_bytes};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::master::MasterSource;
 use super::seal::{SealError, open_token_envelope, token_envelope};
+use super::source::MasterSource;
 
 /// Which token holds the key.
 #[derive(Debug, Clone, PartialEq, Eq)]

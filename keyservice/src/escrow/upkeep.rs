@@ -24,7 +24,7 @@ impl Escrow {
 
     /// Whether the master key answers: what `/readyz` reports as `masterKey`. A key kept
     /// outside the process (a PKCS#11 token) that does not answer within
-    /// [`MASTER_KEY_CHECK_DEADLINE`] counts as unreachable.
+    /// `MASTER_KEY_CHECK_DEADLINE` (2 s) counts as unreachable.
     ///
     /// # Errors
     ///
