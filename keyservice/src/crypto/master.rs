@@ -66,6 +66,12 @@ pub enum MasterKeyError {
     /// The file or variable does not hold 64 hex digits.
     #[error("the master key in {0} is not 64 hexadecimal digits")]
     Format(String),
+    /// The file is empty: left by a creation cut short (before this version wrote key
+    /// files whole), it never held a key, so nothing was sealed under it.
+    #[error(
+        "master key file {0} is empty: a creation cut short leaves one, and it sealed nothing; delete it and start again to create a key"
+    )]
+    Empty(PathBuf),
     /// No randomness for a new key.
     #[error("cannot generate a master key: {0}")]
     Random(#[from] keyservice_client::protocol::RandomError),
@@ -81,7 +87,7 @@ impl MasterKeyError {
     /// Whether a setting must change (a token, PIN or key that is not as configured)
     /// rather than the machine (a file unreadable now).
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Token(_) | Self::Conflict(_) | Self::Permissions { .. } | Self::Format(_))
+        matches!(self, Self::Token(_) | Self::Conflict(_) | Self::Permissions { .. } | Self::Format(_) | Self::Empty(_))
     }
 }
 
@@ -166,18 +172,22 @@ impl MasterKey {
                 #[cfg(not(unix))]
                 let _ = metadata;
                 let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+                remove_stale_partials(path);
+                if text.trim().is_empty() {
+                    return Err(MasterKeyError::Empty(path.to_path_buf()));
+                }
                 Ok((Self::from_hex(&text, &path.display().to_string())?, false))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = Zeroizing::new(random_bytes::<32>()?);
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(io)?;
-                let text = Zeroizing::new(format!("{}\n", hex::encode(&bytes[..])));
-                file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-                Ok((Self::from_bytes(*bytes), true))
+                match create_key_file(path, &bytes) {
+                    Ok(()) => Ok((Self::from_bytes(*bytes), true)),
+                    // Another process created it meanwhile: that key is the one.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create_telling(path)
+                    }
+                    Err(error) => Err(io(error)),
+                }
             }
             Err(error) => Err(io(error)),
         }
@@ -209,6 +219,61 @@ impl MasterKey {
     /// What wraps and unwraps with it.
     pub(crate) fn source(&self) -> Arc<dyn MasterSource> {
         self.source.clone()
+    }
+}
+
+/// Writes a new key file (mode 0600) whole or not at all: the key goes to a hidden
+/// file beside it, is fsynced, and is then linked to its name, which fails if that name
+/// exists. A process stopped at any moment leaves no key file or a complete one (and at
+/// worst a hidden `.partial` file, which nothing reads and which sealed nothing).
+fn create_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let suffix = hex::encode(random_bytes::<8>().map_err(std::io::Error::other)?);
+    let partial = dir.join(format!(".{}.{suffix}.partial", name.to_string_lossy()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&partial).and_then(|mut file| {
+        let text = Zeroizing::new(format!("{}\n", hex::encode(key)));
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&partial, path));
+    // Removing the partial name is tidiness only: a link made is the key file.
+    let _ = std::fs::remove_file(&partial);
+    linked?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// How old a `.partial` file beside a key file must be to be removed: no creation
+/// takes this long, so its process is gone.
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the `.partial` files that creations of `path` stopped before their end
+/// left beside it. Each holds a key that sealed nothing; removing them is tidiness, so
+/// a directory that cannot be listed or written (a read-only mount) is left as it is.
+fn remove_stale_partials(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let stale = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= STALE_PARTIAL);
+        if stale && file_name.starts_with(&prefix) && file_name.ends_with(".partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -257,6 +322,58 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!format!("{created:?}").contains(text.trim()));
+        // Nothing but the key file is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["master.key"]);
+    }
+
+    #[test]
+    fn processes_creating_the_file_at_once_all_get_the_one_key_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let ids: Vec<_> = std::thread::scope(|scope| {
+            let racers: Vec<_> =
+                (0..8).map(|_| scope.spawn(|| MasterKey::load_or_create(&path).unwrap().id())).collect();
+            racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+        });
+        let written = MasterKey::load(&path).unwrap().id();
+        assert!(ids.iter().all(|id| *id == written), "{ids:?}");
+    }
+
+    #[test]
+    fn what_a_creation_cut_short_left_is_removed_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::load_or_create(&path).unwrap();
+        let stale = dir.path().join(".master.key.00112233aabbccdd.partial");
+        let fresh = dir.path().join(".master.key.44556677aabbccdd.partial");
+        let other = dir.path().join(".other.key.8899aabbccddeeff.partial");
+        for file in [&stale, &fresh, &other] {
+            std::fs::write(file, "ab\n").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - STALE_PARTIAL * 2;
+        for file in [&stale, &other] {
+            std::fs::File::options().write(true).open(file).unwrap().set_modified(long_ago).unwrap();
+        }
+        MasterKey::load_or_create(&path).unwrap();
+        assert!(!stale.exists(), "a stale partial file of this key file was left");
+        assert!(fresh.exists(), "a creation that may still be running lost its file");
+        assert!(other.exists(), "another key file's partial file was removed");
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).unwrap();
+        let error = MasterKey::load_or_create(&path).unwrap_err();
+        assert!(matches!(error, MasterKeyError::Empty(_)) && error.is_configuration(), "{error}");
+        assert!(error.to_string().contains("delete it"), "{error}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the empty file was changed");
     }
 
     #[cfg(unix)]

@@ -21,14 +21,50 @@ pub fn cli_bin() -> std::path::PathBuf {
     cli
 }
 
-/// Runs the binary to completion: (exit code, stdout, stderr).
+/// How long a command [`run`] starts may take before the test fails: a command that
+/// hangs (waiting for a lock, a token or a database) fails its test instead of
+/// stalling the suite.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs the binary to completion: (exit code, stdout, stderr). Kills it and fails after
+/// [`RUN_DEADLINE`], showing what it printed.
 pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(BIN).args(args).envs(envs.iter().copied()).output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |stream: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > RUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!("keyservice {args:?} still ran after {RUN_DEADLINE:?}\nstdout: {stdout}\nstderr: {stderr}");
+    };
+    (status.code().unwrap_or(-1), stdout, stderr)
 }
 
 /// A running `keyservice serve`, killed on drop.
