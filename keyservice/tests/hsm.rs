@@ -9,6 +9,8 @@
 mod binary;
 #[path = "support/postgres.rs"]
 mod pg;
+#[path = "support/scan.rs"]
+mod scan;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use std::process::Command;
 use binary::{Serving, serve, stop, write_config};
 use support::*;
 
-const PIN: &str = "4321";
+const PIN: &str = "user-pin-of-the-hsm-5c0ffee";
 const CLINIC: &str = "clinic";
 const CLINIC_KEY_ID: &str = "cl-1";
 const CLINIC_SECRET: &str = "clinic-secret-0123456789abcdef01234567";
@@ -119,8 +121,9 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
 }
 
 /// Init, a second init refused, serving, a restart; the start names the key; a backup
-/// says which key it needs and restores with the token; no key file exists, and a copy
-/// of the disk and the configuration with another token's key opens nothing.
+/// says which key it needs and restores with the token; no key file exists, the disk
+/// and the configuration hold no key, token, user id or PIN, and a copy of them with
+/// another token's key opens nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_key_is_made_once_serves_restarts_and_is_needed_to_restore() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +152,21 @@ async fn a_token_key_is_made_once_serves_restarts_and_is_needed_to_restore() {
     assert_keys(server.addr, &devices).await;
     stop(server);
     assert!(!dir.path().join("master.key").exists(), "no key file is written with a token key");
+
+    // At rest, beside the token: no key, token, user id or PIN, in any encoding.
+    let mut needles = vec![("PIN", PIN.as_bytes().to_vec())];
+    for (device, key) in &devices {
+        needles.push(("key bytes", key.clone()));
+        needles.push(("init token", device.init_token.expose().as_bytes().to_vec()));
+        needles.push(("session token", device.session_token.expose().as_bytes().to_vec()));
+    }
+    needles.extend((0..3).map(|i| ("user id", format!("user-{i}").into_bytes())));
+    let token_dir = dir.path().join("hsm");
+    let found = scan::scan(dir.path(), &[&token_dir], &needles);
+    assert!(found.is_empty(), "the disk and configuration reveal: {found:?}");
+    // The scan itself works: the configuration holds the namespace's credential secret.
+    let secret = [("credential secret", CLINIC_SECRET.as_bytes().to_vec())];
+    assert!(!scan::scan(dir.path(), &[&token_dir], &secret).is_empty());
 
     // The backup restores with the token key, into a new directory.
     let restored = dir.path().join("restored");
@@ -227,7 +245,7 @@ fn a_wrong_pin_a_missing_key_token_or_module_and_an_extractable_key_stop_the_sta
     refused(&elsewhere, &token.env(), &["master_key.token_label (\"absent\")", "no such token"]);
     std::fs::write(&elsewhere, text.replace(&token.module, "/nonexistent/libpkcs11.so")).unwrap();
     refused(&elsewhere, &token.env(), &["master_key.module (/nonexistent/libpkcs11.so)"]);
-    std::fs::write(&elsewhere, text.replace("pin_env = \"KS_PIN\"", "pin = \"4321\"")).unwrap();
+    std::fs::write(&elsewhere, text.replace("pin_env = \"KS_PIN\"", &format!("pin = {PIN:?}"))).unwrap();
     refused(&elsewhere, &token.env(), &["master_key.pin", "never written in the config file"]);
 
     // A key whose bytes can leave the token is no master key.
