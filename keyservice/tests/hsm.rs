@@ -213,7 +213,7 @@ async fn a_token_key_is_made_once_serves_restarts_and_is_needed_to_restore() {
 
 /// Every start that cannot work exits 2 and names the setting to change.
 #[test]
-fn a_wrong_pin_a_missing_key_token_or_module_and_an_extractable_key_stop_the_start() {
+fn a_wrong_pin_a_missing_key_token_or_module_an_unfit_key_or_a_locked_pin_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let token = new_token(dir.path());
     let config = configure(dir.path(), &token.table("pkcs11", "master"));
@@ -250,30 +250,62 @@ fn a_wrong_pin_a_missing_key_token_or_module_and_an_extractable_key_stop_the_sta
 
     // A key whose bytes can leave the token is no master key.
     std::fs::write(&elsewhere, text.replace("key_label = \"master\"", "key_label = \"exportable\"")).unwrap();
-    make_exportable_key(&token, "exportable");
+    make_key(&token, "exportable", true);
     refused(
         &elsewhere,
         &token.env(),
         &["master_key.key_label (\"exportable\")", "CKA_EXTRACTABLE is true", "not sensitive"],
     );
+    // Two fit keys under one label: which one sealed the store cannot be guessed.
+    std::fs::write(&elsewhere, text.replace("key_label = \"master\"", "key_label = \"twin\"")).unwrap();
+    make_key(&token, "twin", false);
+    make_key(&token, "twin", false);
+    refused(&elsewhere, &token.env(), &["master_key.key_label (\"twin\")", "2 secret keys with this label"]);
+
+    // A token that locked its user PIN after too many wrong ones: the start says so
+    // without trying the PIN (which on a real HSM could use up a security officer's
+    // tries). SoftHSM2 counts no tries, so the flag is set in its token file, as a token
+    // that counts them sets it.
+    lock_user_pin(&token);
+    refused(&config, &token.env(), &["master_key.token_label (\"ks-token\")", "user PIN is locked"]);
 }
 
-/// A key in the token, made as a careless tool would: extractable, not sensitive.
-fn make_exportable_key(token: &Token, label: &str) {
+/// Sets `CKF_USER_PIN_LOCKED` in the flags SoftHSM2 keeps in its token file (attribute
+/// `CKA_OS_TOKENFLAGS`, 0x8000534b, an unsigned long: type, kind 2, value, each 8 bytes
+/// big-endian).
+fn lock_user_pin(token: &Token) {
+    const FLAGS_ATTRIBUTE: [u8; 16] = [0, 0, 0, 0, 0x80, 0, 0x53, 0x4b, 0, 0, 0, 0, 0, 0, 0, 2];
+    const CKF_USER_PIN_LOCKED: u64 = 0x0004_0000;
+    let dir = std::fs::read_dir(&token.tokens).unwrap().next().unwrap().unwrap().path();
+    let file = dir.join("token.object");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at: Vec<usize> =
+        bytes.windows(16).enumerate().filter(|(_, w)| *w == FLAGS_ATTRIBUTE).map(|(i, _)| i + 16).collect();
+    assert_eq!(at.len(), 1, "SoftHSM2's token file is not laid out as expected");
+    let value = &mut bytes[at[0]..at[0] + 8];
+    let flags = u64::from_be_bytes(value.try_into().unwrap()) | CKF_USER_PIN_LOCKED;
+    value.copy_from_slice(&flags.to_be_bytes());
+    std::fs::write(&file, bytes).unwrap();
+}
+
+/// An AES-256 key labelled `label` in the token: fit for a master key, or made as a
+/// careless tool would (`exportable`: extractable, not sensitive).
+fn make_key(token: &Token, label: &str, exportable: bool) {
     // SoftHSM2 reads its configuration once, when first initialised in a process.
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "make_exportable_key_in_a_child", "--nocapture", "--ignored"])
+        .args(["--exact", "make_key_in_a_child", "--nocapture", "--ignored"])
         .env("SOFTHSM2_CONF", &token.conf)
         .env("KS_TEST_MODULE", &token.module)
         .env("KS_TEST_LABEL", label)
+        .env("KS_TEST_EXPORTABLE", exportable.to_string())
         .status()
         .unwrap();
     assert!(status.success());
 }
 
 #[test]
-#[ignore = "run by make_exportable_key in a process of its own"]
-fn make_exportable_key_in_a_child() {
+#[ignore = "run by make_key in a process of its own"]
+fn make_key_in_a_child() {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::Attribute;
@@ -285,10 +317,12 @@ fn make_exportable_key_in_a_child() {
     let session = pkcs11.open_rw_session(slot).unwrap();
     session.login(UserType::User, Some(&AuthPin::from(PIN.to_owned()))).unwrap();
     let label = std::env::var("KS_TEST_LABEL").unwrap().into_bytes();
+    let exportable = std::env::var("KS_TEST_EXPORTABLE").unwrap() == "true";
     let template = [
         Attribute::Token(true),
-        Attribute::Sensitive(false),
-        Attribute::Extractable(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(!exportable),
+        Attribute::Extractable(exportable),
         Attribute::Encrypt(true),
         Attribute::Decrypt(true),
         Attribute::ValueLen(32.into()),
