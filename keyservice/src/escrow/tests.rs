@@ -129,3 +129,43 @@ async fn the_master_key_is_asked_at_start_and_per_new_namespace_never_per_reques
     write_and_read(device(2, 1)).await;
     assert!(calls() > first_namespace, "a second namespace asks it again");
 }
+
+/// A write whose user's keys are deleted after it read their DEK is sealed again under
+/// the new DEK; one that loses that race every time gives up after
+/// [`MAX_PUT_ATTEMPTS`], having written nothing.
+#[tokio::test]
+async fn a_put_racing_deletions_seals_again_and_gives_up_having_written_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::from_bytes([7; 32]);
+    let ledger = ErasureLedger::open(&dir.path().join("ledger")).unwrap();
+    let memory = Arc::new(crate::store::MemoryStore::new());
+    let policy = Policy { max_key_versions: 5, session_idle_secs: 3600, access_history_days: 30, cache_bytes: 1 << 20 };
+    let escrow = Escrow::open(memory.clone(), &master, ledger, policy).await.unwrap();
+    let user = UserKey { namespace: [1; 32], user: [2; 32] };
+    let put = |bytes: &'static [u8]| {
+        escrow.store_key(&user, "text/plain".into(), Zeroizing::new(bytes.to_vec()), &Precondition::None, 1)
+    };
+    let device = Device::for_tests(Session {
+        id: [0; 32],
+        user,
+        credential: None,
+        secret: Secret::new("unused"),
+        expires_at: UnixTime::MAX,
+        last_used: 0,
+    });
+    assert_eq!(put(b"first").await.unwrap(), PutOutcome::Stored { version: 1 });
+
+    // Deleted before every attempt but the last: sealed again each time, then stored
+    // under the DEK the user has now, and readable.
+    memory.delete_before_puts(MAX_PUT_ATTEMPTS as usize - 1);
+    assert_eq!(put(b"second").await.unwrap(), PutOutcome::Stored { version: 1 });
+    assert_eq!(&escrow.get_key(&device, None).await.unwrap().unwrap().bytes[..], b"second");
+
+    // Deleted before every attempt: nothing is written, and the caller is told.
+    memory.delete_before_puts(MAX_PUT_ATTEMPTS as usize);
+    assert_eq!(put(b"third").await.unwrap(), PutOutcome::DekChanged);
+    assert!(memory.list_keys(&user).await.unwrap().is_empty(), "a version was written");
+    assert!(escrow.get_key(&device, None).await.unwrap().is_none());
+    memory.delete_before_puts(0);
+    assert_eq!(put(b"fourth").await.unwrap(), PutOutcome::Stored { version: 1 });
+}

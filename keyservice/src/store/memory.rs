@@ -30,6 +30,10 @@ struct Inner {
     /// Access appends accepted before the rest are refused (tests of partial failure).
     #[cfg(test)]
     appends_left: Option<usize>,
+    /// Puts before which the user's keys are deleted, as a `DELETE /key` racing each
+    /// of them would (tests of a write that keeps losing that race).
+    #[cfg(test)]
+    deletions_before_puts: usize,
 }
 
 impl MemoryStore {
@@ -43,6 +47,13 @@ impl MemoryStore {
     #[cfg(test)]
     pub fn refuse_appends_after(&self, count: Option<usize>) {
         self.lock().appends_left = count;
+    }
+
+    /// Deletes the user's keys and DEK just before each of the next `count` puts, as
+    /// a deletion made after the writer read the DEK would.
+    #[cfg(test)]
+    pub fn delete_before_puts(&self, count: usize) {
+        self.lock().deletions_before_puts = count;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

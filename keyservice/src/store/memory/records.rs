@@ -88,6 +88,12 @@ impl Records for MemoryStore {
         seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
         let mut inner = self.lock();
+        #[cfg(test)]
+        if inner.deletions_before_puts > 0 {
+            inner.deletions_before_puts -= 1;
+            inner.deks.remove(user);
+            inner.keys.remove(user);
+        }
         if inner.deks.get(user).map(Vec::as_slice) != Some(dek) {
             return Ok(PutOutcome::DekChanged);
         }
