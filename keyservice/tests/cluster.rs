@@ -175,6 +175,22 @@ async fn a_put_racing_delete_key_is_readable_or_gone() {
     put_racing_delete(&device(node.addr, "racer").await, 100).await;
 }
 
+/// A PUT made together with the erasure of its user leaves no key behind: erased with
+/// the rest, or refused because its session is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_an_erasure_leaves_no_key() {
+    let server = pg::private();
+    let database = server.database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn keyservice::Store> =
+        Arc::new(keyservice::PostgresStore::open(&database.config(), "node-a").await.unwrap());
+    let mut config = config(dir.path());
+    config.init_per_minute = 100_000.try_into().unwrap();
+    config.auth_failures_per_minute = 100_000.try_into().unwrap();
+    let node = TestServer::start(config, store).await;
+    put_racing_erasure(node.addr, 100).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_connect_budget_is_the_clusters() {
     let cluster = Cluster::new(pg::shared()).await;

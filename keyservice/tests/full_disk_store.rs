@@ -284,7 +284,7 @@ async fn a_half_written_snapshot_left_by_a_start_on_a_full_disk_is_removed_and_t
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_a_store_takes_less_room_than_it_requires() {
     use keyservice::store::Records;
-    use keyservice::store::{Precondition, UserKey};
+    use keyservice::store::{Precondition, UserKey, Writer};
 
     let disk = Tmpfs::mount("1g");
     let dir = disk.path().join("data");
@@ -302,7 +302,14 @@ async fn opening_a_store_takes_less_room_than_it_requires() {
                         let sealed = vec![n as u8; 72];
                         let dek = store.create_user_dek(&user, vec![1]).await?;
                         store
-                            .put_key(&user, &dek, &Precondition::None, 2, 1, Box::new(move |_| Ok(sealed.clone())))
+                            .put_key(
+                                &user,
+                                Writer { dek: &dek, session: None },
+                                &Precondition::None,
+                                2,
+                                1,
+                                Box::new(move |_| Ok(sealed.clone())),
+                            )
                             .await
                     })
                 })

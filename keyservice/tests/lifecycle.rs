@@ -19,6 +19,16 @@ async fn a_put_racing_delete_key_is_readable_or_gone() {
     put_racing_delete(&device(server.addr, "racer").await, 100).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_an_erasure_leaves_no_key() {
+    let (server, _dir) = server_with(|config| {
+        config.init_per_minute = 100_000.try_into().unwrap();
+        config.auth_failures_per_minute = 100_000.try_into().unwrap();
+    })
+    .await;
+    put_racing_erasure(server.addr, 100).await;
+}
+
 #[tokio::test]
 async fn delete_key_erases_every_version_and_a_new_key_starts_over() {
     let (server, _dir) = server_with(|_| {}).await;

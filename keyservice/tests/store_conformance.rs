@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use keyservice::store::{
     AccessId, AccessRecord, Coordination, EntityTags, Erased, InitRecord, Precondition, Pseudonym, PutOutcome, Records,
-    Redeemed, SessionRecord, Store, UserKey,
+    Redeemed, SessionRecord, Store, UserKey, Writer,
 };
 use keyservice::{MemoryStore, PostgresStore, SledStore};
 
@@ -26,7 +26,15 @@ async fn put(store: &dyn Store, who: u8, bytes: &[u8], precondition: Preconditio
 async fn put_keep(store: &dyn Store, who: u8, bytes: &[u8], precondition: Precondition, keep: u64) -> PutOutcome {
     let sealed = bytes.to_vec();
     let dek = dek(store, who).await;
-    store.put_key(&user(who), &dek, &precondition, keep, NOW, Box::new(move |_| Ok(sealed.clone()))).await.unwrap()
+    store
+        .put_key(&user(who), by_operator(&dek), &precondition, keep, NOW, Box::new(move |_| Ok(sealed.clone())))
+        .await
+        .unwrap()
+}
+
+/// The operator's writer (in no session) of a version sealed under `dek`.
+fn by_operator(dek: &[u8]) -> Writer<'_> {
+    Writer { dek, session: None }
 }
 
 /// The user's wrapped DEK, made (as `[who]`) when they have none.
@@ -203,7 +211,7 @@ async fn versions(store: &dyn Store) {
     let outcome = store
         .put_key(
             &user(1),
-            &dek(store, 1).await,
+            by_operator(&dek(store, 1).await),
             &Precondition::None,
             KEEP_ALL,
             NOW,
@@ -283,7 +291,7 @@ async fn erasure(store: &dyn Store) {
     // has a new one: its version could never be opened.
     let stale = |bytes: &'static [u8]| Box::new(move |_| Ok(bytes.to_vec())) as keyservice::store::SealVersion;
     let put_under = |dek: Vec<u8>, bytes| async move {
-        store.put_key(&user(1), &dek, &Precondition::None, KEEP_ALL, NOW, stale(bytes)).await.unwrap()
+        store.put_key(&user(1), by_operator(&dek), &Precondition::None, KEEP_ALL, NOW, stale(bytes)).await.unwrap()
     };
     assert_eq!(put_under(vec![1], b"late").await, PutOutcome::DekChanged);
     store.create_user_dek(&user(1), vec![21]).await.unwrap();
@@ -295,18 +303,29 @@ async fn erasure(store: &dyn Store) {
     assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
     assert!(store.session(&[1; 32]).await.unwrap().is_some());
     assert_eq!(put(store, 1, b"again", Precondition::None).await, PutOutcome::Stored { version: 1 });
+    // A PUT in a session is made while the session exists.
+    let in_session = |dek: Vec<u8>, bytes| async move {
+        let writer = Writer { dek: &dek, session: Some(&[1; 32]) };
+        store.put_key(&user(1), writer, &Precondition::None, KEEP_ALL, NOW, stale(bytes)).await.unwrap()
+    };
+    assert_eq!(in_session(vec![1], b"in session").await, PutOutcome::Stored { version: 2 });
 
     // Erasure: versions, DEK, every session and the access history of that user go; the
     // other user keeps all.
     let entries = (1..=3).map(|t| (user(1), access(t, 1))).chain([(user(2), access(1, 2))]).collect();
     store.append_accesses(entries).await.unwrap();
-    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased { versions: 1, sessions: 2, accesses: 3 });
+    assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased { versions: 2, sessions: 2, accesses: 3 });
     assert!(store.accesses(&user(1), None, 10).await.unwrap().is_empty());
     assert_eq!(store.accesses(&user(2), None, 10).await.unwrap().len(), 1);
     assert!(store.session(&[1; 32]).await.unwrap().is_none());
     assert!(store.session(&[11; 32]).await.unwrap().is_none());
     assert!(store.get_key(&user(1), None).await.unwrap().is_none());
     assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased::default(), "erasing twice is harmless");
+    // A PUT in a session the erasure ended is not made, even under a DEK made after the
+    // erasure (as a racing PUT's retry makes one): it would outlive the erasure.
+    store.create_user_dek(&user(1), vec![31]).await.unwrap();
+    assert_eq!(in_session(vec![31], b"after").await, PutOutcome::SessionGone);
+    assert!(store.list_keys(&user(1)).await.unwrap().is_empty(), "a PUT outlived the erasure of its user");
     assert_eq!(store.list_keys(&user(2)).await.unwrap().len(), 2);
     assert_eq!(store.user_dek(&user(2)).await.unwrap(), Some(vec![2]));
     assert!(store.session(&[2; 32]).await.unwrap().is_some());
@@ -518,7 +537,8 @@ async fn postgres_statement_timeout_is_transient_and_changes_nothing() {
     let holding = other.transaction().await.unwrap();
     holding.batch_execute("SELECT latest FROM ks_key_head FOR UPDATE").await.unwrap();
     let seal = Box::new(|_| Ok(b"v2".to_vec()));
-    let refused = store.put_key(&user(1), &[1], &Precondition::None, KEEP_ALL, NOW, seal).await.unwrap_err();
+    let refused =
+        store.put_key(&user(1), by_operator(&[1]), &Precondition::None, KEEP_ALL, NOW, seal).await.unwrap_err();
     assert!(refused.is_transient(), "{refused:?}");
     holding.rollback().await.unwrap();
     assert_eq!(store.list_keys(&user(1)).await.unwrap().len(), 1, "the timed-out PUT wrote something");
@@ -558,7 +578,14 @@ async fn concurrent(store: Arc<dyn Store>) {
             let who = 10 + i % 4;
             let dek = dek(&*store, who).await;
             let outcome = store
-                .put_key(&user(who), &dek, &Precondition::None, KEEP_ALL, NOW, Box::new(move |v| Ok(vec![i, v as u8])))
+                .put_key(
+                    &user(who),
+                    by_operator(&dek),
+                    &Precondition::None,
+                    KEEP_ALL,
+                    NOW,
+                    Box::new(move |v| Ok(vec![i, v as u8])),
+                )
                 .await
                 .unwrap();
             (who, i, outcome)
@@ -570,7 +597,7 @@ async fn concurrent(store: Arc<dyn Store>) {
             store
                 .put_key(
                     &user(10),
-                    &dek(&*store, 10).await,
+                    by_operator(&dek(&*store, 10).await),
                     &Precondition::None,
                     KEEP_ALL,
                     NOW,

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{
     InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey,
+    Writer,
 };
 use crate::time::{Clock, SystemClock};
 
@@ -337,7 +338,7 @@ impl Escrow {
         precondition: &Precondition,
         now: UnixTime,
     ) -> Result<PutOutcome, Error> {
-        self.store_key(device.user(), content_type, bytes, precondition, now).await
+        self.write_key(device.user(), Some(&device.session().id), content_type, bytes, precondition, now).await
     }
 
     /// [`Escrow::put_key`] for `user` without a request: the operator's way to load
@@ -354,6 +355,20 @@ impl Escrow {
         precondition: &Precondition,
         now: UnixTime,
     ) -> Result<PutOutcome, Error> {
+        self.write_key(user, None, content_type, bytes, precondition, now).await
+    }
+
+    /// Writes a version of `user`'s key in `session` (none: the operator's), sealed
+    /// again under the user's new DEK when a deletion removed the one it was sealed under.
+    async fn write_key(
+        &self,
+        user: &UserKey,
+        session: Option<&Pseudonym>,
+        content_type: String,
+        bytes: Zeroizing<Vec<u8>>,
+        precondition: &Precondition,
+        now: UnixTime,
+    ) -> Result<PutOutcome, Error> {
         let payload = Arc::new((content_type, bytes));
         let mut attempts = 0;
         loop {
@@ -364,8 +379,8 @@ impl Escrow {
                 let (content_type, bytes) = &*payload;
                 Vault::seal_key(&sealing_dek, &sealing_user, version, content_type, bytes).map_err(seal_error)
             });
-            let outcome =
-                self.store.put_key(user, dek.wrapped(), precondition, self.policy.max_key_versions, now, seal).await;
+            let writer = Writer { dek: dek.wrapped(), session };
+            let outcome = self.store.put_key(user, writer, precondition, self.policy.max_key_versions, now, seal).await;
             if let Some(cache) = &self.cache {
                 cache.latest.forget(user);
             }

@@ -115,7 +115,7 @@ async fn the_master_key_is_asked_at_start_and_per_new_namespace_never_per_reques
         let escrow = &escrow;
         async move {
             let bytes = Zeroizing::new(b"key".to_vec());
-            escrow.put_key(&device, "text/plain".into(), bytes, &Precondition::None, 1).await.unwrap();
+            escrow.store_key(device.user(), "text/plain".into(), bytes, &Precondition::None, 1).await.unwrap();
             assert_eq!(&escrow.get_key(&device, None).await.unwrap().unwrap().bytes[..], b"key");
         }
     };

@@ -16,6 +16,7 @@ use super::audit::{AuditSubject, audit_failure};
 use super::response;
 use super::signed::FromDevice;
 use crate::access::Operation;
+use crate::auth::AuthError;
 use crate::error::{Error, RequestError};
 use crate::store::{EntityTags, Precondition, PutOutcome};
 
@@ -49,19 +50,26 @@ pub async fn put(app: &App, from: FromDevice, info: &RequestInfo) -> Result<Resp
         // the history must not miss a version that exists.
         app.record_session_access(session, Operation::KeyWriteUnconfirmed, info.client, None).await;
     }
+    // Writes that were not made are failures of the request, audited as such.
+    let outcome = outcome.and_then(|outcome| match outcome {
+        PutOutcome::Stored { version } => Ok(Some(version)),
+        PutOutcome::PreconditionFailed => Ok(None),
+        PutOutcome::DekChanged => Err(crate::store::StoreError::Unavailable(
+            "the user's keys were deleted again and again while this write was made; nothing was written".into(),
+        )
+        .into()),
+        // The user was erased (or the session revoked) while the write was made.
+        PutOutcome::SessionGone => Err(AuthError::UnknownSession.into()),
+    });
     match audit_failure(app, info, "key_write", subject, outcome)? {
-        PutOutcome::Stored { version } => {
+        Some(version) => {
             app.record_session_access(session, Operation::KeyWrite, info.client, Some(version)).await;
             let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
             let mut response = response::json(status, &PutKeyResponse { version });
             response.headers_mut().insert(ETAG, response::etag(version));
             Ok(response)
         }
-        PutOutcome::PreconditionFailed => Err(RequestError::PreconditionFailed.into()),
-        PutOutcome::DekChanged => Err(crate::store::StoreError::Unavailable(
-            "the user's keys were deleted again and again while this write was made; nothing was written".into(),
-        )
-        .into()),
+        None => Err(RequestError::PreconditionFailed.into()),
     }
 }
 

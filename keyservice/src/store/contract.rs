@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{
     AccessId, AccessRecord, ConnectCount, Counts, Erased, InitRecord, KeyRecord, KeyWithDek, KeyringEntry, MakeSession,
     Precondition, Pseudonym, PutOutcome, Redeemed, SealVersion, SessionRecord, SharedBudget, SnapshotEntry, StoreError,
-    Swept, UnixTime, UserKey,
+    Swept, UnixTime, UserKey, Writer,
 };
 
 /// The records: the keyring, users' wrapped keys, pending inits, sessions, key
@@ -61,15 +61,16 @@ pub trait Records: Send + Sync + 'static {
     /// The user's sessions.
     async fn user_sessions(&self, user: &UserKey) -> Result<Vec<SessionRecord>, StoreError>;
 
-    /// Stores a new version of `user`'s key if `dek` (the wrapped DEK `seal` seals under)
-    /// is still the user's stored DEK and `precondition` admits the current latest
-    /// version, sealed by `seal` once its number is known, and deletes the oldest versions
-    /// beyond `keep` (at least 1); checks, write and pruning are one atomic step, so a
-    /// version is never stored under a DEK that a racing deletion removed.
+    /// Stores a new version of `user`'s key if `writer.dek` (the wrapped DEK `seal` seals
+    /// under) is still the user's stored DEK, `writer.session` (if any) still exists and
+    /// `precondition` admits the current latest version, sealed by `seal` once its number
+    /// is known, and deletes the oldest versions beyond `keep` (at least 1); checks, write
+    /// and pruning are one atomic step, so a version is never stored under a DEK that a
+    /// racing deletion removed, nor after the erasure of its user.
     async fn put_key(
         &self,
         user: &UserKey,
-        dek: &[u8],
+        writer: Writer<'_>,
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,

@@ -247,6 +247,21 @@ pub enum PutOutcome {
     /// were deleted or erased meanwhile); nothing was written. Sealing under a fresh DEK
     /// and trying again is safe.
     DekChanged,
+    /// The session the write was made in no longer exists (the user was erased, or the
+    /// session revoked, meanwhile); nothing was written.
+    SessionGone,
+}
+
+/// Who writes a key version: what must still hold, checked in the same atomic step as
+/// the write, for it to be made.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    /// The wrapped DEK the version is sealed under: it must still be the user's.
+    pub dek: &'a [u8],
+    /// The session the write is made in, which must still exist: a write racing the
+    /// user's erasure is then either erased with the rest or not made. `None` for the
+    /// operator's writes, made in no session.
+    pub session: Option<&'a Pseudonym>,
 }
 
 /// What redeeming an init token did.

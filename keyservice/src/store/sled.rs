@@ -121,6 +121,7 @@ enum Op {
     PutKey {
         user: UserKey,
         dek: Vec<u8>,
+        session: Option<Pseudonym>,
         precondition: Precondition,
         keep: u64,
         created_at: UnixTime,

@@ -296,6 +296,43 @@ pub async fn put_racing_delete(device: &Device, rounds: usize) {
     }
 }
 
+/// `rounds` PUTs each racing the erasure of their user: after each, a new session of
+/// that user finds no key. A PUT acknowledged before the erasure was erased with the
+/// rest; one made after it is refused (`401 unknown_session`): its session is gone.
+pub async fn put_racing_erasure(addr: SocketAddr, rounds: usize) {
+    let mut refused = 0;
+    for round in 0..rounds {
+        let user = format!("erased-{round}");
+        let device = device(addr, &user).await;
+        assert!(device.put(b"first", &[]).await.status.is_success());
+        // The PUT starts up to 2 ms after the erasure, spread over the rounds, so that
+        // some land while the erasure runs.
+        let delay = Duration::from_micros(200 * (round % 11) as u64);
+        let late_put = async {
+            tokio::time::sleep(delay).await;
+            device.put(b"racing", &[]).await
+        };
+        let (put, erased) = tokio::join!(late_put, as_real_service(addr, "/erase", NAMESPACE, &user));
+        erased.expect_status(200);
+        match put.status.as_u16() {
+            200 | 201 => {}
+            401 => {
+                put.expect(401, "unknown_session");
+                refused += 1;
+            }
+            status => panic!("round {round}: the PUT got {status}: {}", String::from_utf8_lossy(&put.body)),
+        }
+        let after = self::device(addr, &user).await.get("/key").await;
+        assert_eq!(
+            after.status,
+            404,
+            "round {round}: a key outlived its erasure: {}",
+            String::from_utf8_lossy(&after.body)
+        );
+    }
+    eprintln!("{refused} of {rounds} racing PUTs were refused");
+}
+
 #[derive(Clone)]
 pub struct Device {
     pub addr: SocketAddr,

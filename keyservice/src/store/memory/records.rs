@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::MemoryStore;
 use crate::store::{
     AccessId, AccessRecord, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
-    PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey,
+    PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey, Writer,
 };
 
 #[async_trait]
@@ -81,7 +81,7 @@ impl Records for MemoryStore {
     async fn put_key(
         &self,
         user: &UserKey,
-        dek: &[u8],
+        writer: Writer<'_>,
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
@@ -94,8 +94,11 @@ impl Records for MemoryStore {
             inner.deks.remove(user);
             inner.keys.remove(user);
         }
-        if inner.deks.get(user).map(Vec::as_slice) != Some(dek) {
+        if inner.deks.get(user).map(Vec::as_slice) != Some(writer.dek) {
             return Ok(PutOutcome::DekChanged);
+        }
+        if writer.session.is_some_and(|id| !inner.sessions.contains_key(id)) {
+            return Ok(PutOutcome::SessionGone);
         }
         let versions = inner.keys.entry(*user).or_default();
         let current = versions.keys().next_back().copied();

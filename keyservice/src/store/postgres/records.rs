@@ -9,7 +9,7 @@ use super::{
 use crate::store::record;
 use crate::store::{
     AccessId, AccessRecord, Erased, InitRecord, KeyRecord, KeyWithDek, KeyringEntry, MakeSession, Precondition,
-    Pseudonym, PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey,
+    Pseudonym, PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey, Writer,
 };
 
 #[async_trait]
@@ -193,7 +193,7 @@ impl Records for PostgresStore {
     async fn put_key(
         &self,
         user: &UserKey,
-        dek: &[u8],
+        writer: Writer<'_>,
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
@@ -201,7 +201,8 @@ impl Records for PostgresStore {
     ) -> Result<PutOutcome, StoreError> {
         let put = PutQuery {
             user: record::user_prefix(user).to_vec(),
-            dek: dek.to_vec(),
+            dek: writer.dek.to_vec(),
+            session: writer.session.map(|id| id.to_vec()),
             precondition: precondition.clone(),
             keep,
             created_at,

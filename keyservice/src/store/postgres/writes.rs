@@ -9,8 +9,9 @@
 //! 2. one upsert locks (creating where missing) the head row of every user in the batch,
 //!    in key order, so that two nodes' batches take their locks in the same order and
 //!    cannot deadlock, and returns each user's latest version;
-//! 3. one read of the users' DEKs: a PUT whose DEK is no longer the user's (deleted or
-//!    erased since it was read, which takes the head lock first) writes nothing;
+//! 3. one read of the users' DEKs and of the PUTs' sessions, sent together: a PUT whose
+//!    DEK is no longer the user's (deleted or erased since it was read, which takes the
+//!    head lock first), or whose session is gone (its user erased), writes nothing;
 //! 4. the node then goes through the PUTs in the order they arrived: each one's
 //!    precondition is checked against the latest version *including the earlier PUTs of
 //!    the batch*, exactly as if they had come one after another, and each admitted one
@@ -36,6 +37,8 @@ pub(super) struct PutQuery {
     pub(super) user: Vec<u8>,
     /// The wrapped DEK `seal` seals under.
     pub(super) dek: Vec<u8>,
+    /// The session the PUT is made in, which must still exist (none: the operator's).
+    pub(super) session: Option<Vec<u8>>,
     pub(super) precondition: Precondition,
     /// Versions kept (`max_key_versions`).
     pub(super) keep: u64,
@@ -50,6 +53,8 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
     users.sort_unstable();
     users.dedup();
     let users = &users;
+    let sessions: Vec<&[u8]> = puts.iter().filter_map(|put| put.session.as_deref()).collect();
+    let sessions = &sessions;
     db.retrying(|mut client| async move {
         let transaction = begin(&mut client).await?;
         let rows = sql_query(
@@ -61,14 +66,16 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
         .await?;
         let mut latest: HashMap<Vec<u8>, u64> =
             rows.iter().map(|row| (row.get::<_, Vec<u8>>(0), uint(row.get(1)))).collect();
-        // Read under the head locks: a deletion takes the head first, so none can remove
-        // a DEK between this read and the commit.
-        let deks: HashMap<Vec<u8>, Vec<u8>> =
-            sql_query(&transaction, "SELECT user_key, wrapped FROM ks_dek WHERE user_key = ANY($1)", &[users])
-                .await?
-                .iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect();
+        // Read under the head locks: a deletion or an erasure takes the head first, so
+        // none can remove a DEK or (erasing) a session between these reads and the
+        // commit. Sent together, answered together.
+        let (of_users, of_sessions): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([users], [sessions]);
+        let (deks, live) = tokio::join!(
+            sql_query(&transaction, "SELECT user_key, wrapped FROM ks_dek WHERE user_key = ANY($1)", &of_users),
+            sql_query(&transaction, "SELECT id FROM ks_session WHERE id = ANY($1)", &of_sessions),
+        );
+        let deks: HashMap<Vec<u8>, Vec<u8>> = deks?.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let live: std::collections::HashSet<Vec<u8>> = live?.iter().map(|row| row.get(0)).collect();
         let mut outcomes = Vec::with_capacity(puts.len());
         let (mut keys, mut versions, mut created, mut sealed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for put in puts {
@@ -77,6 +84,10 @@ pub(super) async fn write_keys(db: Db, puts: Vec<PutQuery>) -> Result<Vec<Result
             };
             if deks.get(&put.user) != Some(&put.dek) {
                 outcomes.push(Ok(PutOutcome::DekChanged));
+                continue;
+            }
+            if put.session.as_ref().is_some_and(|id| !live.contains(id)) {
+                outcomes.push(Ok(PutOutcome::SessionGone));
                 continue;
             }
             let current = (*head > 0).then_some(*head);

@@ -189,10 +189,16 @@ pub(super) fn apply(trees: &Trees, op: Op, budget: &mut Budget) -> Result<Reply,
             }
             Ok(Reply::Done)
         }
-        Op::PutKey { user, dek, precondition, keep, created_at, seal } => {
-            // Applied in turn with a deletion or an erasure: a DEK they removed is seen.
+        Op::PutKey { user, dek, session, precondition, keep, created_at, seal } => {
+            // Applied in turn with a deletion or an erasure: a DEK they removed, or a
+            // session an erasure removed, is seen.
             if trees.deks.get(record::user_prefix(&user)).map_err(backend)?.as_deref() != Some(dek.as_slice()) {
                 return Ok(Reply::Put(PutOutcome::DekChanged));
+            }
+            if let Some(session) = session
+                && !trees.sessions.contains_key(session).map_err(backend)?
+            {
+                return Ok(Reply::Put(PutOutcome::SessionGone));
             }
             // One scan gives both ends: the newest version, and the oldest kept.
             let mut versions = trees.keys.scan_prefix(record::user_prefix(&user)).keys();

@@ -6,7 +6,7 @@ use super::{Op, Reply, SledStore, Which, backend, mismatch};
 use crate::store::record;
 use crate::store::{
     AccessId, AccessRecord, Erased, InitRecord, KeyRecord, KeyringEntry, MakeSession, Precondition, Pseudonym,
-    PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey,
+    PutOutcome, Records, Redeemed, SealVersion, SessionRecord, StoreError, UnixTime, UserKey, Writer,
 };
 
 #[async_trait]
@@ -89,14 +89,21 @@ impl Records for SledStore {
     async fn put_key(
         &self,
         user: &UserKey,
-        dek: &[u8],
+        writer: Writer<'_>,
         precondition: &Precondition,
         keep: u64,
         created_at: UnixTime,
         seal: SealVersion,
     ) -> Result<PutOutcome, StoreError> {
-        let op =
-            Op::PutKey { user: *user, dek: dek.to_vec(), precondition: precondition.clone(), keep, created_at, seal };
+        let op = Op::PutKey {
+            user: *user,
+            dek: writer.dek.to_vec(),
+            session: writer.session.copied(),
+            precondition: precondition.clone(),
+            keep,
+            created_at,
+            seal,
+        };
         match self.submit(op).await? {
             Reply::Put(outcome) => Ok(outcome),
             _ => Err(mismatch()),
