@@ -162,23 +162,9 @@ async fn a_session_remembered_at_one_node_follows_what_the_others_did() {
     carol.at(b).get("/key").await.expect(401, "unknown_session");
 }
 
-/// A PUT made together with a `DELETE /key` (which a node batches with other calls) is
-/// readable afterwards or gone, never stored under the DEK the deletion removed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_racing_delete_key_is_readable_or_gone() {
-    let server = pg::private();
-    let database = server.database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn keyservice::Store> =
-        Arc::new(keyservice::PostgresStore::open(&database.config(), "node-a").await.unwrap());
-    let node = TestServer::start(config(dir.path()), store).await;
-    put_racing_delete(&device(node.addr, "racer").await, 100).await;
-}
-
-/// A PUT made together with the erasure of its user leaves no key behind: erased with
-/// the rest, or refused because its session is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_put_racing_an_erasure_leaves_no_key() {
+/// Runs `race` against one node on a private PostgreSQL, with budgets that let it connect
+/// many users and see racing PUTs refused.
+async fn on_one_node(race: impl AsyncFnOnce(std::net::SocketAddr)) {
     let server = pg::private();
     let database = server.database().await;
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +174,21 @@ async fn a_put_racing_an_erasure_leaves_no_key() {
     config.init_per_minute = 100_000.try_into().unwrap();
     config.auth_failures_per_minute = 100_000.try_into().unwrap();
     let node = TestServer::start(config, store).await;
-    put_racing_erasure(node.addr, 100).await;
+    race(node.addr).await;
+}
+
+/// A PUT made together with a `DELETE /key` (which a node batches with other calls) is
+/// readable afterwards or gone, never stored under the DEK the deletion removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_delete_key_is_readable_or_gone() {
+    on_one_node(async |addr| put_racing_delete(&device(addr, "racer").await, 100).await).await;
+}
+
+/// A PUT made together with the erasure of its user leaves no key behind: erased with
+/// the rest, or refused because its session is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_an_erasure_leaves_no_key() {
+    on_one_node(async |addr| put_racing_erasure(addr, 100).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,6 +5,18 @@ use super::*;
 use crate::access::Entry;
 use crate::store::Records;
 
+/// A device of `user` in a session `id` that never expires (the store need not hold it).
+fn device_of(user: UserKey, id: Pseudonym) -> Device {
+    Device::for_tests(Session {
+        id,
+        user,
+        credential: None,
+        secret: Secret::new("unused"),
+        expires_at: UnixTime::MAX,
+        last_used: 0,
+    })
+}
+
 #[tokio::test]
 async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,14 +49,7 @@ async fn a_chunk_the_store_refuses_leaves_what_was_written_and_requeues_the_rest
     memory.refuse_appends_after(None);
     escrow.flush_accesses().await.unwrap();
     assert_eq!(stored().await, total, "the rest was queued again, and nothing twice");
-    let device = Device::for_tests(Session {
-        id: [0; 32],
-        user,
-        credential: None,
-        secret: Secret::new("unused"),
-        expires_at: UnixTime::MAX,
-        last_used: 0,
-    });
+    let device = device_of(user, [0; 32]);
     let versions: std::collections::BTreeSet<_> = escrow
         .access_history(&device, None, access::MAX_PAGE)
         .await
@@ -101,16 +106,8 @@ async fn the_master_key_is_asked_at_start_and_per_new_namespace_never_per_reques
     let at_start = calls();
     assert!(at_start > 0, "the index and system keys are the master key's");
 
-    let device = |namespace: u8, user: u8| {
-        Device::for_tests(Session {
-            id: [user; 32],
-            user: UserKey { namespace: [namespace; 32], user: [user; 32] },
-            credential: None,
-            secret: Secret::new("unused"),
-            expires_at: UnixTime::MAX,
-            last_used: 0,
-        })
-    };
+    let device =
+        |namespace: u8, user: u8| device_of(UserKey { namespace: [namespace; 32], user: [user; 32] }, [user; 32]);
     let write_and_read = |device: Device| {
         let escrow = &escrow;
         async move {
@@ -145,14 +142,7 @@ async fn a_put_racing_deletions_seals_again_and_gives_up_having_written_nothing(
     let put = |bytes: &'static [u8]| {
         escrow.store_key(&user, "text/plain".into(), Zeroizing::new(bytes.to_vec()), &Precondition::None, 1)
     };
-    let device = Device::for_tests(Session {
-        id: [0; 32],
-        user,
-        credential: None,
-        secret: Secret::new("unused"),
-        expires_at: UnixTime::MAX,
-        last_used: 0,
-    });
+    let device = device_of(user, [0; 32]);
     assert_eq!(put(b"first").await.unwrap(), PutOutcome::Stored { version: 1 });
 
     // Deleted before every attempt but the last: sealed again each time, then stored
