@@ -13,22 +13,16 @@ use crate::access;
 pub use crate::auth::Session;
 use crate::auth::{Device, Found, Sessions};
 use crate::crypto::master::MasterKey;
-use crate::crypto::vault::{UserDek, Vault, VaultError};
+use crate::crypto::vault::{Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
-use crate::store::{
-    InitRecord, Precondition, Pseudonym, PutOutcome, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey,
-    Writer,
-};
+use crate::store::{InitRecord, Pseudonym, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey};
 use crate::time::{Clock, SystemClock};
 
 mod cache;
 mod history;
+mod keys;
 mod upkeep;
-
-/// Tries of a PUT whose user's keys are deleted while it is made, each under the DEK
-/// the user has then.
-const MAX_PUT_ATTEMPTS: u32 = 4;
 
 /// How the escrow treats what it holds.
 #[derive(Debug, Clone, Copy)]
@@ -257,36 +251,6 @@ impl Escrow {
         self.cache.as_ref().map(|cache| &cache.sessions).or(self.remembered.as_ref())
     }
 
-    /// The user's DEK, from the cache when held (created, durably, when `create`).
-    async fn user_dek(&self, user: &UserKey, create: bool) -> Result<Arc<UserDek>, Error> {
-        let epoch = match self.held_dek(user) {
-            Ok(dek) => return Ok(dek),
-            Err(epoch) => epoch,
-        };
-        let dek = Arc::new(self.vault.user_dek(self.store.as_ref(), user, create).await?.ok_or_else(missing_dek)?);
-        self.keep_dek(epoch, user, &dek);
-        Ok(dek)
-    }
-
-    /// The user's DEK if this node holds it opened; else the cache's epoch to keep one
-    /// read now under (`None`: nothing is kept).
-    fn held_dek(&self, user: &UserKey) -> Result<Arc<UserDek>, Option<u64>> {
-        match &self.cache {
-            Some(cache) => match cache.deks.get(user) {
-                (Some(dek), _) => Ok(dek),
-                (None, epoch) => Err(Some(epoch)),
-            },
-            None => Err(None),
-        }
-    }
-
-    /// Keeps a DEK read under `epoch` (see [`Escrow::held_dek`]).
-    fn keep_dek(&self, epoch: Option<u64>, user: &UserKey, dek: &Arc<UserDek>) {
-        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
-            cache.deks.insert(epoch, *user, dek.clone());
-        }
-    }
-
     /// Forgets `user`'s DEK and latest key, and with `sessions` every session of theirs,
     /// from the cache.
     fn forget(&self, user: &UserKey, sessions: bool) {
@@ -322,132 +286,6 @@ impl Escrow {
             memo.forget(&id);
         }
         Ok(revoked?)
-    }
-
-    /// Stores a new version of the device's user's key, pruning beyond the retention
-    /// limit.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn put_key(
-        &self,
-        device: &Device,
-        content_type: String,
-        bytes: Zeroizing<Vec<u8>>,
-        precondition: &Precondition,
-        now: UnixTime,
-    ) -> Result<PutOutcome, Error> {
-        self.write_key(device.user(), Some(&device.session().id), content_type, bytes, precondition, now).await
-    }
-
-    /// [`Escrow::put_key`] for `user` without a request: the operator's way to load
-    /// keys (the benchmark seeds its users with it). Requests go through `put_key`.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn store_key(
-        &self,
-        user: &UserKey,
-        content_type: String,
-        bytes: Zeroizing<Vec<u8>>,
-        precondition: &Precondition,
-        now: UnixTime,
-    ) -> Result<PutOutcome, Error> {
-        self.write_key(user, None, content_type, bytes, precondition, now).await
-    }
-
-    /// Writes a version of `user`'s key in `session` (none: the operator's), sealed
-    /// again under the user's new DEK when a deletion removed the one it was sealed under.
-    async fn write_key(
-        &self,
-        user: &UserKey,
-        session: Option<&Pseudonym>,
-        content_type: String,
-        bytes: Zeroizing<Vec<u8>>,
-        precondition: &Precondition,
-        now: UnixTime,
-    ) -> Result<PutOutcome, Error> {
-        let payload = Arc::new((content_type, bytes));
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let dek = self.user_dek(user, true).await?;
-            let (sealing_dek, sealing_user, payload) = (dek.clone(), *user, payload.clone());
-            let seal = Box::new(move |version: u64| {
-                let (content_type, bytes) = &*payload;
-                Vault::seal_key(&sealing_dek, &sealing_user, version, content_type, bytes).map_err(seal_error)
-            });
-            let writer = Writer { dek: dek.wrapped(), session };
-            let outcome = self.store.put_key(user, writer, precondition, self.policy.max_key_versions, now, seal).await;
-            if let Some(cache) = &self.cache {
-                cache.latest.forget(user);
-            }
-            // The user's keys were deleted (or erased) after their DEK was read: nothing
-            // was written; seal under the DEK they have now.
-            if matches!(outcome, Ok(PutOutcome::DekChanged)) && attempts < MAX_PUT_ATTEMPTS {
-                if let Some(cache) = &self.cache {
-                    cache.deks.forget(user);
-                }
-                continue;
-            }
-            return Ok(outcome?);
-        }
-    }
-
-    /// The given version of the user's key (the latest for `None`, from the cache when
-    /// held), opened.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures, or a record that fails to open (damaged, or moved under another
-    /// user: never returned).
-    pub async fn get_key(&self, device: &Device, version: Option<u64>) -> Result<Option<Arc<Key>>, Error> {
-        let user = device.user();
-        let epoch = match (&self.cache, version) {
-            (Some(cache), None) => match cache.latest.get(user) {
-                (Some(key), _) => return Ok(Some(key)),
-                (None, epoch) => Some(epoch),
-            },
-            _ => None,
-        };
-        let (record, dek) = match self.held_dek(user) {
-            Ok(dek) => (self.store.get_key(user, version).await?, dek),
-            // The key and its DEK in one look at the store: on a shared one, one round trip
-            // and one statement.
-            Err(dek_epoch) => {
-                let (record, wrapped) = self.store.key_with_dek(user, version).await?;
-                let Some(record) = record else {
-                    return Ok(None);
-                };
-                let wrapped = wrapped.ok_or_else(missing_dek)?;
-                let dek = Arc::new(self.vault.open_user_dek(self.store.as_ref(), user, &wrapped).await?);
-                self.keep_dek(dek_epoch, user, &dek);
-                (Some(record), dek)
-            }
-        };
-        let Some(record) = record else {
-            return Ok(None);
-        };
-        let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
-        let key = Arc::new(Key { version: record.version, content_type, bytes });
-        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
-            cache.latest.insert(epoch, *user, key.clone());
-        }
-        Ok(Some(key))
-    }
-
-    /// Deletes every version of the device's user's key, and their DEK.
-    ///
-    /// # Errors
-    ///
-    /// Storage failures.
-    pub async fn delete_keys(&self, device: &Device) -> Result<u64, Error> {
-        let user = device.user();
-        let deleted = self.store.delete_keys(user).await;
-        self.forget(user, false);
-        Ok(deleted?)
     }
 
     /// Spends a single-use token (by its fingerprint), remembered until `until` (Unix
@@ -586,11 +424,6 @@ impl Sessions for Escrow {
 
 fn seal_error(error: VaultError) -> StoreError {
     StoreError::Seal(Box::new(error))
-}
-
-/// Key versions exist but their DEK does not: the two are only ever deleted together.
-fn missing_dek() -> Error {
-    Error::Vault(VaultError::Tampered("user key"))
 }
 
 #[cfg(test)]

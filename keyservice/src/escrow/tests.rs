@@ -1,9 +1,11 @@
 //! The escrow's unit tests.
 
 use super::history::ACCESS_CHUNK;
+use super::keys::MAX_PUT_ATTEMPTS;
 use super::*;
 use crate::access::Entry;
 use crate::store::Records;
+use crate::store::{Precondition, PutOutcome};
 
 /// A device of `user` in a session `id` that never expires (the store need not hold it).
 fn device_of(user: UserKey, id: Pseudonym) -> Device {
