@@ -1,5 +1,9 @@
-//! What the vault needs of a master key, wherever it is kept: [`MasterSource`].
+//! What the vault needs of a master key, wherever it is kept ([`MasterSource`]), and
+//! how the vault calls it ([`MasterCalls`]).
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use super::seal::SealError;
@@ -42,5 +46,71 @@ pub trait MasterSource: Send + Sync {
     /// [`SealError::Unavailable`], saying why.
     fn check(&self) -> Result<(), SealError> {
         Ok(())
+    }
+}
+
+/// A master key as the vault calls it: on a blocking thread, since a token's or a KMS's
+/// call may wait on a device or the network, and one call at a time. A token answers
+/// one call at a time anyway; and a key that stops answering then holds one blocking
+/// thread, however many requests wait for it (each waits only as long as it chooses to).
+#[derive(Clone)]
+pub(crate) struct MasterCalls {
+    source: Arc<dyn MasterSource>,
+    turn: Arc<Semaphore>,
+}
+
+impl MasterCalls {
+    /// Calls to `source`, one at a time.
+    pub(crate) fn new(source: Arc<dyn MasterSource>) -> Self {
+        Self { source, turn: Arc::new(Semaphore::new(1)) }
+    }
+
+    /// Calls to `source` that take turns with these (a rotation's new key beside the
+    /// current one).
+    pub(crate) fn beside(&self, source: Arc<dyn MasterSource>) -> Self {
+        Self { source, turn: self.turn.clone() }
+    }
+
+    /// [`MasterSource::id`]: held in memory, never a call.
+    pub(crate) fn id(&self) -> [u8; 8] {
+        self.source.id()
+    }
+
+    /// Runs `call` once its turn comes. The turn is held by the blocking thread, not by
+    /// the waiter: a waiter that gives up does not let another call start beside one
+    /// still running.
+    async fn call<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn MasterSource) -> Result<T, SealError> + Send + 'static,
+    ) -> Result<T, SealError> {
+        let unavailable = |why: String| SealError::Unavailable(why);
+        let turn = self.turn.clone().acquire_owned().await.map_err(|e| unavailable(e.to_string()))?;
+        let source = self.source.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            call(&*source)
+        })
+        .await;
+        result.map_err(|e| unavailable(format!("the call to the master key failed: {e}")))?
+    }
+
+    /// [`MasterSource::wrap`], off the async workers.
+    pub(crate) async fn wrap(&self, aad: Vec<u8>, key: Zeroizing<[u8; 32]>) -> Result<Vec<u8>, SealError> {
+        self.call(move |source| source.wrap(&aad, &key)).await
+    }
+
+    /// [`MasterSource::unwrap`], off the async workers.
+    pub(crate) async fn unwrap(
+        &self,
+        aad: Vec<u8>,
+        envelope: Vec<u8>,
+        kind: &'static str,
+    ) -> Result<Zeroizing<[u8; 32]>, SealError> {
+        self.call(move |source| source.unwrap(&aad, &envelope, kind)).await
+    }
+
+    /// [`MasterSource::check`], off the async workers.
+    pub(crate) async fn check(&self) -> Result<(), SealError> {
+        self.call(|source| source.check()).await
     }
 }

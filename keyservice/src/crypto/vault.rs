@@ -21,15 +21,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use keyservice_client::protocol::{RandomError, Secret, random_bytes};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::master::{MasterKey, MasterSource};
+use super::master::MasterKey;
 pub use super::seal::envelope_key_id;
 use super::seal::{SealError, SealingKey};
+use super::source::MasterCalls;
 use crate::store::{AccessId, Pseudonym, Records, StoreError, UserKey};
 
 /// Why sealed data could not be opened or keys could not be loaded. Never contains key
@@ -69,35 +71,9 @@ impl From<SealError> for VaultError {
     }
 }
 
-/// Runs a call of the master key on a blocking thread: a token or KMS call may wait on
-/// a device or the network, and must not hold an async worker meanwhile.
-async fn off_workers<T: Send + 'static>(
-    master: &Arc<dyn MasterSource>,
-    call: impl FnOnce(&dyn MasterSource) -> Result<T, SealError> + Send + 'static,
-) -> Result<T, VaultError> {
-    let master = master.clone();
-    match tokio::task::spawn_blocking(move || call(&*master)).await {
-        Ok(result) => Ok(result?),
-        Err(error) => Err(VaultError::MasterKeyUnavailable(format!("the call to the master key failed: {error}"))),
-    }
-}
-
-async fn wrap_off(
-    master: &Arc<dyn MasterSource>,
-    aad: Vec<u8>,
-    key: Zeroizing<[u8; 32]>,
-) -> Result<Vec<u8>, VaultError> {
-    off_workers(master, move |master| master.wrap(&aad, &key)).await
-}
-
-async fn unwrap_off(
-    master: &Arc<dyn MasterSource>,
-    aad: Vec<u8>,
-    envelope: Vec<u8>,
-    kind: &'static str,
-) -> Result<Zeroizing<[u8; 32]>, VaultError> {
-    off_workers(master, move |master| master.unwrap(&aad, &envelope, kind)).await
-}
+/// How long a request waits for the master key (the first use of a namespace since the
+/// start) before it is refused with `503 master_key_unavailable`.
+pub const MASTER_KEY_DEADLINE: Duration = Duration::from_secs(5);
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
@@ -132,7 +108,9 @@ pub struct Rotation {
 /// Pseudonyms and sealing for one store, under one master key.
 pub struct Vault {
     /// Swapped, whole, by [`Vault::rotate`].
-    master: RwLock<Arc<dyn MasterSource>>,
+    master: RwLock<MasterCalls>,
+    /// How long a request waits for the master key ([`MASTER_KEY_DEADLINE`]).
+    deadline: Duration,
     index: Zeroizing<[u8; 32]>,
     system: SealingKey,
     /// Unwrapped namespace KEKs, by namespace pseudonym.
@@ -160,10 +138,16 @@ impl Vault {
     ///
     /// [`VaultError::WrongMasterKey`] when the store was sealed under another master key.
     pub async fn open(master: &MasterKey, store: &dyn Records) -> Result<Self, VaultError> {
-        let master = master.source();
+        let master = MasterCalls::new(master.source());
         let index = load_or_create(&master, store, INDEX_KEY).await?;
         let system = load_or_create(&master, store, SYSTEM_KEY).await?;
-        Ok(Self { master: RwLock::new(master), index, system: SealingKey::new(&system), keks: Mutex::default() })
+        Ok(Self {
+            master: RwLock::new(master),
+            deadline: MASTER_KEY_DEADLINE,
+            index,
+            system: SealingKey::new(&system),
+            keks: Mutex::default(),
+        })
     }
 
     /// The pseudonym of a namespace.
@@ -314,7 +298,9 @@ impl Vault {
         }
         let name = kek_name(namespace);
         let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let bytes = load_or_create(&master, store, &name).await?;
+        let bytes = tokio::time::timeout(self.deadline, load_or_create(&master, store, &name))
+            .await
+            .map_err(|_| VaultError::MasterKeyUnavailable(format!("it did not answer within {:?}", self.deadline)))??;
         let kek = Arc::new(SealingKey::new(&bytes));
         self.keks.lock().unwrap_or_else(PoisonError::into_inner).insert(*namespace, kek.clone());
         Ok(kek)
@@ -372,8 +358,8 @@ impl Vault {
     ///
     /// [`VaultError::Tampered`] for an entry under neither key; storage failures.
     pub async fn rotate(&self, store: &dyn Records, new: &MasterKey) -> Result<Rotation, VaultError> {
-        let new = new.source();
         let current = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let new = current.beside(new.source());
         let mut rewrapped = Vec::new();
         let mut already_current = 0;
         for (name, wrapped) in store.keyring_list().await? {
@@ -381,8 +367,8 @@ impl Vault {
             match envelope_key_id(&wrapped) {
                 Some(id) if id == new.id() => already_current += 1,
                 Some(id) if id == current.id() => {
-                    let key = unwrap_off(&current, aad.clone(), wrapped, "keyring entry").await?;
-                    rewrapped.push((name, wrap_off(&new, aad, key).await?));
+                    let key = current.unwrap(aad.clone(), wrapped, "keyring entry").await?;
+                    rewrapped.push((name, new.wrap(aad, key).await?));
                 }
                 _ => return Err(VaultError::Tampered("keyring entry")),
             }
@@ -400,12 +386,12 @@ impl Vault {
     /// [`VaultError::MasterKeyUnavailable`].
     pub async fn master_key_health(&self) -> Result<(), VaultError> {
         let master = self.master.read().unwrap_or_else(PoisonError::into_inner).clone();
-        off_workers(&master, |master| master.check()).await
+        Ok(master.check().await?)
     }
 }
 
 async fn load_or_create(
-    master: &Arc<dyn MasterSource>,
+    master: &MasterCalls,
     store: &dyn Records,
     name: &[u8],
 ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
@@ -414,14 +400,14 @@ async fn load_or_create(
         Some(wrapped) => wrapped,
         None => {
             let fresh = Zeroizing::new(random_bytes::<32>()?);
-            let wrapped = wrap_off(master, aad.clone(), fresh).await?;
+            let wrapped = master.wrap(aad.clone(), fresh).await?;
             store.keyring_create(name, wrapped).await?
         }
     };
     if let Some(stored) = envelope_key_id(&wrapped).filter(|id| *id != master.id()) {
         return Err(VaultError::WrongMasterKey { stored: hex::encode(stored), configured: hex::encode(master.id()) });
     }
-    unwrap_off(master, aad, wrapped, "keyring entry").await
+    Ok(master.unwrap(aad, wrapped, "keyring entry").await?)
 }
 
 fn session_aad(id: &Pseudonym, user: &UserKey) -> Vec<u8> {
@@ -448,3 +434,6 @@ fn utf8_secret(plain: &[u8], kind: &'static str) -> Result<Secret, VaultError> {
 fn dek_aad(user: &UserKey) -> Vec<u8> {
     [b"dek\0".as_slice(), &user.namespace, &user.user].concat()
 }
+
+#[cfg(test)]
+mod tests;
