@@ -225,40 +225,52 @@ impl TokenKey {
         on_error: impl Fn(&CkError) -> Option<SealError>,
     ) -> Result<T, SealError> {
         let mut guard = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
-        for attempt in 0..2 {
-            if guard.is_none() {
-                *guard = Some(self.reconnect()?);
-            }
-            let connection = guard.as_ref().expect("connected just above");
-            match op(connection) {
-                Ok(value) => return Ok(value),
+        let mut retried = false;
+        loop {
+            let connection = match guard.take() {
+                Some(connection) => connection,
+                None => self.reconnect()?,
+            };
+            match op(&connection) {
+                Ok(value) => {
+                    *guard = Some(connection);
+                    return Ok(value);
+                }
                 Err(error) => {
                     if let Some(refusal) = on_error(&error) {
+                        *guard = Some(connection);
                         return Err(refusal);
                     }
-                    *guard = None;
-                    if attempt == 1 {
+                    // The connection is dropped: the next try (or call) opens a new one.
+                    if retried {
                         return Err(unavailable(&self.settings, &error.to_string()));
                     }
+                    retried = true;
                 }
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     /// A new session on the token, with the same key as at start.
     fn reconnect(&self) -> Result<Connection, SealError> {
         let connection = connect(&self.pkcs11, &self.settings).map_err(|e| SealError::Unavailable(e.to_string()))?;
         let id = key_id(&connection, &self.settings).map_err(|e| SealError::Unavailable(e.to_string()))?;
-        if id != self.id {
-            return Err(SealError::Unavailable(format!(
-                "{}: the token now holds key {} under this label, not key {} this server started with",
-                self.settings.key_setting(),
-                hex::encode(id),
-                hex::encode(self.id)
-            )));
-        }
+        self.same_key(id)?;
         Ok(connection)
+    }
+
+    /// Refuses a token that now answers for another key under the label than the one
+    /// this server started with.
+    fn same_key(&self, id: [u8; 8]) -> Result<(), SealError> {
+        if id == self.id {
+            return Ok(());
+        }
+        Err(SealError::Unavailable(format!(
+            "{}: the token now holds key {} under this label, not key {} this server started with",
+            self.settings.key_setting(),
+            hex::encode(id),
+            hex::encode(self.id)
+        )))
     }
 }
 
@@ -301,15 +313,7 @@ impl MasterSource for TokenKey {
 
     fn check(&self) -> Result<(), SealError> {
         let id = self.with_connection(id_of, |_| None)?;
-        if id != self.id {
-            return Err(SealError::Unavailable(format!(
-                "{}: the token answers for key {}, not key {}",
-                self.settings.key_setting(),
-                hex::encode(id),
-                hex::encode(self.id)
-            )));
-        }
-        Ok(())
+        self.same_key(id)
     }
 }
 
@@ -409,9 +413,7 @@ fn connect(pkcs11: &Pkcs11, settings: &TokenSettings) -> Result<Connection, Toke
     ];
     let attributes = session.get_attributes(key, &wanted).map_err(|e| failed(settings, &e))?;
     let mut problems = Vec::new();
-    let mut seen = 0;
     for attribute in &attributes {
-        seen += 1;
         match attribute {
             Attribute::KeyType(kind) if *kind != KeyType::AES => problems.push("it is not an AES key"),
             Attribute::ValueLen(len) if u64::from(*len) != 32 => problems.push("it is not 256 bits long"),
@@ -421,7 +423,8 @@ fn connect(pkcs11: &Pkcs11, settings: &TokenSettings) -> Result<Connection, Toke
             _ => {}
         }
     }
-    if seen < wanted.len() {
+    // A token leaves out what it will not tell.
+    if attributes.len() < wanted.len() {
         problems.push("the token does not say whether it is sensitive and unextractable");
     }
     if !problems.is_empty() {
