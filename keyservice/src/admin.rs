@@ -441,20 +441,19 @@ impl App {
                     .await
                     .map_err(|e| format!("opening the new master key failed: {e}"))??;
                 let rotation = self.inner.escrow.rotate_master_key(&new).await.map_err(|e: Error| e.to_string())?;
-                let (whose, place) = match (&target, created) {
-                    (NewMasterKey::File(path), true) => (
-                        "created by the server, as its own user, so that it can read it",
+                let (place, whose) = match &target {
+                    NewMasterKey::File(path) => (
                         format!("at {} on the server's file system", path.display()),
+                        if created {
+                            "created by the server, as its own user, so that it can read it"
+                        } else {
+                            "read by the server"
+                        },
                     ),
-                    (NewMasterKey::File(path), false) => {
-                        ("read by the server", format!("at {} on the server's file system", path.display()))
-                    }
-                    (NewMasterKey::TokenKey(label), true) => {
-                        ("generated in the token now", format!("labelled {label:?} in the token"))
-                    }
-                    (NewMasterKey::TokenKey(label), false) => {
-                        ("found there", format!("labelled {label:?} in the token"))
-                    }
+                    NewMasterKey::TokenKey(label) => (
+                        format!("labelled {label:?} in the token"),
+                        if created { "generated in the token now" } else { "found there" },
+                    ),
                 };
                 let message = format!(
                     "{}; the new key (fingerprint {}) is {place}, {whose}",

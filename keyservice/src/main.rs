@@ -284,21 +284,22 @@ fn init_master_key(config: &Config) -> Result<String, Failure> {
     if std::env::var_os(MASTER_KEY_ENV).is_some() {
         return Err(Failure::Usage(format!("the master key comes from {MASTER_KEY_ENV}: there is nothing to create")));
     }
-    if config.master_key_file.exists() {
-        let existing = MasterKey::load(&config.master_key_file)
-            .map(|key| format!(" (fingerprint {})", key.fingerprint()))
-            .unwrap_or_default();
-        return Err(Failure::Usage(format!(
-            "master_key_file {} exists{existing}; it is never overwritten",
-            config.master_key_file.display()
-        )));
+    // Created only if absent, in one step: a file that exists (or appears meanwhile) is
+    // read, never replaced.
+    let path = &config.master_key_file;
+    let exists = |detail: String| {
+        Failure::Usage(format!("master_key_file {} exists ({detail}); it is never overwritten", path.display()))
+    };
+    match MasterKey::load_or_create_telling(path) {
+        Ok((key, true)) => Ok(format!(
+            "{}  written to {} (mode 0600); back it up offline, apart from the data",
+            key.fingerprint(),
+            path.display()
+        )),
+        Ok((key, false)) => Err(exists(format!("fingerprint {}", key.fingerprint()))),
+        Err(error) if path.exists() => Err(exists(error.to_string())),
+        Err(error) => Err(error.to_string().into()),
     }
-    let (key, _) = MasterKey::load_or_create_telling(&config.master_key_file).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "{}  written to {} (mode 0600); back it up offline, apart from the data",
-        key.fingerprint(),
-        config.master_key_file.display()
-    ))
 }
 
 /// Why an operator command failed: a usage or configuration problem (exit 2), or the

@@ -316,6 +316,44 @@ fn a_master_key_file_others_can_read_is_refused() {
     assert!(err.contains("KEYSERVICE_MASTER_KEY") && !err.contains("not-a-key-at-all"), "{err}");
 }
 
+/// `master-key init` with a key file: creates it (mode 0600) and prints the fingerprint
+/// `master-key fingerprint` prints; never replaces it; and has nothing to do when the
+/// key comes from the environment.
+#[test]
+fn master_key_init_creates_a_file_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config_arg = config.to_str().unwrap();
+    let key_file = dir.path().join("master.key");
+    let (code, out, err) = run(&["master-key", "init", "--config", config_arg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("written to {}", key_file.display())), "{out}");
+    let created = out.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let (_, printed, _) = run(&["master-key", "fingerprint", "--config", config_arg], &[]);
+    assert!(printed.starts_with(&created), "{printed}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+
+    let (code, _, err) = run(&["master-key", "init", "--config", config_arg], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("never overwritten") && err.contains(&created), "{err}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key, "the key file changed");
+    assert!(!err.contains(key.trim()), "the key leaked into the error");
+
+    // An existing file that holds no key is not replaced either.
+    std::fs::write(&key_file, "").unwrap();
+    let (code, _, err) = run(&["master-key", "init", "--config", config_arg], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("never overwritten") && err.contains("is empty"), "{err}");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().len(), 0);
+
+    let (code, _, err) =
+        run(&["master-key", "init", "--config", config_arg], &[("KEYSERVICE_MASTER_KEY", &"ab".repeat(32))]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("KEYSERVICE_MASTER_KEY") && err.contains("nothing to create"), "{err}");
+}
+
 #[test]
 fn a_missing_master_key_file_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
