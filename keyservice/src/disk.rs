@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::files::dir_of;
+
 /// How long a look that found ample room is trusted, in nanoseconds (100 ms).
 const TRUST_FOR: u64 = 100_000_000;
 
@@ -84,13 +86,6 @@ pub struct InsufficientStorage {
     pub disk: &'static str,
 }
 
-fn dir_of(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 impl DiskGuard {
     /// A guard keeping `reserve` bytes free on the disks of `data_dir` (none for a store
     /// in a database, which refuses writes itself), `audit_log` and `ledger` (0: no
@@ -101,8 +96,8 @@ impl DiskGuard {
         if let Some(data_dir) = data_dir {
             disks.push(disk("data", data_dir.to_path_buf()));
         }
-        disks.push(disk("audit", dir_of(audit_log)));
-        disks.push(disk("ledger", dir_of(ledger)));
+        disks.push(disk("audit", dir_of(audit_log).to_path_buf()));
+        disks.push(disk("ledger", dir_of(ledger).to_path_buf()));
         Self { disks, reserve, epoch: Instant::now() }
     }
 

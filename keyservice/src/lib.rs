@@ -40,6 +40,7 @@ pub mod crypto;
 pub mod disk;
 mod error;
 pub mod escrow;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;

@@ -139,10 +139,7 @@ pub(super) fn latest_end(path: &Path) -> std::io::Result<Option<Head>> {
 /// The newest file [`rotated_path`] made from the log at `path`, if any.
 fn newest_rotated(path: &Path) -> std::io::Result<Option<PathBuf>> {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(None) };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = crate::files::dir_of(path);
     let prefix = format!("{name}.");
     let mut newest: Option<String> = None;
     for entry in std::fs::read_dir(dir)? {

@@ -7,7 +7,6 @@
 //! *id* (a keyed hash, 8 bytes) may.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::seal::{SealError, SealingKey};
 pub use super::source::MasterSource;
+use crate::files::{self, Place};
 
 /// The environment variable a master key may come from instead of a file.
 pub const MASTER_KEY_ENV: &str = "KEYSERVICE_MASTER_KEY";
@@ -172,7 +172,7 @@ impl MasterKey {
                 #[cfg(not(unix))]
                 let _ = metadata;
                 let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-                remove_stale_partials(path);
+                files::remove_stale_partials(path);
                 if text.trim().is_empty() {
                     return Err(MasterKeyError::Empty(path.to_path_buf()));
                 }
@@ -180,7 +180,8 @@ impl MasterKey {
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = Zeroizing::new(random_bytes::<32>()?);
-                match create_key_file(path, &bytes) {
+                let text = Zeroizing::new(format!("{}\n", hex::encode(&bytes[..])));
+                match files::write_whole(path, text.as_bytes(), Place::CreateNew) {
                     Ok(()) => Ok((Self::from_bytes(*bytes), true)),
                     // Another process created it meanwhile: that key is the one.
                     Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -219,61 +220,6 @@ impl MasterKey {
     /// What wraps and unwraps with it.
     pub(crate) fn source(&self) -> Arc<dyn MasterSource> {
         self.source.clone()
-    }
-}
-
-/// Writes a new key file (mode 0600) whole or not at all: the key goes to a hidden
-/// file beside it, is fsynced, and is then linked to its name, which fails if that name
-/// exists. A process stopped at any moment leaves no key file or a complete one (and at
-/// worst a hidden `.partial` file, which nothing reads and which sealed nothing).
-fn create_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let suffix = hex::encode(random_bytes::<8>().map_err(std::io::Error::other)?);
-    let partial = dir.join(format!(".{}.{suffix}.partial", name.to_string_lossy()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&partial).and_then(|mut file| {
-        let text = Zeroizing::new(format!("{}\n", hex::encode(key)));
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    });
-    let linked = written.and_then(|()| std::fs::hard_link(&partial, path));
-    // Removing the partial name is tidiness only: a link made is the key file.
-    let _ = std::fs::remove_file(&partial);
-    linked?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// How old a `.partial` file beside a key file must be to be removed: no creation
-/// takes this long, so its process is gone.
-const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Removes the `.partial` files that creations of `path` stopped before their end
-/// left beside it. Each holds a key that sealed nothing; removing them is tidiness, so
-/// a directory that cannot be listed or written (a read-only mount) is left as it is.
-fn remove_stale_partials(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let prefix = format!(".{}.", name.to_string_lossy());
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        let stale = entry
-            .metadata()
-            .and_then(|metadata| metadata.modified())
-            .ok()
-            .and_then(|modified| modified.elapsed().ok())
-            .is_some_and(|age| age >= STALE_PARTIAL);
-        if stale && file_name.starts_with(&prefix) && file_name.ends_with(".partial") {
-            let _ = std::fs::remove_file(entry.path());
-        }
     }
 }
 
@@ -351,7 +297,7 @@ mod tests {
         for file in [&stale, &fresh, &other] {
             std::fs::write(file, "ab\n").unwrap();
         }
-        let long_ago = std::time::SystemTime::now() - STALE_PARTIAL * 2;
+        let long_ago = std::time::SystemTime::now() - files::STALE_PARTIAL * 2;
         for file in [&stale, &other] {
             std::fs::File::options().write(true).open(file).unwrap().set_modified(long_ago).unwrap();
         }

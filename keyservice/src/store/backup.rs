@@ -10,7 +10,6 @@
 //! holds what the data directory holds: pseudonyms and sealed envelopes, nothing
 //! readable without the master key.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -81,21 +80,8 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
 
 /// Writes `bytes` to `path`: beside it first, fsynced, renamed into place.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
-    let io = |source| BackupError::Io { path: path.to_path_buf(), source };
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&partial).map_err(io)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io)?;
-    std::fs::rename(&partial, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
+    crate::files::write_whole(path, bytes, crate::files::Place::Replace)
+        .map_err(|source| BackupError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads and checks a backup file.
