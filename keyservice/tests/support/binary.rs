@@ -37,17 +37,8 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let drain = |stream: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut stream) = stream {
-                let _ = stream.read_to_end(&mut bytes);
-            }
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as _));
-    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -65,6 +56,16 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
         panic!("keyservice {args:?} still ran after {RUN_DEADLINE:?}\nstdout: {stdout}\nstderr: {stderr}");
     };
     (status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// Reads `stream` to its end on a thread of its own, so that a child filling one pipe
+/// never blocks while the other is read.
+fn drain(mut stream: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// A running `keyservice serve`, killed on drop.
