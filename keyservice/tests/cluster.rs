@@ -164,7 +164,7 @@ async fn a_session_remembered_at_one_node_follows_what_the_others_did() {
 
 /// Runs `race` against one node on a private PostgreSQL, with budgets that let it connect
 /// many users and see racing PUTs refused.
-async fn on_one_node(race: impl AsyncFnOnce(std::net::SocketAddr)) {
+async fn on_one_node(race: impl AsyncFnOnce(std::net::SocketAddr, &pg::Database)) {
     let server = pg::private();
     let database = server.database().await;
     let dir = tempfile::tempdir().unwrap();
@@ -174,21 +174,28 @@ async fn on_one_node(race: impl AsyncFnOnce(std::net::SocketAddr)) {
     config.init_per_minute = 100_000.try_into().unwrap();
     config.auth_failures_per_minute = 100_000.try_into().unwrap();
     let node = TestServer::start(config, store).await;
-    race(node.addr).await;
+    race(node.addr, &database).await;
 }
 
 /// A PUT made together with a `DELETE /key` (which a node batches with other calls) is
 /// readable afterwards or gone, never stored under the DEK the deletion removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_racing_delete_key_is_readable_or_gone() {
-    on_one_node(async |addr| put_racing_delete(&device(addr, "racer").await, 100).await).await;
+    on_one_node(async |addr, _| put_racing_delete(&device(addr, "racer").await, 100).await).await;
 }
 
 /// A PUT made together with the erasure of its user leaves no key behind: erased with
-/// the rest, or refused because its session is gone.
+/// the rest, or refused because its session is gone; nor a DEK (every user of the run
+/// was erased).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_racing_an_erasure_leaves_no_key() {
-    on_one_node(async |addr| put_racing_erasure(addr, 100).await).await;
+    on_one_node(async |addr, database| {
+        put_racing_erasure(addr, 100).await;
+        let client = database.connect().await;
+        let deks: i64 = client.query_one("SELECT count(*) FROM ks_dek", &[]).await.unwrap().get(0);
+        assert_eq!(deks, 0, "a DEK outlived the erasure of its user");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -300,7 +300,7 @@ async fn opening_a_store_takes_less_room_than_it_requires() {
                         user[..4].copy_from_slice(&n.to_be_bytes());
                         let user = UserKey { namespace: [7; 32], user };
                         let sealed = vec![n as u8; 72];
-                        let dek = store.create_user_dek(&user, vec![1]).await?;
+                        let dek = store.create_user_dek(&user, vec![1], None).await?.expect("made in no session");
                         store
                             .put_key(
                                 &user,

@@ -39,7 +39,7 @@ fn by_operator(dek: &[u8]) -> Writer<'_> {
 
 /// The user's wrapped DEK, made (as `[who]`) when they have none.
 async fn dek(store: &dyn Store, who: u8) -> Vec<u8> {
-    store.create_user_dek(&user(who), vec![who]).await.unwrap()
+    store.create_user_dek(&user(who), vec![who], None).await.unwrap().unwrap()
 }
 
 async fn add_init(store: &dyn Store, n: u8, expires_at: u64) {
@@ -158,8 +158,8 @@ async fn keyring(store: &dyn Store) {
     assert_eq!(entries, vec![(b"kek/x".to_vec(), vec![5]), (b"system/index".to_vec(), vec![4])]);
 
     assert_eq!(store.user_dek(&user(1)).await.unwrap(), None);
-    assert_eq!(store.create_user_dek(&user(1), vec![7]).await.unwrap(), vec![7]);
-    assert_eq!(store.create_user_dek(&user(1), vec![8]).await.unwrap(), vec![7]);
+    assert_eq!(store.create_user_dek(&user(1), vec![7], None).await.unwrap(), Some(vec![7]));
+    assert_eq!(store.create_user_dek(&user(1), vec![8], None).await.unwrap(), Some(vec![7]));
     assert_eq!(store.user_dek(&user(2)).await.unwrap(), None);
 }
 
@@ -270,7 +270,7 @@ async fn erasure(store: &dyn Store) {
     for who in [1, 2] {
         put(store, who, b"k1", Precondition::None).await;
         put(store, who, b"k2", Precondition::None).await;
-        store.create_user_dek(&user(who), vec![who]).await.unwrap();
+        store.create_user_dek(&user(who), vec![who], None).await.unwrap();
         add_init(store, who, NOW + 60).await;
         redeem(store, who, NOW, [who; 32], who, NOW + 60).await;
         add_init(store, who + 10, NOW + 60).await;
@@ -294,7 +294,7 @@ async fn erasure(store: &dyn Store) {
         store.put_key(&user(1), by_operator(&dek), &Precondition::None, KEEP_ALL, NOW, stale(bytes)).await.unwrap()
     };
     assert_eq!(put_under(vec![1], b"late").await, PutOutcome::DekChanged);
-    store.create_user_dek(&user(1), vec![21]).await.unwrap();
+    store.create_user_dek(&user(1), vec![21], None).await.unwrap();
     assert_eq!(put_under(vec![1], b"late").await, PutOutcome::DekChanged);
     assert!(store.list_keys(&user(1)).await.unwrap().is_empty(), "a refused PUT wrote nothing");
     assert_eq!(put_under(vec![21], b"fresh").await, PutOutcome::Stored { version: 1 });
@@ -321,9 +321,14 @@ async fn erasure(store: &dyn Store) {
     assert!(store.session(&[11; 32]).await.unwrap().is_none());
     assert!(store.get_key(&user(1), None).await.unwrap().is_none());
     assert_eq!(store.erase_user(&user(1)).await.unwrap(), Erased::default(), "erasing twice is harmless");
+    // No DEK is made for a write in a session the erasure ended: it would outlive it.
+    assert_eq!(store.create_user_dek(&user(1), vec![30], Some(&[1; 32])).await.unwrap(), None);
+    assert_eq!(store.user_dek(&user(1)).await.unwrap(), None, "a DEK outlived the erasure of its user");
+    // A live session's write gets the DEK the user has.
+    assert_eq!(store.create_user_dek(&user(2), vec![32], Some(&[2; 32])).await.unwrap(), Some(vec![2]));
     // A PUT in a session the erasure ended is not made, even under a DEK made after the
-    // erasure (as a racing PUT's retry makes one): it would outlive the erasure.
-    store.create_user_dek(&user(1), vec![31]).await.unwrap();
+    // erasure (as the operator may make one): it would outlive the erasure.
+    store.create_user_dek(&user(1), vec![31], None).await.unwrap();
     assert_eq!(in_session(vec![31], b"after").await, PutOutcome::SessionGone);
     assert!(store.list_keys(&user(1)).await.unwrap().is_empty(), "a PUT outlived the erasure of its user");
     assert_eq!(store.list_keys(&user(2)).await.unwrap().len(), 2);
@@ -445,7 +450,7 @@ async fn sled_keeps_everything_across_reopen() {
         add_init(&store, 2, NOW + 60).await;
         redeem(&store, 2, NOW, [2; 32], 1, NOW + 60).await;
         store.keyring_create(b"system/index", vec![42]).await.unwrap();
-        store.create_user_dek(&user(1), vec![43]).await.unwrap();
+        store.create_user_dek(&user(1), vec![43], None).await.unwrap();
         // Nodes larger than a quarter segment (128 KiB) go to blob files, which sled
         // itself never fsyncs; enough large versions make sure some exist.
         for i in 0..24u8 {
@@ -624,7 +629,7 @@ async fn concurrent(store: Arc<dyn Store>) {
 
     // Reads of many users at once: each gets its own.
     for who in 20..40u8 {
-        store.create_user_dek(&user(who), vec![who; 8]).await.unwrap();
+        store.create_user_dek(&user(who), vec![who; 8], None).await.unwrap();
         put(&*store, who, &[who], Precondition::None).await;
     }
     let reads: Vec<_> = (20..40u8)

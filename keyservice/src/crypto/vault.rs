@@ -117,6 +117,16 @@ pub struct Vault {
     keks: Mutex<HashMap<Pseudonym, Arc<SealingKey>>>,
 }
 
+/// What [`Vault::user_dek`] does when the user has no DEK.
+#[derive(Debug, Clone, Copy)]
+pub enum IfAbsent<'a> {
+    /// Nothing: there is none.
+    None,
+    /// Creates one for a write in this session (none: the operator's), unless the
+    /// session no longer exists (its user erased meanwhile).
+    Create(Option<&'a Pseudonym>),
+}
+
 /// A user's data-encryption key, unwrapped, with the wrapped form the store holds (a
 /// write names it, so that it never lands under a DEK deleted meanwhile).
 pub struct UserDek {
@@ -251,8 +261,8 @@ impl Vault {
         Ok(self.system.open(&access_aad(user, id), sealed, "access entry")?)
     }
 
-    /// The user's DEK; created (durably, with the namespace's KEK if need be) when
-    /// `create` is set and there is none. `None` when there is none and `create` is not set.
+    /// The user's DEK; when there is none, created (durably, with the namespace's KEK if
+    /// need be) as `if_absent` says. `None` when there is none and none was created.
     ///
     /// # Errors
     ///
@@ -261,16 +271,19 @@ impl Vault {
         &self,
         store: &dyn Records,
         user: &UserKey,
-        create: bool,
+        if_absent: IfAbsent<'_>,
     ) -> Result<Option<UserDek>, VaultError> {
-        let wrapped = match store.user_dek(user).await? {
-            Some(wrapped) => wrapped,
-            None if create => {
+        let wrapped = match (store.user_dek(user).await?, if_absent) {
+            (Some(wrapped), _) => wrapped,
+            (None, IfAbsent::Create(session)) => {
                 let kek = self.kek(store, &user.namespace).await?;
                 let fresh = Zeroizing::new(random_bytes::<32>()?);
-                store.create_user_dek(user, kek.wrap(&dek_aad(user), &fresh)?).await?
+                match store.create_user_dek(user, kek.wrap(&dek_aad(user), &fresh)?, session).await? {
+                    Some(wrapped) => wrapped,
+                    None => return Ok(None),
+                }
             }
-            None => return Ok(None),
+            (None, IfAbsent::None) => return Ok(None),
         };
         self.open_user_dek(store, user, &wrapped).await.map(Some)
     }

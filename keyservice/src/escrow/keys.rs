@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::{Escrow, Key, seal_error};
 use crate::auth::Device;
-use crate::crypto::vault::{UserDek, Vault, VaultError};
+use crate::crypto::vault::{IfAbsent, UserDek, Vault, VaultError};
 use crate::error::Error;
 use crate::store::{Precondition, Pseudonym, PutOutcome, UnixTime, UserKey, Writer};
 
@@ -16,15 +16,23 @@ use crate::store::{Precondition, Pseudonym, PutOutcome, UnixTime, UserKey, Write
 pub(super) const MAX_PUT_ATTEMPTS: u32 = 4;
 
 impl Escrow {
-    /// The user's DEK, from the cache when held (created, durably, when `create`).
-    pub(super) async fn user_dek(&self, user: &UserKey, create: bool) -> Result<Arc<UserDek>, Error> {
+    /// The user's DEK, from the cache when held; when there is none, created as
+    /// `if_absent` says. `None` when there is none and none was created.
+    pub(super) async fn user_dek(
+        &self,
+        user: &UserKey,
+        if_absent: IfAbsent<'_>,
+    ) -> Result<Option<Arc<UserDek>>, Error> {
         let epoch = match self.held_dek(user) {
-            Ok(dek) => return Ok(dek),
+            Ok(dek) => return Ok(Some(dek)),
             Err(epoch) => epoch,
         };
-        let dek = Arc::new(self.vault.user_dek(self.store.as_ref(), user, create).await?.ok_or_else(missing_dek)?);
+        let Some(dek) = self.vault.user_dek(self.store.as_ref(), user, if_absent).await? else {
+            return Ok(None);
+        };
+        let dek = Arc::new(dek);
         self.keep_dek(epoch, user, &dek);
-        Ok(dek)
+        Ok(Some(dek))
     }
 
     /// The user's DEK if this node holds it opened; else the cache's epoch to keep one
@@ -95,7 +103,10 @@ impl Escrow {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let dek = self.user_dek(user, true).await?;
+            // No DEK is made for a session its user's erasure ended meanwhile.
+            let Some(dek) = self.user_dek(user, IfAbsent::Create(session)).await? else {
+                return Ok(PutOutcome::SessionGone);
+            };
             let (sealing_dek, sealing_user, payload) = (dek.clone(), *user, payload.clone());
             let seal = Box::new(move |version: u64| {
                 let (content_type, bytes) = &*payload;
@@ -174,6 +185,6 @@ impl Escrow {
 }
 
 /// Key versions exist but their DEK does not: the two are only ever deleted together.
-fn missing_dek() -> Error {
+pub(super) fn missing_dek() -> Error {
     Error::Vault(VaultError::Tampered("user key"))
 }

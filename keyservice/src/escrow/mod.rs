@@ -13,7 +13,7 @@ use crate::access;
 pub use crate::auth::Session;
 use crate::auth::{Device, Found, Sessions};
 use crate::crypto::master::MasterKey;
-use crate::crypto::vault::{Vault, VaultError};
+use crate::crypto::vault::{IfAbsent, Vault, VaultError};
 use crate::error::Error;
 use crate::ledger::ErasureLedger;
 use crate::store::{InitRecord, Pseudonym, Redeemed, SessionRecord, Store, StoreError, UnixTime, UserKey};
@@ -349,7 +349,7 @@ impl Escrow {
         let records = self.store.list_keys(user).await?;
         let mut key_versions = Vec::with_capacity(records.len());
         if !records.is_empty() {
-            let dek = self.user_dek(user, false).await?;
+            let dek = self.user_dek(user, IfAbsent::None).await?.ok_or_else(keys::missing_dek)?;
             for record in records {
                 let (content_type, bytes) = Vault::open_key(&dek, user, record.version, &record.sealed)?;
                 key_versions.push(KeyVersionInfo {

@@ -31,8 +31,16 @@ pub trait Records: Send + Sync + 'static {
     /// The user's wrapped data-encryption key.
     async fn user_dek(&self, user: &UserKey) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Stores the user's wrapped DEK unless one exists; returns the one that is stored.
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError>;
+    /// Stores the user's wrapped DEK unless one exists, and only while `session` (the
+    /// session of the write that needs it; none for the operator's) still exists, checked
+    /// in the same atomic step: a write racing its user's erasure leaves no DEK behind.
+    /// Returns the DEK that is stored; `None` when none is (the session is gone).
+    async fn create_user_dek(
+        &self,
+        user: &UserKey,
+        wrapped: Vec<u8>,
+        session: Option<&Pseudonym>,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Stores a pending init.
     async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError>;

@@ -108,7 +108,7 @@ struct Trees {
 enum Op {
     KeyringCreate(Vec<u8>, Vec<u8>),
     KeyringReplace(Vec<KeyringEntry>),
-    CreateDek(UserKey, Vec<u8>),
+    CreateDek(UserKey, Vec<u8>, Option<Pseudonym>),
     AddInit(Pseudonym, InitRecord),
     Redeem {
         id: Pseudonym,

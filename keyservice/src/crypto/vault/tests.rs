@@ -73,14 +73,14 @@ async fn a_master_key_that_stops_answering_holds_one_thread_and_refuses_only_new
     vault.deadline = Duration::from_millis(300);
     let vault = Arc::new(vault);
     let user = |namespace: u8, user: u8| UserKey { namespace: [namespace; 32], user: [user; 32] };
-    vault.user_dek(&*store, &user(1, 1), true).await.unwrap().unwrap();
+    vault.user_dek(&*store, &user(1, 1), IfAbsent::Create(None)).await.unwrap().unwrap();
 
     stalling.set_closed(true);
     let reached_before = stalling.reached.load(Ordering::SeqCst);
     let waiting: Vec<_> = (0..16)
         .map(|i| {
             let (vault, store) = (vault.clone(), store.clone());
-            tokio::spawn(async move { vault.user_dek(&*store, &user(2, i), true).await })
+            tokio::spawn(async move { vault.user_dek(&*store, &user(2, i), IfAbsent::Create(None)).await })
         })
         .collect();
     let mut refusals = Vec::new();
@@ -98,7 +98,7 @@ async fn a_master_key_that_stops_answering_holds_one_thread_and_refuses_only_new
     assert_eq!(reached, 1, "one call reached the stalled key");
     assert_eq!(most_at_once, 1);
     // A namespace already open does not need the master key.
-    vault.user_dek(&*store, &user(1, 2), true).await.unwrap().unwrap();
+    vault.user_dek(&*store, &user(1, 2), IfAbsent::Create(None)).await.unwrap().unwrap();
 
-    vault.user_dek(&*store, &user(2, 1), true).await.unwrap().unwrap();
+    vault.user_dek(&*store, &user(2, 1), IfAbsent::Create(None)).await.unwrap().unwrap();
 }

@@ -31,8 +31,21 @@ impl Records for MemoryStore {
         Ok(self.lock().deks.get(user).cloned())
     }
 
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        Ok(self.lock().deks.entry(*user).or_insert(wrapped).clone())
+    async fn create_user_dek(
+        &self,
+        user: &UserKey,
+        wrapped: Vec<u8>,
+        session: Option<&Pseudonym>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut inner = self.lock();
+        if let Some(stored) = inner.deks.get(user) {
+            return Ok(Some(stored.clone()));
+        }
+        if session.is_some_and(|id| !inner.sessions.contains_key(id)) {
+            return Ok(None);
+        }
+        inner.deks.insert(*user, wrapped.clone());
+        Ok(Some(wrapped))
     }
 
     async fn add_pending_init(&self, id: Pseudonym, init: InitRecord) -> Result<(), StoreError> {

@@ -74,19 +74,29 @@ impl Records for PostgresStore {
         self.batches.deks.ask(record::user_prefix(user).to_vec()).await
     }
 
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        let (key, wrapped) = (&record::user_prefix(user), &wrapped);
+    async fn create_user_dek(
+        &self,
+        user: &UserKey,
+        wrapped: Vec<u8>,
+        session: Option<&Pseudonym>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (key, wrapped, session) = (&record::user_prefix(user), &wrapped, &session.map(|id| id.to_vec()));
         self.db
             .retrying(|client| async move {
+                // The session row is locked while the DEK is stored: an erasure, which
+                // deletes the sessions first, either waits for this and then deletes the
+                // DEK too, or has deleted them and nothing is stored.
                 sql_execute(
                     &client,
-                    "INSERT INTO ks_dek (user_key, wrapped) VALUES ($1, $2) ON CONFLICT (user_key) DO NOTHING",
-                    &[&key.as_slice(), wrapped],
+                    "INSERT INTO ks_dek (user_key, wrapped) SELECT $1, $2 \
+                     WHERE $3::bytea IS NULL OR EXISTS (SELECT 1 FROM ks_session WHERE id = $3 FOR SHARE) \
+                     ON CONFLICT (user_key) DO NOTHING",
+                    &[&key.as_slice(), wrapped, session],
                 )
                 .await?;
-                let row = sql_query_one(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
+                let row = sql_query_opt(&client, "SELECT wrapped FROM ks_dek WHERE user_key = $1", &[&key.as_slice()])
                     .await?;
-                Ok(row.get(0))
+                Ok(row.map(|row| row.get(0)))
             })
             .await
     }
@@ -269,11 +279,13 @@ impl Records for PostgresStore {
             .retrying(|mut client| async move {
                 let key = key.as_slice();
                 let transaction = begin(&mut client).await?;
+                // Sessions first: a DEK being created for one of them waits for this, or
+                // is stored before it and deleted below (see `create_user_dek`).
+                let sessions = sql_execute(&transaction, "DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
                 sql_execute(&transaction, "DELETE FROM ks_key_head WHERE user_key = $1", &[&key]).await?;
                 let versions =
                     sql_execute(&transaction, "DELETE FROM ks_key_version WHERE user_key = $1", &[&key]).await?;
                 sql_execute(&transaction, "DELETE FROM ks_dek WHERE user_key = $1", &[&key]).await?;
-                let sessions = sql_execute(&transaction, "DELETE FROM ks_session WHERE user_key = $1", &[&key]).await?;
                 let accesses = sql_execute(&transaction, "DELETE FROM ks_access WHERE user_key = $1", &[&key]).await?;
                 transaction.commit().await?;
                 Ok(Erased { versions, sessions, accesses })

@@ -96,7 +96,7 @@ impl Op {
             Op::KeyringReplace(entries) => {
                 (entries.iter().map(|(n, v)| len(n) + len(v)).sum::<u64>() + records(entries.len()), growth)
             }
-            Op::CreateDek(_, wrapped) => (len(wrapped), growth),
+            Op::CreateDek(_, wrapped, _) => (len(wrapped), growth),
             Op::AddInit(..) | Op::PutKey { .. } => (0, growth),
             Op::Redeem { .. } => (records(2), growth),
             Op::AppendAccesses(entries) => {
@@ -138,7 +138,20 @@ pub(super) fn apply(trees: &Trees, op: Op, budget: &mut Budget) -> Result<Reply,
             trees.keyring.apply_batch(batch).map_err(backend)?;
             Ok(Reply::Done)
         }
-        Op::CreateDek(user, wrapped) => create_if_absent(&trees.deks, &record::user_prefix(&user), wrapped),
+        Op::CreateDek(user, wrapped, session) => {
+            let key = record::user_prefix(&user);
+            if let Some(stored) = trees.deks.get(key).map_err(backend)? {
+                return Ok(Reply::Bytes(stored.to_vec()));
+            }
+            // Applied in turn with an erasure: a session it removed is seen.
+            if let Some(session) = session
+                && !trees.sessions.contains_key(session).map_err(backend)?
+            {
+                return Ok(Reply::Done);
+            }
+            trees.deks.insert(key, wrapped.as_slice()).map_err(backend)?;
+            Ok(Reply::Bytes(wrapped))
+        }
         Op::AddInit(id, init) => {
             trees.inits.insert(id, record::encode_init(&init)).map_err(backend)?;
             Ok(Reply::Done)

@@ -34,9 +34,16 @@ impl Records for SledStore {
         Ok(self.trees.deks.get(record::user_prefix(user)).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    async fn create_user_dek(&self, user: &UserKey, wrapped: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        match self.submit(Op::CreateDek(*user, wrapped)).await? {
-            Reply::Bytes(stored) => Ok(stored),
+    async fn create_user_dek(
+        &self,
+        user: &UserKey,
+        wrapped: Vec<u8>,
+        session: Option<&Pseudonym>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.submit(Op::CreateDek(*user, wrapped, session.copied())).await? {
+            Reply::Bytes(stored) => Ok(Some(stored)),
+            // The session is gone: nothing was stored.
+            Reply::Done => Ok(None),
             _ => Err(mismatch()),
         }
     }
