@@ -55,7 +55,8 @@ impl Escrow {
     }
 
     /// Stores a new version of the device's user's key, pruning beyond the retention
-    /// limit.
+    /// limit; [`PutOutcome::SessionGone`], writing nothing, when the device's session
+    /// ended meanwhile (its user erased).
     ///
     /// # Errors
     ///
