@@ -85,6 +85,45 @@ pub(crate) fn remove_stale_partials(path: &Path) {
     }
 }
 
+/// What writes of a file stopped partway leave beside it, for the tests of the sweep:
+/// a stale partial file of it, a fresh one (a write that may still be going on), and a
+/// stale one of another file.
+#[cfg(test)]
+pub(crate) struct CutShort {
+    stale: std::path::PathBuf,
+    fresh: std::path::PathBuf,
+    other: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl CutShort {
+    /// Leaves the three beside `path`.
+    pub(crate) fn beside(path: &Path) -> Self {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let dir = dir_of(path);
+        let left = Self {
+            stale: dir.join(format!(".{name}.00112233aabbccdd.partial")),
+            fresh: dir.join(format!(".{name}.44556677aabbccdd.partial")),
+            other: dir.join(".other.key.8899aabbccddeeff.partial"),
+        };
+        for file in [&left.stale, &left.fresh, &left.other] {
+            std::fs::write(file, "ab\n").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - STALE_PARTIAL * 2;
+        for file in [&left.stale, &left.other] {
+            std::fs::File::options().write(true).open(file).unwrap().set_modified(long_ago).unwrap();
+        }
+        left
+    }
+
+    /// Only the stale partial file of the file is gone.
+    pub(crate) fn assert_swept(&self) {
+        assert!(!self.stale.exists(), "a stale partial file of this file was left");
+        assert!(self.fresh.exists(), "a write that may still be going on lost its file");
+        assert!(self.other.exists(), "another file's partial file was removed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,20 +151,9 @@ mod tests {
     fn what_a_write_cut_short_left_is_removed_once_stale() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
-        let stale = dir.path().join(".master.key.00112233aabbccdd.partial");
-        let fresh = dir.path().join(".master.key.44556677aabbccdd.partial");
-        let other = dir.path().join(".other.key.8899aabbccddeeff.partial");
-        for file in [&stale, &fresh, &other] {
-            std::fs::write(file, "ab\n").unwrap();
-        }
-        let long_ago = std::time::SystemTime::now() - STALE_PARTIAL * 2;
-        for file in [&stale, &other] {
-            std::fs::File::options().write(true).open(file).unwrap().set_modified(long_ago).unwrap();
-        }
+        let left = CutShort::beside(&path);
         remove_stale_partials(&path);
-        assert!(!stale.exists(), "a stale partial file of this file was left");
-        assert!(fresh.exists(), "a write that may still be going on lost its file");
-        assert!(other.exists(), "another file's partial file was removed");
+        left.assert_swept();
     }
 
     #[test]

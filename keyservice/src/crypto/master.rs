@@ -291,20 +291,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         MasterKey::load_or_create(&path).unwrap();
-        let stale = dir.path().join(".master.key.00112233aabbccdd.partial");
-        let fresh = dir.path().join(".master.key.44556677aabbccdd.partial");
-        let other = dir.path().join(".other.key.8899aabbccddeeff.partial");
-        for file in [&stale, &fresh, &other] {
-            std::fs::write(file, "ab\n").unwrap();
-        }
-        let long_ago = std::time::SystemTime::now() - files::STALE_PARTIAL * 2;
-        for file in [&stale, &other] {
-            std::fs::File::options().write(true).open(file).unwrap().set_modified(long_ago).unwrap();
-        }
+        let left = files::CutShort::beside(&path);
         MasterKey::load_or_create(&path).unwrap();
-        assert!(!stale.exists(), "a stale partial file of this key file was left");
-        assert!(fresh.exists(), "a creation that may still be running lost its file");
-        assert!(other.exists(), "another key file's partial file was removed");
+        left.assert_swept();
     }
 
     #[test]
